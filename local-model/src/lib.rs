@@ -1,0 +1,15 @@
+//! slmgate's embedded small language model.
+//!
+//! Module ownership while the crate is being built (keep to your own files):
+//! - generation: `gguf_tokenizer`, `template`, `sampling`, `generator`, `pool`, `models`
+//! - embeddings, model files and devices: `embed`, `hub`, `device`
+
+pub mod device;
+pub mod embed;
+pub mod generator;
+pub mod gguf_tokenizer;
+pub mod hub;
+pub mod models;
+pub mod pool;
+pub mod sampling;
+pub mod template;

@@ -1,0 +1,384 @@
+//! Model architectures behind one interface, and weight loading with optional requantization.
+//!
+//! candle's quantized models keep their KV cache inside the model struct, so one model value
+//! can serve one sequence at a time. [`ModelWeights`] holds the loaded weights once;
+//! [`ModelWeights::instance`] hands each worker its own [`ModelInstance`]:
+//!
+//! - `llama` and `gemma3` models are `Clone` and their tensors are reference-counted, so an
+//!   instance is a cheap clone that shares every weight with the others.
+//! - candle's `qwen2` model is not `Clone`: each instance is built again from the (possibly
+//!   requantized) GGUF bytes kept in memory, so every worker holds its own copy of the weights.
+//!
+//! # Requantization
+//!
+//! candle has fast CPU kernels for Q8_0 and the K-quants but not for every GGUF type (Q4_1 has
+//! no SIMD path), so [`Quantize::Q8_0`] (the default) and [`Quantize::Q4K`] convert every
+//! matrix on load. Tensors whose row length is not a multiple of the target's block size fall
+//! back to Q8_0, then to their original type; vectors (norms, biases) are never touched.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{self, Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
+
+use crate::generator::LocalModelError;
+
+/// How weights are stored in memory after loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quantize {
+    /// Requantize matrices to Q8_0 (fastest on CPU in candle; the default).
+    #[default]
+    Q8_0,
+    /// Requantize matrices to Q4K (smaller, about as fast).
+    Q4K,
+    /// Keep the file's quantization.
+    Keep,
+}
+
+impl std::str::FromStr for Quantize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "q8_0" | "q8" => Ok(Self::Q8_0),
+            "q4k" | "q4_k" => Ok(Self::Q4K),
+            "keep" => Ok(Self::Keep),
+            other => Err(format!(
+                "unknown quantization {other:?} (expected q8_0, q4k or keep)"
+            )),
+        }
+    }
+}
+
+/// A model family supported by the generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `general.architecture = llama` (SmolLM2, TinyLlama, Llama, Mistral-style models).
+    Llama,
+    /// `general.architecture = qwen2` (Qwen2, Qwen2.5).
+    Qwen2,
+    /// `general.architecture = gemma3`.
+    Gemma3,
+}
+
+impl Architecture {
+    /// Maps `general.architecture` to a supported family.
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            "gemma3" => Some(Self::Gemma3),
+            _ => None,
+        }
+    }
+
+    /// The GGUF name (and metadata key prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Gemma3 => "gemma3",
+        }
+    }
+
+    /// The longest sequence candle's implementation can handle (its RoPE tables' size), if
+    /// it is smaller than what the file declares.
+    pub fn max_positions(self) -> Option<usize> {
+        match self {
+            Self::Llama => Some(quantized_llama::MAX_SEQ_LEN),
+            Self::Gemma3 => Some(quantized_gemma3::MAX_SEQ_LEN),
+            Self::Qwen2 => None,
+        }
+    }
+}
+
+fn candle_err(path: &Path, what: &str) -> impl FnOnce(candle_core::Error) -> LocalModelError {
+    let path = path.to_path_buf();
+    let what = what.to_string();
+    move |source| LocalModelError::Model {
+        path,
+        context: what,
+        source: Box::new(source),
+    }
+}
+
+/// Loaded weights that can produce per-sequence [`ModelInstance`]s.
+pub struct ModelWeights {
+    arch: Architecture,
+    path: PathBuf,
+    device: Device,
+    proto: Proto,
+}
+
+impl std::fmt::Debug for ModelWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelWeights")
+            .field("arch", &self.arch)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Proto {
+    Llama(quantized_llama::ModelWeights),
+    Gemma3(quantized_gemma3::ModelWeights),
+    /// GGUF bytes to rebuild the (non-`Clone`) model from, plus one ready instance.
+    Qwen2 {
+        gguf: Arc<Vec<u8>>,
+        spare: std::sync::Mutex<Option<quantized_qwen2::ModelWeights>>,
+    },
+}
+
+impl ModelWeights {
+    /// Loads the tensors of `content` (read from the file at `path`) for `arch`, requantized
+    /// according to `quantize`.
+    pub fn load(
+        arch: Architecture,
+        path: &Path,
+        content: Content,
+        file: &mut std::fs::File,
+        quantize: Quantize,
+        device: &Device,
+    ) -> Result<Self, LocalModelError> {
+        let target = match quantize {
+            Quantize::Q8_0 => Some(GgmlDType::Q8_0),
+            Quantize::Q4K => Some(GgmlDType::Q4K),
+            Quantize::Keep => None,
+        };
+        // Requantizing, and qwen2's rebuilds, both need the tensors as an in-memory GGUF.
+        let gguf: Option<Vec<u8>> = match (target, arch) {
+            (Some(t), _) => Some(requantize(path, &content, file, t)?),
+            (None, Architecture::Qwen2) => {
+                use std::io::{Read, Seek};
+                let mut bytes = Vec::new();
+                file.seek(std::io::SeekFrom::Start(0))
+                    .and_then(|_| file.read_to_end(&mut bytes))
+                    .map_err(|source| LocalModelError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                Some(bytes)
+            }
+            (None, _) => None,
+        };
+        let build_err = candle_err(path, "building the model");
+        let proto = match gguf {
+            Some(bytes) => {
+                let mut cursor = Cursor::new(bytes.as_slice());
+                let content =
+                    Content::read(&mut cursor).map_err(candle_err(path, "re-reading GGUF"))?;
+                match arch {
+                    Architecture::Llama => Proto::Llama(
+                        quantized_llama::ModelWeights::from_gguf(content, &mut cursor, device)
+                            .map_err(build_err)?,
+                    ),
+                    Architecture::Gemma3 => Proto::Gemma3(
+                        quantized_gemma3::ModelWeights::from_gguf(content, &mut cursor, device)
+                            .map_err(build_err)?,
+                    ),
+                    Architecture::Qwen2 => {
+                        let m =
+                            quantized_qwen2::ModelWeights::from_gguf(content, &mut cursor, device)
+                                .map_err(build_err)?;
+                        Proto::Qwen2 {
+                            gguf: Arc::new(bytes),
+                            spare: std::sync::Mutex::new(Some(m)),
+                        }
+                    }
+                }
+            }
+            None => match arch {
+                Architecture::Llama => Proto::Llama(
+                    quantized_llama::ModelWeights::from_gguf(content, file, device)
+                        .map_err(build_err)?,
+                ),
+                Architecture::Gemma3 => Proto::Gemma3(
+                    quantized_gemma3::ModelWeights::from_gguf(content, file, device)
+                        .map_err(build_err)?,
+                ),
+                Architecture::Qwen2 => {
+                    return Err(LocalModelError::Worker(
+                        "internal: qwen2 weights must be loaded from memory".into(),
+                    ))
+                }
+            },
+        };
+        Ok(Self {
+            arch,
+            path: path.to_path_buf(),
+            device: device.clone(),
+            proto,
+        })
+    }
+
+    /// The model family.
+    pub fn architecture(&self) -> Architecture {
+        self.arch
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A model for one sequence at a time, with an empty KV cache. Cheap for llama and
+    /// gemma3 (weights are shared); a rebuild from memory for qwen2.
+    pub fn instance(&self) -> Result<ModelInstance, LocalModelError> {
+        let inner = match &self.proto {
+            Proto::Llama(m) => Inner::Llama(m.clone()),
+            Proto::Gemma3(m) => Inner::Gemma3(m.clone()),
+            Proto::Qwen2 { gguf, spare } => {
+                let taken = spare.lock().ok().and_then(|mut s| s.take());
+                match taken {
+                    Some(m) => Inner::Qwen2(m),
+                    None => {
+                        let mut cursor = Cursor::new(gguf.as_slice());
+                        let content = Content::read(&mut cursor)
+                            .map_err(candle_err(&self.path, "re-reading GGUF"))?;
+                        Inner::Qwen2(
+                            quantized_qwen2::ModelWeights::from_gguf(
+                                content,
+                                &mut cursor,
+                                &self.device,
+                            )
+                            .map_err(candle_err(&self.path, "building the model"))?,
+                        )
+                    }
+                }
+            }
+        };
+        Ok(ModelInstance {
+            inner,
+            device: self.device.clone(),
+            mask_shapes: HashSet::new(),
+            mask_bytes: 0,
+        })
+    }
+
+    /// Whether [`ModelWeights::instance`] shares the weights (true) or copies them.
+    pub fn instances_share_weights(&self) -> bool {
+        !matches!(self.proto, Proto::Qwen2 { .. })
+    }
+}
+
+/// Mask memory a rebuilt (qwen2) instance may accumulate before it is replaced.
+const QWEN2_MASK_BUDGET: usize = 64 << 20;
+
+/// One model with its own KV cache: one sequence at a time.
+pub struct ModelInstance {
+    inner: Inner,
+    device: Device,
+    /// candle's llama and qwen2 cache one causal mask per (prompt length, context length)
+    /// and never evict them; these track how much that cache holds.
+    mask_shapes: HashSet<(usize, usize)>,
+    mask_bytes: usize,
+}
+
+enum Inner {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    Gemma3(quantized_gemma3::ModelWeights),
+}
+
+impl ModelInstance {
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` and returns the logits of the last
+    /// position. `pos == 0` starts a new sequence (the KV cache is replaced).
+    pub fn forward(&mut self, tokens: &[u32], pos: usize) -> candle_core::Result<Vec<f32>> {
+        if tokens.len() > 1 && self.mask_shapes.insert((tokens.len(), pos + tokens.len())) {
+            self.mask_bytes += tokens.len() * (pos + tokens.len());
+        }
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let logits = match &mut self.inner {
+            Inner::Llama(m) => m.forward(&input, pos)?,
+            Inner::Qwen2(m) => m.forward(&input, pos)?,
+            Inner::Gemma3(m) => m.forward(&input, pos)?,
+        };
+        logits
+            .squeeze(0)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()
+    }
+
+    /// Whether this instance should be replaced by a fresh [`ModelWeights::instance`]
+    /// between requests, to release candle's ever-growing mask cache. Always true for llama
+    /// after a prompt (a fresh instance is a cheap clone); for qwen2 once the cache is large.
+    pub fn is_stale(&self) -> bool {
+        match self.inner {
+            Inner::Llama(_) => self.mask_bytes > 0,
+            Inner::Qwen2(_) => self.mask_bytes > QWEN2_MASK_BUDGET,
+            Inner::Gemma3(_) => false,
+        }
+    }
+
+    /// Whether several tokens can be fed at a position > 0 (prompt prefill in chunks).
+    /// candle 0.11's gemma3 fails on that (its offset mask mixes dtypes).
+    pub fn supports_chunked_prefill(&self) -> bool {
+        !matches!(self.inner, Inner::Gemma3(_))
+    }
+
+    /// Drops the KV cache (between requests).
+    pub fn clear(&mut self) {
+        match &mut self.inner {
+            Inner::Llama(m) => m.clear_kv_cache(),
+            Inner::Qwen2(m) => m.clear_kv_cache(),
+            // candle's gemma3 has no clear method; a forward at position 0 replaces the cache.
+            Inner::Gemma3(_) => {}
+        }
+    }
+}
+
+/// Reads every tensor, requantizes the matrices to `target`, and writes an in-memory GGUF
+/// with the same metadata.
+fn requantize(
+    path: &Path,
+    content: &Content,
+    file: &mut std::fs::File,
+    target: GgmlDType,
+) -> Result<Vec<u8>, LocalModelError> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
+    let cpu = Device::Cpu;
+    for name in names {
+        let err = candle_err(path, &format!("tensor {name}"));
+        let t = content.tensor(file, name, &cpu).map_err(err)?;
+        let t = convert(t, target).map_err(candle_err(path, &format!("requantizing {name}")))?;
+        tensors.push((name.clone(), t));
+    }
+    let metadata: Vec<(&str, &Value)> = sorted_metadata(&content.metadata);
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &refs)
+        .map_err(candle_err(path, "writing the requantized GGUF"))?;
+    Ok(out.into_inner())
+}
+
+fn sorted_metadata(md: &HashMap<String, Value>) -> Vec<(&str, &Value)> {
+    let mut v: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
+fn convert(t: QTensor, target: GgmlDType) -> candle_core::Result<QTensor> {
+    let dims = t.shape().dims().to_vec();
+    if dims.len() < 2 || t.dtype() == target {
+        return Ok(t);
+    }
+    let row = *dims.last().unwrap_or(&0);
+    let dtype = [target, GgmlDType::Q8_0]
+        .into_iter()
+        .find(|d| row.is_multiple_of(d.block_size()));
+    let Some(dtype) = dtype else {
+        return Ok(t);
+    };
+    if t.dtype() == dtype {
+        return Ok(t);
+    }
+    let f = t.dequantize(&Device::Cpu)?;
+    QTensor::quantize(&f, dtype)
+}

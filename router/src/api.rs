@@ -1,0 +1,353 @@
+//! OpenAI API types, parsed no deeper than the gateway needs.
+//!
+//! A chat request is kept as its original bytes plus the byte range of each top-level field.
+//! The gateway reads the few fields it acts on (`model`, `stream`, `stream_options`) and
+//! rewrites only `model` (and `stream_options` when it asks upstream for usage). Every other
+//! field — known or unknown to us — is copied to the upstream byte for byte. That keeps the
+//! proxy exact (no float or key-order drift) and cheap (no `Value` tree per request).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+
+/// A parsed `POST /v1/chat/completions` body.
+#[derive(Clone)]
+pub struct ChatRequest {
+    body: Bytes,
+    fields: Vec<(Box<str>, Range<usize>)>,
+    /// The requested model (alias).
+    pub model: String,
+    /// `stream: true`.
+    pub stream: bool,
+    /// The client itself asked for `stream_options.include_usage`.
+    pub client_wants_usage: bool,
+}
+
+impl fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatRequest")
+            .field("model", &self.model)
+            .field("stream", &self.stream)
+            .field("bytes", &self.body.len())
+            .finish()
+    }
+}
+
+/// An object whose values stay raw, in document order.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(RawObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// The least we check of each message: it is an object with a string role.
+#[derive(Deserialize)]
+struct MessageShape<'a> {
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+}
+
+impl ChatRequest {
+    /// Parses and validates a chat completion body.
+    pub fn parse(body: Bytes) -> Result<Self, GatewayError> {
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| GatewayError::bad_request(format!("request body is not UTF-8: {e}")))?;
+        let obj: RawObject<'_> = serde_json::from_str(text).map_err(|e| {
+            GatewayError::bad_request(format!("request body is not a valid JSON object: {e}"))
+        })?;
+        let base = text.as_ptr() as usize;
+        let mut fields = Vec::with_capacity(obj.0.len());
+        let mut model = None;
+        let mut stream = false;
+        let mut client_wants_usage = false;
+        let mut has_messages = false;
+        for (k, v) in &obj.0 {
+            let raw = v.get();
+            let start = raw.as_ptr() as usize - base;
+            fields.push((Box::<str>::from(k.as_ref()), start..start + raw.len()));
+            match k.as_ref() {
+                "model" => {
+                    let m: String = serde_json::from_str(raw)
+                        .map_err(|_| GatewayError::bad_param("model", "`model` must be a string"))?;
+                    model = Some(m);
+                }
+                "stream" => {
+                    stream = match raw {
+                        "null" => false,
+                        _ => serde_json::from_str(raw).map_err(|_| {
+                            GatewayError::bad_param("stream", "`stream` must be a boolean")
+                        })?,
+                    }
+                }
+                "stream_options" if raw != "null" => {
+                    let so: StreamOptions = serde_json::from_str(raw).map_err(|_| {
+                        GatewayError::bad_param(
+                            "stream_options",
+                            "`stream_options` must be an object",
+                        )
+                    })?;
+                    client_wants_usage = so.include_usage.unwrap_or(false);
+                }
+                "messages" => {
+                    let msgs: Vec<MessageShape<'_>> = serde_json::from_str(raw).map_err(|_| {
+                        GatewayError::bad_param(
+                            "messages",
+                            "`messages` must be an array of message objects",
+                        )
+                    })?;
+                    if msgs.is_empty() {
+                        return Err(GatewayError::bad_param(
+                            "messages",
+                            "`messages` must contain at least one message",
+                        ));
+                    }
+                    if let Some(i) = msgs.iter().position(|m| m.role.is_none()) {
+                        return Err(GatewayError::bad_param(
+                            "messages",
+                            format!("messages[{i}] has no `role`"),
+                        ));
+                    }
+                    has_messages = true;
+                }
+                _ => {}
+            }
+        }
+        let model = model
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| GatewayError::bad_param("model", "`model` is required"))?;
+        if !has_messages {
+            return Err(GatewayError::bad_param("messages", "`messages` is required"));
+        }
+        Ok(ChatRequest {
+            body,
+            fields,
+            model,
+            stream,
+            client_wants_usage,
+        })
+    }
+
+    /// The raw JSON text of a top-level field.
+    pub fn raw_field(&self, name: &str) -> Option<&str> {
+        let (_, r) = self.fields.iter().find(|(k, _)| k.as_ref() == name)?;
+        // The ranges were cut from valid UTF-8 at value boundaries.
+        std::str::from_utf8(&self.body[r.clone()]).ok()
+    }
+
+    /// Deserialises one top-level field; `Ok(None)` when absent or null.
+    pub fn field<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, GatewayError> {
+        match self.raw_field(name) {
+            None | Some("null") => Ok(None),
+            Some(raw) => serde_json::from_str(raw)
+                .map(Some)
+                .map_err(|e| GatewayError::bad_param(name, format!("invalid `{name}`: {e}"))),
+        }
+    }
+
+    /// The original body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The body to send upstream: `model` replaced by `upstream_model`; for streams with
+    /// `ask_usage`, `stream_options.include_usage` set to true. All else is copied verbatim.
+    pub fn upstream_body(&self, upstream_model: &str, ask_usage: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + upstream_model.len() + 48);
+        out.push(b'{');
+        let mut first = true;
+        let mut push_key = |out: &mut Vec<u8>, k: &str| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Keys are re-escaped by serde_json, so unusual keys survive.
+            let _ = serde_json::to_writer(&mut *out, k);
+            out.push(b':');
+        };
+        let fix_usage = self.stream && ask_usage && !self.client_wants_usage;
+        let mut wrote_stream_options = false;
+        for (k, r) in &self.fields {
+            match k.as_ref() {
+                "model" => {
+                    push_key(&mut out, k);
+                    let _ = serde_json::to_writer(&mut out, upstream_model);
+                }
+                "stream_options" if fix_usage => {
+                    push_key(&mut out, k);
+                    let merged = self
+                        .raw_field("stream_options")
+                        .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
+                        .and_then(|v| match v {
+                            serde_json::Value::Object(mut m) => {
+                                m.insert("include_usage".into(), serde_json::Value::Bool(true));
+                                Some(serde_json::Value::Object(m))
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| serde_json::json!({"include_usage": true}));
+                    let _ = serde_json::to_writer(&mut out, &merged);
+                    wrote_stream_options = true;
+                }
+                _ => {
+                    push_key(&mut out, k);
+                    out.extend_from_slice(&self.body[r.clone()]);
+                }
+            }
+        }
+        if fix_usage && !wrote_stream_options {
+            push_key(&mut out, "stream_options");
+            out.extend_from_slice(br#"{"include_usage":true}"#);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Token usage as OpenAI reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Sum of both.
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// Reads `usage` out of a completion (or final chunk) without building a tree.
+pub fn extract_usage(json: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct WithUsage {
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<WithUsage>(json).ok()?.usage
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    /// The alias clients use.
+    pub id: String,
+    /// Always `"model"`.
+    pub object: &'static str,
+    /// Unix seconds (gateway start).
+    pub created: u64,
+    /// Who serves it (the backend name).
+    pub owned_by: String,
+}
+
+/// `GET /v1/models` body.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelList {
+    /// Always `"list"`.
+    pub object: &'static str,
+    /// The models.
+    pub data: Vec<ModelCard>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ChatRequest, GatewayError> {
+        ChatRequest::parse(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn rewrites_model_and_keeps_everything_else_verbatim() {
+        let r = parse(r#"{"model":"remote","messages":[{"role":"user","content":"hi"}],"temperature":0.10000000000000001,"x_custom":{"a":[1,2]}}"#).unwrap();
+        assert_eq!(r.model, "remote");
+        let out = String::from_utf8(r.upstream_body("gpt-4o-mini", true)).unwrap();
+        assert_eq!(
+            out,
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"temperature":0.10000000000000001,"x_custom":{"a":[1,2]}}"#
+        );
+    }
+
+    #[test]
+    fn stream_asks_for_usage() {
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+            .unwrap();
+        assert!(r.stream && !r.client_wants_usage);
+        let out: serde_json::Value = serde_json::from_slice(&r.upstream_body("u", true)).unwrap();
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"foo":1}}"#).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&r.upstream_body("u", true)).unwrap();
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert_eq!(out["stream_options"]["foo"], 1);
+    }
+
+    #[test]
+    fn bad_inputs_are_400_with_param() {
+        for (body, param) in [
+            (r#"{"model":1,"messages":[]}"#, Some("model")),
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":"m"}"#, Some("messages")),
+            (r#"{"model":"m","messages":[]}"#, Some("messages")),
+            (r#"{"model":"m","messages":"hi"}"#, Some("messages")),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages")),
+            (r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, Some("stream")),
+            (r#"[1,2]"#, None),
+            (r#"{"model":"m","#, None),
+            ("", None),
+        ] {
+            match parse(body) {
+                Err(GatewayError::BadRequest { param: p, .. }) => {
+                    assert_eq!(p.as_deref(), param, "{body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(ChatRequest::parse(Bytes::from_static(b"{\"model\":\"\xff\"}")).is_err());
+    }
+
+    #[test]
+    fn escaped_keys_survive() {
+        let r = parse(r#"{"model":"m","messages":[{"role":"user"}],"we\"ird":1}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.upstream_body("u", false)).unwrap();
+        assert_eq!(v["we\"ird"], 1);
+    }
+
+    #[test]
+    fn usage_extraction() {
+        assert_eq!(
+            extract_usage(br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#),
+            Some(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 })
+        );
+        assert_eq!(extract_usage(br#"{"usage":null}"#), None);
+        assert_eq!(extract_usage(b"nope"), None);
+    }
+}

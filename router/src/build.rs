@@ -1,0 +1,175 @@
+//! Builds the runtime [`Gateway`] from a validated [`slmgate_config::Config`].
+//!
+//! The config crate has already checked references and values; what can still fail here is
+//! runtime setup (an HTTP client, a header value, a model file), reported with the backend's
+//! name.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+use slmgate_config as cfgs;
+
+use crate::runtime::{
+    parse_sha256, sha256, unix_now, ClientKey, Gateway, Keys, Limits, ModelRoute, Target,
+};
+use crate::upstream::openai::OpenAiBackend;
+use crate::upstream::Backend;
+
+/// The process-wide HTTP client: pooled keep-alive connections, HTTP/1.1 and HTTP/2 (ALPN).
+pub fn http_client(connect_timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(60))
+        .user_agent(concat!("slmgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")
+}
+
+fn openai_backend(
+    b: &cfgs::Backend,
+    o: &cfgs::OpenAiBackend,
+    client: &reqwest::Client,
+) -> anyhow::Result<OpenAiBackend> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &o.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .with_context(|| format!("backend `{}`: invalid header name `{k}`", b.name))?;
+        let value = HeaderValue::from_str(v)
+            .with_context(|| format!("backend `{}`: invalid value for header `{k}`", b.name))?;
+        headers.insert(name, value);
+    }
+    if let Some(key) = o.api_key.as_deref().filter(|k| !k.is_empty()) {
+        let mut v = HeaderValue::from_str(&format!("Bearer {key}")).with_context(|| {
+            format!("backend `{}`: api_key is not a valid header value", b.name)
+        })?;
+        v.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, v);
+    }
+    Ok(OpenAiBackend {
+        name: b.name.clone(),
+        chat_url: format!("{}/chat/completions", o.base_url.trim_end_matches('/')),
+        headers,
+        timeout: o.timeout,
+        max_retries: o.max_retries,
+        retry_backoff: o.retry_backoff,
+        max_retry_backoff: o.max_retry_backoff,
+        client: client.clone(),
+    })
+}
+
+/// Resolves a validated config into a runtime gateway.
+pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
+    let connect_timeout = cfg
+        .backends
+        .iter()
+        .filter_map(|b| match &b.kind {
+            cfgs::BackendKind::OpenAi(o) => Some(o.connect_timeout),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(Duration::from_secs(10));
+    let client = http_client(connect_timeout)?;
+
+    let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
+    let mut disabled: HashMap<String, String> = HashMap::new();
+    for b in &cfg.backends {
+        if !b.is_enabled() {
+            disabled.insert(
+                b.name.clone(),
+                format!(
+                    "backend `{}` is disabled (no api_key set, or `enabled: false`)",
+                    b.name
+                ),
+            );
+            continue;
+        }
+        match &b.kind {
+            cfgs::BackendKind::OpenAi(o) => {
+                let built = openai_backend(b, o, &client)?;
+                backends.insert(b.name.clone(), Arc::new(Backend::OpenAi(built)));
+            }
+            cfgs::BackendKind::Local(_) => {
+                disabled.insert(
+                    b.name.clone(),
+                    format!(
+                        "backend `{}` (kind: local) is not available in this build",
+                        b.name
+                    ),
+                );
+            }
+        }
+    }
+
+    let mut models = HashMap::new();
+    let mut model_order = Vec::new();
+    let mut unavailable = HashMap::new();
+    for m in &cfg.models {
+        let mut targets = Vec::new();
+        let mut why_not = Vec::new();
+        let chain = std::iter::once((&m.backend, m.model.as_deref()))
+            .chain(m.fallbacks.iter().map(|f| (&f.backend, f.model.as_deref())));
+        for (backend, model) in chain {
+            match backends.get(backend) {
+                Some(be) => targets.push(Target {
+                    backend: be.clone(),
+                    model: model.unwrap_or(&m.name).to_string(),
+                }),
+                None => why_not.push(
+                    disabled
+                        .get(backend)
+                        .cloned()
+                        .unwrap_or_else(|| format!("backend `{backend}` does not exist")),
+                ),
+            }
+        }
+        if targets.is_empty() {
+            unavailable.insert(m.name.clone(), why_not.join("; "));
+        } else {
+            model_order.push(m.name.clone());
+            models.insert(
+                m.name.clone(),
+                Arc::new(ModelRoute {
+                    alias: m.name.clone(),
+                    targets,
+                }),
+            );
+        }
+    }
+
+    let mut keys = Vec::new();
+    for k in &cfg.keys {
+        let digest = match (&k.key, &k.key_sha256) {
+            (Some(secret), _) => sha256(secret),
+            (None, Some(h)) => parse_sha256(h)
+                .with_context(|| format!("key `{}`: key_sha256 is not 64 hex digits", k.name))?,
+            (None, None) => anyhow::bail!("key `{}` has neither key nor key_sha256", k.name),
+        };
+        keys.push(ClientKey {
+            name: k.name.clone(),
+            sha256: digest,
+            team: k.team.clone(),
+            tags: k.tags.clone(),
+            models: k.models.clone(),
+        });
+    }
+
+    Ok(Gateway {
+        models,
+        model_order,
+        unavailable,
+        keys: Keys::new(keys),
+        limits: Limits {
+            max_body_bytes: cfg.limits.max_body_bytes,
+            max_concurrent_requests: cfg.limits.max_concurrent_requests,
+            request_timeout: cfg.limits.request_timeout,
+            shutdown_timeout: cfg.limits.shutdown_timeout,
+        },
+        created: unix_now(),
+    })
+}

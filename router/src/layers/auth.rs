@@ -1,0 +1,96 @@
+//! Client authentication: `Authorization: Bearer <key>` checked against `keys`.
+//!
+//! With no keys configured the gateway is open and every caller is anonymous. Keys are
+//! compared by sha256 digest in constant time ([`crate::runtime::Keys::find`]). The matched
+//! key becomes a [`Caller`] extension, and its model allow-list is enforced by the route step.
+//! The client's `Authorization` header never travels further than this: upstream calls carry
+//! the backend's own key.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{header, Request};
+use tower::{Layer, Service};
+
+use super::snapshot::Snapshot;
+use super::BoxFuture;
+use crate::error::GatewayError;
+use crate::runtime::Caller;
+
+/// Requires a valid client key when keys are configured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuthLayer;
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth { inner }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct Auth<S> {
+    inner: S,
+}
+
+/// Extracts the bearer token (also accepts `x-api-key`, as some SDKs send).
+fn presented_key(req: &Request<Body>) -> Option<&str> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        let s = v.to_str().ok()?.trim();
+        let (scheme, rest) = s.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim())
+            .filter(|k| !k.is_empty());
+    }
+    req.headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+impl<S> Service<Request<Body>> for Auth<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let Some(Snapshot(gw)) = req.extensions().get::<Snapshot>().cloned() else {
+            return Box::pin(async {
+                Ok(GatewayError::Internal("auth layer without snapshot".into()).into_response())
+            });
+        };
+        let caller = if gw.keys.is_open() {
+            Caller { key: None }
+        } else {
+            let found = presented_key(&req).and_then(|k| gw.keys.find(k));
+            match found {
+                Some(key) => Caller { key: Some(key) },
+                None => {
+                    let msg = if presented_key(&req).is_some() {
+                        "invalid API key"
+                    } else {
+                        "missing API key: send `Authorization: Bearer <key>`"
+                    };
+                    return Box::pin(async move {
+                        Ok(GatewayError::Unauthorized(msg.into()).into_response())
+                    });
+                }
+            }
+        };
+        req.extensions_mut().insert(caller);
+        Box::pin(self.inner.call(req))
+    }
+}

@@ -1,0 +1,95 @@
+//! Request body size limit (`limits.max_body_bytes`): 413 in OpenAI's error shape.
+//!
+//! A declared `Content-Length` over the limit is refused before reading a byte; a chunked body
+//! is wrapped in `http_body_util::Limited`, and whoever reads it gets an error that
+//! [`is_too_large`] recognises (the parse layer turns it into the same 413).
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{header, Request};
+use http_body_util::{LengthLimitError, Limited};
+use tower::{Layer, Service};
+
+use super::BoxFuture;
+use crate::error::GatewayError;
+
+/// The configured limit, visible to inner layers.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+/// Limits request bodies.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimitLayer {
+    limit: usize,
+}
+
+impl BodyLimitLayer {
+    /// At most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        BodyLimitLayer { limit }
+    }
+}
+
+impl<S> Layer<S> for BodyLimitLayer {
+    type Service = BodyLimitService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyLimitService {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// See [`BodyLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct BodyLimitService<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> Service<Request<Body>> for BodyLimitService<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let limit = self.limit;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Box::pin(async move {
+                Ok(GatewayError::PayloadTooLarge { limit }.into_response())
+            });
+        }
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(BodyLimit(limit));
+        let req = Request::from_parts(parts, Body::new(Limited::new(body, limit)));
+        Box::pin(self.inner.call(req))
+    }
+}
+
+/// True when `err` (from reading a limited body) means the body was too large.
+pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}

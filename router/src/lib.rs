@@ -1,0 +1,18 @@
+//! slmgate's server: an OpenAI-compatible reverse proxy built as a tower stack.
+//!
+//! The request path lives in one function, [`stack::build`]; each concern is one layer in
+//! [`layers`]; upstreams are in [`upstream`]. [`server::serve`] is the entry point the binary
+//! calls. Every failure answers in OpenAI's error shape ([`error::GatewayError`]).
+
+pub mod api;
+pub mod build;
+pub mod error;
+pub mod handlers;
+pub mod layers;
+pub mod runtime;
+pub mod server;
+pub mod stack;
+pub mod upstream;
+
+pub use error::GatewayError;
+pub use server::{serve, start, start_on, Running};

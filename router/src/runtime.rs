@@ -1,0 +1,194 @@
+//! The gateway's runtime view of one configuration: resolved model aliases, live backend
+//! clients and client keys. Built once per config (startup or reload) and shared as an
+//! immutable snapshot: a request keeps the snapshot it started with until it ends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::upstream::Backend;
+
+/// One place a request for an alias can be sent: a backend and the model name it knows.
+#[derive(Clone)]
+pub struct Target {
+    /// The backend.
+    pub backend: Arc<Backend>,
+    /// The model name sent upstream.
+    pub model: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.backend.name(), self.model)
+    }
+}
+
+/// A public model alias and the ordered list of targets that may serve it.
+#[derive(Debug, Clone)]
+pub struct ModelRoute {
+    /// The alias clients ask for.
+    pub alias: String,
+    /// Primary target first, then the fallbacks, in order. Never empty.
+    pub targets: Vec<Target>,
+}
+
+/// A client key, known by the sha256 of its secret.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// Key name (for logs and accounting).
+    pub name: String,
+    /// sha256 of the secret.
+    pub sha256: [u8; 32],
+    /// Team, if any.
+    pub team: Option<String>,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// Allowed aliases; empty = all.
+    pub models: Vec<String>,
+}
+
+/// The identity of an authenticated caller, put in request extensions by the auth layer.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key that matched, or `None` when the gateway is open (no keys configured).
+    pub key: Option<Arc<ClientKey>>,
+}
+
+/// Client keys, checked in constant time.
+#[derive(Debug, Default)]
+pub struct Keys {
+    keys: Vec<Arc<ClientKey>>,
+}
+
+impl Keys {
+    /// Builds the key set.
+    pub fn new(keys: Vec<ClientKey>) -> Self {
+        Keys {
+            keys: keys.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// True when no key is configured (the gateway is open).
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Finds the key whose secret is `presented`. Every stored hash is compared, with no
+    /// early exit, so timing reveals neither which key matched nor how much of it.
+    pub fn find(&self, presented: &str) -> Option<Arc<ClientKey>> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for k in &self.keys {
+            if bool::from(k.sha256.ct_eq(&digest)) {
+                found = Some(k.clone());
+            }
+        }
+        found
+    }
+}
+
+/// Request-path limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Concurrent requests before load shedding.
+    pub max_concurrent_requests: usize,
+    /// Whole-request timeout (to the response head).
+    pub request_timeout: Duration,
+    /// Drain timeout on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// One configuration, resolved.
+pub struct Gateway {
+    /// Enabled aliases.
+    pub models: HashMap<String, Arc<ModelRoute>>,
+    /// Alias order as configured (for `/v1/models`).
+    pub model_order: Vec<String>,
+    /// Aliases that exist in the config but cannot be served, with the reason.
+    pub unavailable: HashMap<String, String>,
+    /// Client keys.
+    pub keys: Keys,
+    /// Limits.
+    pub limits: Limits,
+    /// Unix seconds when this snapshot was built.
+    pub created: u64,
+}
+
+impl Gateway {
+    /// Resolves an alias: the route, or a 404-worthy explanation.
+    pub fn resolve(&self, alias: &str) -> Result<&Arc<ModelRoute>, String> {
+        if let Some(r) = self.models.get(alias) {
+            return Ok(r);
+        }
+        if let Some(why) = self.unavailable.get(alias) {
+            return Err(format!("the model `{alias}` is not available: {why}"));
+        }
+        let mut known: Vec<&str> = self.model_order.iter().map(String::as_str).collect();
+        known.sort_unstable();
+        Err(format!(
+            "the model `{alias}` does not exist; available models: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Decodes a 64-hex-digit sha256.
+pub fn parse_sha256(hex_str: &str) -> Option<[u8; 32]> {
+    let v = hex::decode(hex_str.trim()).ok()?;
+    v.try_into().ok()
+}
+
+/// sha256 of a secret.
+pub fn sha256(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, secret: &str) -> ClientKey {
+        ClientKey {
+            name: name.into(),
+            sha256: sha256(secret),
+            team: None,
+            tags: vec![],
+            models: vec![],
+        }
+    }
+
+    #[test]
+    fn finds_the_right_key() {
+        let keys = Keys::new(vec![key("a", "sk-a"), key("b", "sk-b")]);
+        assert_eq!(keys.find("sk-b").unwrap().name, "b");
+        assert!(keys.find("sk-c").is_none());
+        assert!(keys.find("").is_none());
+        assert!(!keys.is_open());
+        assert!(Keys::default().is_open());
+    }
+
+    #[test]
+    fn parses_hex_digests() {
+        let h = hex::encode(sha256("x"));
+        assert_eq!(parse_sha256(&h), Some(sha256("x")));
+        assert_eq!(parse_sha256("abc"), None);
+        assert_eq!(parse_sha256("zz"), None);
+    }
+}

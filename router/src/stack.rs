@@ -1,0 +1,94 @@
+//! The whole request path, assembled in one place.
+//!
+//! Outermost first. Every layer is its own module in [`crate::layers`]; the chat endpoint's
+//! own pipeline (parse → route → forward) sits below the shared stack.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use http::Request;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::GatewayError;
+use crate::handlers::{self, AppState};
+use crate::layers::auth::AuthLayer;
+use crate::layers::body_limit::BodyLimitLayer;
+use crate::layers::load_shed::LoadShedLayer;
+use crate::layers::overhead::OverheadLayer;
+use crate::layers::parse::ParseChatLayer;
+use crate::layers::route::RouteLayer;
+use crate::layers::snapshot::{SharedGateway, SnapshotLayer};
+use crate::layers::timeout::RequestTimeoutLayer;
+use crate::runtime::Limits;
+use crate::upstream::forward::ForwardService;
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    GatewayError::Internal("handler panicked".into()).into_response()
+}
+
+fn request_span(req: &Request<Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+}
+
+/// Builds the gateway's HTTP service.
+pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -> Router {
+    // POST /v1/chat/completions: its own small pipeline, innermost last.
+    let chat = ServiceBuilder::new()
+        // Body → typed request; 400/413 for bad input. Everything below sees a valid request.
+        .layer(ParseChatLayer)
+        // Alias → Decision (targets + reason); 403/404. Later: classify, policy.
+        .layer(RouteLayer)
+        // Decision → upstream call with retries and fallbacks.
+        .service(ForwardService);
+
+    let api = Router::new()
+        .route_service("/v1/chat/completions", chat)
+        .route(
+            "/v1/models",
+            MethodRouter::new()
+                .get(handlers::models)
+                .fallback(handlers::method_not_allowed),
+        )
+        // Only the API needs a client key; probes stay open.
+        .route_layer(AuthLayer);
+
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .fallback(handlers::not_found)
+        .with_state(AppState { draining })
+        .layer(
+            ServiceBuilder::new()
+                // Request id first, so every later layer, log line and upstream call sees it.
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                // One span per request, carrying the id.
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                // Measures everything below, minus upstream waits.
+                .layer(OverheadLayer)
+                .map_response(|r: Response<_>| r.map(Body::new))
+                // A bug answers 500 in OpenAI's shape instead of dropping the connection.
+                .layer(CatchPanicLayer::custom(panic_response))
+                // Shed before doing any work for a request we cannot take.
+                .layer(LoadShedLayer::new(limits.max_concurrent_requests))
+                // Deadline for the whole request (to the response head).
+                .layer(RequestTimeoutLayer::new(limits.request_timeout))
+                // Pin the config snapshot this request runs under.
+                .layer(SnapshotLayer::new(shared))
+                // Refuse oversized bodies before anyone reads them.
+                .layer(BodyLimitLayer::new(limits.max_body_bytes)),
+        )
+}

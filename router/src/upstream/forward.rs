@@ -1,0 +1,82 @@
+//! The innermost service: executes a [`Decision`] by trying its targets in order.
+//!
+//! Each target gets its own retries (inside the backend); when a target gives up with a
+//! [`Fallback`], the next one is tried. The response names the backend that answered in
+//! `x-slmgate-backend`.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Request};
+use tower::Service;
+
+use super::openai::CallContext;
+use super::{Backend, Fallback, UpstreamClock};
+use crate::api::ChatRequest;
+use crate::error::GatewayError;
+use crate::layers::route::Decision;
+use crate::layers::BoxFuture;
+
+/// Header naming the backend that produced the answer.
+pub const BACKEND_HEADER: &str = "x-slmgate-backend";
+
+/// Sends decided requests upstream.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForwardService;
+
+impl Service<Request<Body>> for ForwardService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        Box::pin(async move { Ok(forward(req).await) })
+    }
+}
+
+async fn forward(mut req: Request<Body>) -> Response {
+    let ext = req.extensions_mut();
+    let (Some(decision), Some(chat)) = (ext.remove::<Decision>(), ext.remove::<ChatRequest>())
+    else {
+        return GatewayError::Internal("forward without decision".into()).into_response();
+    };
+    let clock = ext.get::<UpstreamClock>().cloned().unwrap_or_default();
+    let request_id = req.headers().get("x-request-id");
+    let mut last = None;
+    for (i, target) in decision.route.targets.iter().enumerate() {
+        let result = match &*target.backend {
+            Backend::OpenAi(b) => {
+                b.chat(CallContext {
+                    req: &chat,
+                    model: &target.model,
+                    clock: &clock,
+                    request_id,
+                })
+                .await
+            }
+        };
+        match result {
+            Ok(mut resp) => {
+                if let Ok(v) = HeaderValue::from_str(target.backend.name()) {
+                    resp.headers_mut().insert(BACKEND_HEADER, v);
+                }
+                if i > 0 {
+                    tracing::info!(alias = %decision.route.alias, backend = target.backend.name(), "served by fallback");
+                }
+                return resp;
+            }
+            Err(Fallback(e)) => {
+                tracing::warn!(alias = %decision.route.alias, backend = target.backend.name(), error = %e, "target failed");
+                last = Some(e);
+            }
+        }
+    }
+    last.unwrap_or_else(|| GatewayError::Internal("route without targets".into()))
+        .into_response()
+}

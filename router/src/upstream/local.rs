@@ -1,0 +1,329 @@
+//! The embedded SLM as a backend (`kind: local`): OpenAI chat requests answered in-process.
+//!
+//! The request's messages and sampling parameters become a
+//! [`slmgate_local_model::pool::GenerateRequest`]; the worker pool's token events become an
+//! OpenAI `chat.completion` or a stream of `chat.completion.chunk` SSE events. Dropping the
+//! response body (the client went away) drops the generation stream, which cancels the
+//! generation and frees the worker.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{header, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use slmgate_local_model::generator::ChatMessage;
+use slmgate_local_model::pool::{GenerateRequest, GenerationEvent, LocalPool, PoolError};
+use slmgate_local_model::sampling::{FinishReason, SamplingParams};
+
+use super::{Fallback, UpstreamClock};
+use crate::api::ChatRequest;
+use crate::error::GatewayError;
+use crate::upstream::sse::error_event;
+
+/// The embedded model behind a pool of workers.
+pub struct LocalBackend {
+    /// Configured backend name.
+    pub name: String,
+    /// The model name reported in responses.
+    pub model_name: String,
+    /// The worker pool.
+    pub pool: LocalPool,
+    /// `max_tokens` when the client sends none.
+    pub default_max_tokens: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Converts OpenAI messages into plain role/content pairs. Image or audio parts cannot be
+/// read by a text model: that is a 400, not a silent drop.
+fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, GatewayError> {
+    let msgs: Vec<Message> = req
+        .field("messages")?
+        .ok_or_else(|| GatewayError::bad_param("messages", "`messages` is required"))?;
+    let mut out = Vec::with_capacity(msgs.len());
+    for (i, m) in msgs.into_iter().enumerate() {
+        let content = match m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t,
+            Some(Content::Parts(parts)) => {
+                let mut s = String::new();
+                for p in parts {
+                    match (p.kind.as_str(), p.text) {
+                        ("text", Some(t)) => {
+                            if !s.is_empty() {
+                                s.push('\n');
+                            }
+                            s.push_str(&t);
+                        }
+                        (kind, _) => {
+                            return Err(GatewayError::bad_param(
+                                "messages",
+                                format!(
+                                    "messages[{i}] has a `{kind}` part; the local model reads text only"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                s
+            }
+        };
+        let role = match m.role.as_str() {
+            "developer" => "system".to_string(),
+            _ => m.role,
+        };
+        out.push(ChatMessage { role, content });
+    }
+    Ok(out)
+}
+
+fn sampling(req: &ChatRequest, default_max_tokens: usize) -> Result<SamplingParams, GatewayError> {
+    if let Some(n) = req.field::<u32>("n")? {
+        if n != 1 {
+            return Err(GatewayError::bad_param("n", "the local model supports only `n: 1`"));
+        }
+    }
+    let temperature = req.field::<f64>("temperature")?.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(GatewayError::bad_param("temperature", "`temperature` must be between 0 and 2"));
+    }
+    let top_p = req.field::<f64>("top_p")?;
+    if top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err(GatewayError::bad_param("top_p", "`top_p` must be between 0 and 1"));
+    }
+    let max_tokens = req
+        .field::<usize>("max_completion_tokens")?
+        .or(req.field::<usize>("max_tokens")?)
+        .unwrap_or(default_max_tokens);
+    if max_tokens == 0 {
+        return Err(GatewayError::bad_param("max_tokens", "`max_tokens` must be at least 1"));
+    }
+    let stop = match req.field::<Stop>("stop")? {
+        None => vec![],
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    }
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect::<Vec<_>>();
+    if stop.len() > 4 {
+        return Err(GatewayError::bad_param("stop", "at most 4 stop sequences"));
+    }
+    let frequency_penalty = req.field::<f32>("frequency_penalty")?;
+    let repetition_penalty = req
+        .field::<f32>("repetition_penalty")?
+        .or(frequency_penalty.filter(|f| *f > 0.0).map(|f| 1.0 + f / 2.0));
+    Ok(SamplingParams {
+        temperature,
+        top_p,
+        top_k: req.field::<usize>("top_k")?,
+        seed: req.field::<u64>("seed")?,
+        repetition_penalty,
+        max_tokens,
+        stop,
+        logprobs: req.field::<bool>("logprobs")?.unwrap_or(false),
+    })
+}
+
+fn finish_str(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Length => "length",
+        _ => "stop",
+    }
+}
+
+fn pool_error(name: &str, e: PoolError) -> Fallback {
+    let msg = format!("local backend `{name}`: {e}");
+    Fallback(match e {
+        PoolError::QueueFull | PoolError::QueueTimeout => GatewayError::RateLimited {
+            message: msg,
+            retry_after: Some(std::time::Duration::from_secs(1)),
+        },
+        PoolError::ContextTooLong { .. } | PoolError::InvalidRequest(_) => {
+            GatewayError::bad_param("messages", msg)
+        }
+        #[allow(unreachable_patterns)]
+        _ => GatewayError::Unavailable(msg),
+    })
+}
+
+impl LocalBackend {
+    /// Answers a chat request with the local model.
+    pub async fn chat(
+        self: &Arc<Self>,
+        req: &ChatRequest,
+        clock: &UpstreamClock,
+    ) -> Result<Response, Fallback> {
+        let messages = messages(req).map_err(Fallback)?;
+        let params = sampling(req, self.default_max_tokens).map_err(Fallback)?;
+        let want_logprobs = params.logprobs;
+        let started = Instant::now();
+        let stream = self
+            .pool
+            .generate(GenerateRequest { messages, params })
+            .await
+            .map_err(|e| pool_error(&self.name, e));
+        clock.add(started.elapsed());
+        let stream = stream?;
+        let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+        let created = crate::runtime::unix_now();
+        if req.stream {
+            return Ok(self.stream_response(stream, id, created, req.client_wants_usage, want_logprobs));
+        }
+        // Non-streaming: collect, then answer once.
+        let started = Instant::now();
+        let mut text = String::new();
+        let mut logprobs = Vec::new();
+        let mut stream = stream;
+        let mut done = None;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(GenerationEvent::Token { text: t, logprob, .. }) => {
+                    if want_logprobs && !t.is_empty() {
+                        logprobs.push(json!({"token": t, "logprob": logprob, "bytes": t.as_bytes(), "top_logprobs": []}));
+                    }
+                    text.push_str(&t);
+                }
+                Ok(GenerationEvent::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                }) => done = Some((finish_reason, prompt_tokens, completion_tokens)),
+                Err(e) => {
+                    clock.add(started.elapsed());
+                    return Err(Fallback(GatewayError::Upstream(format!(
+                        "local backend `{}`: generation failed: {e}",
+                        self.name
+                    ))));
+                }
+            }
+        }
+        clock.add(started.elapsed());
+        let Some((finish, pt, ct)) = done else {
+            return Err(Fallback(GatewayError::Upstream(format!(
+                "local backend `{}`: generation ended without finishing",
+                self.name
+            ))));
+        };
+        let body = json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": self.model_name,
+            "system_fingerprint": "slmgate-local",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": if want_logprobs { json!({"content": logprobs}) } else { Value::Null },
+                "finish_reason": finish_str(finish),
+            }],
+            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+        });
+        let mut resp = (StatusCode::OK, body.to_string()).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(resp)
+    }
+
+    fn stream_response(
+        self: &Arc<Self>,
+        stream: slmgate_local_model::pool::GenerationStream,
+        id: String,
+        created: u64,
+        include_usage: bool,
+        want_logprobs: bool,
+    ) -> Response {
+        let model = self.model_name.clone();
+        let chunk = move |delta: Value, finish: Option<&str>, logprobs: Option<Value>| -> Bytes {
+            let v = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "system_fingerprint": "slmgate-local",
+                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+            });
+            Bytes::from(format!("data: {v}\n\n"))
+        };
+        let first = chunk(json!({"role": "assistant", "content": ""}), None, None);
+        let usage_chunk = {
+            let id = format!("chatcmpl-usage-{created}");
+            let model = self.model_name.clone();
+            move |pt: usize, ct: usize| -> Bytes {
+                let v = json!({
+                    "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [],
+                    "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+                });
+                Bytes::from(format!("data: {v}\n\n"))
+            }
+        };
+        let name = self.name.clone();
+        let events = stream.flat_map(move |ev| {
+            let out: Vec<Result<Bytes, std::io::Error>> = match ev {
+                Ok(GenerationEvent::Token { text, logprob, .. }) => {
+                    if text.is_empty() {
+                        vec![]
+                    } else {
+                        let lp = want_logprobs.then(|| {
+                            json!({"content": [{"token": text, "logprob": logprob, "bytes": text.as_bytes(), "top_logprobs": []}]})
+                        });
+                        vec![Ok(chunk(json!({"content": text}), None, lp))]
+                    }
+                }
+                Ok(GenerationEvent::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                }) => {
+                    let mut v = vec![Ok(chunk(json!({}), Some(finish_str(finish_reason)), None))];
+                    if include_usage {
+                        v.push(Ok(usage_chunk(prompt_tokens, completion_tokens)));
+                    }
+                    v.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+                    v
+                }
+                Err(e) => vec![Ok(error_event(
+                    &format!("local backend `{name}`: generation failed: {e}"),
+                    "local_error",
+                ))],
+            };
+            futures::stream::iter(out)
+        });
+        let body = futures::stream::once(async move { Ok(first) }).chain(events);
+        let mut resp = Response::new(Body::from_stream(body));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp
+    }
+}

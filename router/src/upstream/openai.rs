@@ -1,0 +1,323 @@
+//! Forwarding to an OpenAI-compatible backend (OpenAI, vLLM, Ollama, llama.cpp server, …).
+//!
+//! Retries with exponential back-off and full jitter on connect errors, 429 and 5xx, honouring
+//! `Retry-After`. A stream is never retried once its response head has arrived. Each attempt
+//! is bounded by the backend's `timeout` (to the response head, then per idle gap of a stream,
+//! and for the whole body of a non-stream answer).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use rand::Rng;
+
+use super::{Fallback, UpstreamClock};
+use crate::api::{extract_usage, ChatRequest};
+use crate::error::GatewayError;
+use crate::upstream::sse;
+
+/// An OpenAI-compatible backend.
+pub struct OpenAiBackend {
+    /// Configured name.
+    pub name: String,
+    /// `{base_url}/chat/completions`.
+    pub chat_url: String,
+    /// Headers sent on every call: the backend's `Authorization` and configured extras.
+    pub headers: HeaderMap,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Back-off base.
+    pub retry_backoff: Duration,
+    /// Back-off cap; a `Retry-After` longer than this moves on to the next target.
+    pub max_retry_backoff: Duration,
+    /// The process-wide pooled client.
+    pub client: reqwest::Client,
+}
+
+/// What the forwarding service needs to know about the request in flight.
+pub struct CallContext<'a> {
+    /// The parsed request.
+    pub req: &'a ChatRequest,
+    /// The upstream model name.
+    pub model: &'a str,
+    /// Upstream wait accounting.
+    pub clock: &'a UpstreamClock,
+    /// The request id, forwarded as `x-request-id`.
+    pub request_id: Option<&'a HeaderValue>,
+}
+
+enum AttemptError {
+    Retry {
+        err: GatewayError,
+        after: Option<Duration>,
+    },
+    Fallback(GatewayError),
+}
+
+impl OpenAiBackend {
+    /// Sends the request, with retries; returns the client response or a reason to fall back.
+    pub async fn chat(&self, ctx: CallContext<'_>) -> Result<Response, Fallback> {
+        let body = Bytes::from(ctx.req.upstream_body(ctx.model, true));
+        let mut attempt = 0u32;
+        loop {
+            let started = Instant::now();
+            let result = self.attempt(&ctx, body.clone()).await;
+            ctx.clock.add(started.elapsed());
+            match result {
+                Ok(resp) => return Ok(resp),
+                Err(AttemptError::Fallback(e)) => return Err(Fallback(e)),
+                Err(AttemptError::Retry { err, after }) => {
+                    if attempt >= self.max_retries {
+                        return Err(Fallback(err));
+                    }
+                    let wait = match after {
+                        Some(d) if d > self.max_retry_backoff => {
+                            tracing::info!(backend = %self.name, retry_after = ?d, "Retry-After exceeds max_retry_backoff; moving on");
+                            return Err(Fallback(err));
+                        }
+                        Some(d) => d,
+                        None => backoff(self.retry_backoff, self.max_retry_backoff, attempt),
+                    };
+                    tracing::info!(backend = %self.name, attempt, ?wait, error = %err, "retrying upstream");
+                    let s = Instant::now();
+                    tokio::time::sleep(wait).await;
+                    ctx.clock.add(s.elapsed());
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, ctx: &CallContext<'_>, body: Bytes) -> Result<Response, AttemptError> {
+        let mut rb = self
+            .client
+            .post(&self.chat_url)
+            .headers(self.headers.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(id) = ctx.request_id {
+            rb = rb.header("x-request-id", id.clone());
+        }
+        let deadline = Instant::now() + self.timeout;
+        let resp = match tokio::time::timeout(self.timeout, rb.send()).await {
+            Err(_) => {
+                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(format!(
+                    "backend `{}` did not answer within {:?}",
+                    self.name, self.timeout
+                ))))
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(AttemptError::Retry {
+                    err: GatewayError::Upstream(format!(
+                        "backend `{}`: cannot connect: {}",
+                        self.name,
+                        root_cause(&e)
+                    )),
+                    after: None,
+                })
+            }
+            Ok(Err(e)) if e.is_timeout() => {
+                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(format!(
+                    "backend `{}`: {}",
+                    self.name,
+                    root_cause(&e)
+                ))))
+            }
+            Ok(Err(e)) => {
+                return Err(AttemptError::Fallback(GatewayError::Upstream(format!(
+                    "backend `{}`: {}",
+                    self.name,
+                    root_cause(&e)
+                ))))
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let after = retry_after(resp.headers());
+            let detail = read_error_message(resp, deadline).await;
+            let err = if status == StatusCode::TOO_MANY_REQUESTS {
+                GatewayError::RateLimited {
+                    message: format!("backend `{}` is rate limiting: {detail}", self.name),
+                    retry_after: after,
+                }
+            } else {
+                GatewayError::Upstream(format!(
+                    "backend `{}` answered {}: {detail}",
+                    self.name,
+                    status.as_u16()
+                ))
+            };
+            return Err(AttemptError::Retry { err, after });
+        }
+        if matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+        ) {
+            // The backend's key or model name is wrong: a configuration problem of this
+            // target, not the client's fault; another target may work.
+            let detail = read_error_message(resp, deadline).await;
+            return Err(AttemptError::Fallback(GatewayError::Upstream(format!(
+                "backend `{}` answered {}: {detail}",
+                self.name,
+                status.as_u16()
+            ))));
+        }
+        let is_sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if status.is_success() && is_sse {
+            return Ok(sse::passthrough(
+                resp,
+                self.timeout,
+                ctx.req.client_wants_usage,
+                self.name.clone(),
+            ));
+        }
+        // A complete JSON answer (success, or a client error such as 400 passed through).
+        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let bytes = match tokio::time::timeout(remaining, resp.bytes()).await {
+            Err(_) => {
+                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(format!(
+                    "backend `{}` did not finish its answer within {:?}",
+                    self.name, self.timeout
+                ))))
+            }
+            Ok(Err(e)) => {
+                return Err(AttemptError::Retry {
+                    err: GatewayError::Upstream(format!(
+                        "backend `{}`: reading the answer failed: {}",
+                        self.name,
+                        root_cause(&e)
+                    )),
+                    after: None,
+                })
+            }
+            Ok(Ok(b)) => b,
+        };
+        if status.is_success() {
+            if let Some(u) = extract_usage(&bytes) {
+                tracing::debug!(
+                    backend = %self.name,
+                    prompt_tokens = u.prompt_tokens,
+                    completion_tokens = u.completion_tokens,
+                    "usage"
+                );
+            }
+        }
+        let mut out = (status, Body::from(bytes)).into_response();
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            content_type.unwrap_or(HeaderValue::from_static("application/json")),
+        );
+        Ok(out)
+    }
+}
+
+/// Exponential back-off with full jitter: uniform in `[0, min(cap, base * 2^attempt)]`, never
+/// below 1 ms so a zero base still yields.
+pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
+    let ceiling = exp.min(cap).max(Duration::from_millis(1));
+    let nanos = rand::rng().random_range(0..=ceiling.as_nanos() as u64);
+    Duration::from_nanos(nanos).max(Duration::from_millis(1))
+}
+
+/// Parses `Retry-After` (delta-seconds or an HTTP date) and `retry-after-ms`.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+    {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+async fn read_error_message(resp: reqwest::Response, deadline: Instant) -> String {
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_secs(5));
+    let bytes = match tokio::time::timeout(remaining, resp.bytes()).await {
+        Ok(Ok(b)) => b,
+        _ => return "(no body)".to_string(),
+    };
+    #[derive(serde::Deserialize)]
+    struct E {
+        error: Option<serde_json::Value>,
+    }
+    let msg = serde_json::from_slice::<E>(&bytes)
+        .ok()
+        .and_then(|e| e.error)
+        .and_then(|e| match e {
+            serde_json::Value::String(s) => Some(s),
+            v => v.get("message").and_then(|m| m.as_str()).map(str::to_string),
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned());
+    msg
+}
+
+/// The innermost error message (reqwest's own Display hides the cause).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(1);
+        for attempt in 0..30 {
+            let d = backoff(base, cap, attempt);
+            assert!(d <= cap, "{d:?}");
+            assert!(d >= Duration::from_millis(1));
+        }
+        // attempt 0 never exceeds the base.
+        for _ in 0..100 {
+            assert!(backoff(base, cap, 0) <= base);
+        }
+    }
+
+    #[test]
+    fn parses_retry_after_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("0.5"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(500)));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+        let future = SystemTime::now() + Duration::from_secs(30);
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(future)).unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
+        h.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+    }
+}

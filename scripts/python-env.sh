@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates .venv with the Python packages the tests use (the official openai SDK).
+# Idempotent. Installs Debian's python3-venv when the venv module is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  if ! python3 -m venv .venv 2>/dev/null; then
+    echo "python3 venv module missing; installing python3-venv" >&2
+    rm -rf .venv
+    if command -v apt-get >/dev/null; then
+      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+    fi
+    python3 -m venv .venv
+  fi
+fi
+if ! .venv/bin/python -c "import openai" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "openai>=1.40,<3"
+fi
+.venv/bin/python -c "import openai; print('openai SDK', openai.__version__)"

@@ -1,0 +1,120 @@
+//! `slmgate`: parse flags, load and validate the config, start tracing, serve.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// An OpenAI-compatible LLM gateway that answers simple queries locally.
+#[derive(Parser)]
+#[command(name = "slmgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no subcommand is given).
+    Serve {
+        /// YAML config file; the embedded default config when absent.
+        #[arg(long, short, env = "SLMGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config's `listen`.
+        #[arg(long, short)]
+        listen: Option<SocketAddr>,
+    },
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file; lists every problem and exits 1 if there is any.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the embedded default config.
+    Default,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLMGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("SLMGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match try_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("slmgate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let command = cli.command.unwrap_or(Command::Serve {
+        config: None,
+        listen: None,
+    });
+    match command {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{}", slmgate_config::DEFAULT_CONFIG_YAML);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match slmgate_config::load_file(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Serve { config, listen } => {
+            init_tracing();
+            let cfg = match &config {
+                Some(path) => slmgate_config::load_file(path),
+                None => slmgate_config::default_config(),
+            };
+            let cfg = match cfg {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("slmgate: refusing to start with an invalid config");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            match &config {
+                Some(p) => tracing::info!(config = %p.display(), "config loaded"),
+                None => tracing::info!("using the embedded default config (`slmgate config default` prints it)"),
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(slmgate_router::serve(cfg, listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! A mock OpenAI-compatible upstream for slmgate's integration tests and benchmarks.
+//!
+//! The mock picks its behaviour from the requested `model` name, so one server serves every
+//! scenario a test needs (an idea borrowed from TensorZero's dummy provider):
+//!
+//! | model                | behaviour                                                          |
+//! |----------------------|--------------------------------------------------------------------|
+//! | anything else        | 200 with [`REPLY`], streamed as three chunks when `stream: true`   |
+//! | `slow-<ms>`          | waits `<ms>` before answering                                      |
+//! | `error-<status>`     | answers `<status>` with an OpenAI error body                       |
+//! | `flaky-<n>`          | the first `<n>` requests for that exact name answer 500, then 200  |
+//! | `retry-after-<s>`    | first request answers 429 with `Retry-After: <s>`, then 200        |
+//! | `drip-<ms>`          | streams 50 chunks, `<ms>` apart (for cancellation tests)           |
+//! | `cut`                | streams two chunks then drops the connection mid-stream            |
+//!
+//! Every request is counted and the last one recorded ([`Mock::last_request`]).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+
+/// The assistant text every successful mock answer carries.
+pub const REPLY: &str = "Hello from the mock upstream.";
+/// The streamed pieces of [`REPLY`].
+pub const REPLY_CHUNKS: [&str; 3] = ["Hello", " from the mock", " upstream."];
+/// Usage reported by every successful answer.
+pub const PROMPT_TOKENS: u64 = 11;
+/// Usage reported by every successful answer.
+pub const COMPLETION_TOKENS: u64 = 7;
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Parsed JSON body (`Value::Null` when the body was not JSON).
+    pub body: Value,
+    /// When the request arrived.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: AtomicUsize,
+    streams_started: AtomicUsize,
+    streams_completed: AtomicUsize,
+    streams_cancelled: AtomicUsize,
+    record: bool,
+    last: Mutex<Option<RecordedRequest>>,
+    history: Mutex<Vec<RecordedRequest>>,
+    per_model: Mutex<HashMap<String, usize>>,
+}
+
+/// A running mock upstream. Dropping it does not stop the server (tests end with the runtime).
+#[derive(Clone)]
+pub struct Mock {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl Mock {
+    /// Starts a mock on `127.0.0.1:0` that records every request.
+    pub async fn start() -> Mock {
+        Self::start_with(true).await
+    }
+
+    /// Starts a mock; `record: false` skips recording (for load benchmarks).
+    pub async fn start_with(record: bool) -> Mock {
+        let inner = Arc::new(Inner {
+            record,
+            ..Inner::default()
+        });
+        let app = router(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock upstream");
+        let addr = listener.local_addr().expect("mock local addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Mock { addr, inner }
+    }
+
+    /// The mock's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The OpenAI-style base URL (`http://127.0.0.1:PORT/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Number of chat requests received.
+    pub fn requests(&self) -> usize {
+        self.inner.requests.load(Ordering::SeqCst)
+    }
+
+    /// Streams that began sending.
+    pub fn streams_started(&self) -> usize {
+        self.inner.streams_started.load(Ordering::SeqCst)
+    }
+
+    /// Streams that sent everything including `[DONE]`.
+    pub fn streams_completed(&self) -> usize {
+        self.inner.streams_completed.load(Ordering::SeqCst)
+    }
+
+    /// Streams whose client went away before the end.
+    pub fn streams_cancelled(&self) -> usize {
+        self.inner.streams_cancelled.load(Ordering::SeqCst)
+    }
+
+    /// The last chat request received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.inner.last.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Every chat request received, in order.
+    pub fn history(&self) -> Vec<RecordedRequest> {
+        self.inner
+            .history
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Builds the mock's axum router (exposed for a standalone binary or custom serving).
+fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .with_state(inner)
+}
+
+async fn models() -> Response {
+    axum::Json(json!({"object":"list","data":[{"id":"mock-model","object":"model","created":0,"owned_by":"mock"}]}))
+        .into_response()
+}
+
+fn error(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        json!({"error":{"message":msg,"type":"mock_error","param":null,"code":null}}).to_string(),
+    )
+        .into_response()
+}
+
+fn completion_body(model: &str) -> String {
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1_700_000_000u64,
+        "model": model,
+        "choices": [{"index":0,"message":{"role":"assistant","content":REPLY},"finish_reason":"stop","logprobs":null}],
+        "usage": {"prompt_tokens":PROMPT_TOKENS,"completion_tokens":COMPLETION_TOKENS,"total_tokens":PROMPT_TOKENS+COMPLETION_TOKENS}
+    })
+    .to_string()
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Bytes {
+    let v = json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000u64,
+        "model": model,
+        "choices": [{"index":0,"delta":delta,"finish_reason":finish,"logprobs":null}]
+    });
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn usage_chunk(model: &str) -> Bytes {
+    let v = json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000u64,
+        "model": model,
+        "choices": [],
+        "usage": {"prompt_tokens":PROMPT_TOKENS,"completion_tokens":COMPLETION_TOKENS,"total_tokens":PROMPT_TOKENS+COMPLETION_TOKENS}
+    });
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// Counts a stream as completed or cancelled when dropped.
+struct StreamGuard {
+    inner: Arc<Inner>,
+    done: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.done {
+            self.inner.streams_completed.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.inner.streams_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    inner.requests.fetch_add(1, Ordering::SeqCst);
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if inner.record {
+        let rec = RecordedRequest {
+            headers: headers.clone(),
+            body: parsed.clone(),
+            at: Instant::now(),
+        };
+        if let Ok(mut g) = inner.history.lock() {
+            g.push(rec.clone());
+        }
+        if let Ok(mut g) = inner.last.lock() {
+            *g = Some(rec);
+        }
+    }
+    let model = parsed
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let stream = parsed
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let include_usage = parsed
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let seen = {
+        let mut g = match inner.per_model.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let n = g.entry(model.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+
+    let mut drip = None;
+    if let Some(ms) = model.strip_prefix("slow-").and_then(|s| s.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    } else if let Some(code) = model.strip_prefix("error-").and_then(|s| s.parse().ok()) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, &format!("mock error {code}"));
+    } else if let Some(n) = model
+        .strip_prefix("flaky-")
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        if seen <= n {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "mock flaky failure");
+        }
+    } else if let Some(s) = model.strip_prefix("retry-after-") {
+        if seen == 1 {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "mock rate limit");
+            if let Ok(v) = HeaderValue::from_str(s) {
+                r.headers_mut().insert("retry-after", v);
+            }
+            return r;
+        }
+    } else if let Some(ms) = model.strip_prefix("drip-").and_then(|s| s.parse().ok()) {
+        drip = Some(Duration::from_millis(ms));
+    }
+
+    if !stream {
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            completion_body(&model),
+        )
+            .into_response();
+    }
+
+    inner.streams_started.fetch_add(1, Ordering::SeqCst);
+    let mut guard = StreamGuard {
+        inner: inner.clone(),
+        done: false,
+    };
+    let m = model.clone();
+    let body = if let Some(gap) = drip {
+        let s = stream::unfold((0usize, guard), move |(i, mut guard)| {
+            let m = m.clone();
+            async move {
+                if i > 50 {
+                    return None;
+                }
+                if i == 50 {
+                    guard.done = true;
+                    return Some((Ok::<_, Infallible>(Bytes::from("data: [DONE]\n\n")), (i + 1, guard)));
+                }
+                tokio::time::sleep(gap).await;
+                Some((Ok(chunk(&m, json!({"content": format!("t{i} ")}), None)), (i + 1, guard)))
+            }
+        });
+        Body::from_stream(s)
+    } else if model == "cut" {
+        let pieces = vec![
+            Ok(chunk(&m, json!({"role":"assistant","content":""}), None)),
+            Ok(chunk(&m, json!({"content":"partial"}), None)),
+            Err(std::io::Error::other("mock cut the stream")),
+        ];
+        guard.done = false;
+        let s = stream::iter(pieces).chain(stream::once(async move {
+            drop(guard);
+            Err(std::io::Error::other("unreachable"))
+        }));
+        Body::from_stream(s)
+    } else {
+        let mut pieces = vec![chunk(&m, json!({"role":"assistant","content":""}), None)];
+        for c in REPLY_CHUNKS {
+            pieces.push(chunk(&m, json!({"content":c}), None));
+        }
+        pieces.push(chunk(&m, json!({}), Some("stop")));
+        if include_usage {
+            pieces.push(usage_chunk(&m));
+        }
+        pieces.push(Bytes::from("data: [DONE]\n\n"));
+        guard.done = true;
+        let s = stream::iter(pieces.into_iter().map(Ok::<_, Infallible>)).chain(
+            stream::once(async move {
+                drop(guard);
+                Ok(Bytes::new())
+            }),
+        );
+        Body::from_stream(s)
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "mock build"))
+}
