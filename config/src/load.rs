@@ -1,0 +1,379 @@
+//! The loading pipeline: parse → index positions → interpolate → typed parse of each item
+//! (collecting every error, not just the first) → semantic validation.
+
+use serde::de::DeserializeOwned;
+use serde_norway::{Mapping, Value};
+
+use crate::interp::{interpolate, is_single_expression};
+use crate::positions::{render, Positions, Seg};
+use crate::schema::*;
+use crate::{validate, ConfigError, ConfigErrors};
+
+/// Collects errors with positions.
+pub(crate) struct Ctx<'a> {
+    origin: &'a str,
+    positions: Positions,
+    pub errors: Vec<ConfigError>,
+    /// For each list section, the document index of each item that parsed (items that
+    /// failed are dropped, so positions must be mapped back).
+    pub indices: std::collections::HashMap<&'static str, Vec<usize>>,
+}
+
+impl Ctx<'_> {
+    pub fn err(&mut self, path: &[Seg], message: impl Into<String>) {
+        let (line, column) = match self.positions.find(path) {
+            Some((l, c)) => (Some(l), Some(c)),
+            None => (None, None),
+        };
+        self.errors.push(ConfigError {
+            origin: self.origin.to_string(),
+            line,
+            column,
+            path: render(path),
+            message: message.into(),
+        });
+    }
+}
+
+pub(crate) fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+pub(crate) fn join(base: &[Seg], rest: impl IntoIterator<Item = Seg>) -> Vec<Seg> {
+    let mut p = base.to_vec();
+    p.extend(rest);
+    p
+}
+
+pub(crate) fn load(
+    src: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut value: Value = match serde_norway::from_str(src) {
+        Ok(v) => v,
+        Err(e) => {
+            let loc = e.location();
+            let message = e.to_string();
+            // serde_norway appends " at line L column C"; the position is printed up front.
+            let message = match message.find(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            };
+            return Err(ConfigErrors(vec![ConfigError {
+                origin: origin.to_string(),
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                path: "<root>".into(),
+                message: format!("invalid YAML: {message}"),
+            }]));
+        }
+    };
+    let mut ctx = Ctx {
+        origin,
+        positions: Positions::index(src),
+        errors: Vec::new(),
+        indices: Default::default(),
+    };
+    if value.is_null() {
+        value = Value::Mapping(Mapping::new());
+    }
+    interpolate_tree(&mut value, &mut Vec::new(), env, &mut ctx);
+
+    let Value::Mapping(mut root) = value else {
+        ctx.err(&[], "the config must be a mapping of keys (listen, backends, models, ...)");
+        return Err(ConfigErrors(ctx.errors));
+    };
+    let backends = root.remove("backends");
+    let models = root.remove("models");
+    let keys = root.remove("keys");
+
+    let mut cfg: Config =
+        parse_lenient(Value::Mapping(root), &[], &["backends", "models", "keys"], &mut ctx)
+            .unwrap_or_else(empty_config);
+    cfg.backends = each_item(backends, "backends", &mut ctx, parse_backend);
+    cfg.models = each_item(models, "models", &mut ctx, |v, p, ctx| {
+        parse_lenient(v, p, &[], ctx)
+    });
+    cfg.keys = each_item(keys, "keys", &mut ctx, |v, p, ctx| parse_lenient(v, p, &[], ctx));
+
+    validate::validate(&cfg, &mut ctx);
+    if ctx.errors.is_empty() {
+        Ok(cfg)
+    } else {
+        ctx.errors
+            .sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
+        Err(ConfigErrors(ctx.errors))
+    }
+}
+
+fn empty_config() -> Config {
+    Config {
+        listen: default_listen(),
+        limits: Limits::default(),
+        backends: Vec::new(),
+        models: Vec::new(),
+        embedder: None,
+        keys: Vec::new(),
+    }
+}
+
+fn interpolate_tree(
+    v: &mut Value,
+    path: &mut Vec<Seg>,
+    env: &dyn Fn(&str) -> Option<String>,
+    ctx: &mut Ctx,
+) {
+    match v {
+        Value::String(s) => match interpolate(s, env) {
+            Ok(out) => {
+                let single = is_single_expression(s);
+                *v = Value::String(out);
+                if single {
+                    if let Value::String(out) = &*v {
+                        if let Ok(parsed @ (Value::Bool(_) | Value::Number(_))) =
+                            serde_norway::from_str::<Value>(out)
+                        {
+                            *v = parsed;
+                        }
+                    }
+                }
+            }
+            Err(msg) => {
+                ctx.err(path, msg);
+                *v = Value::String(String::new());
+            }
+        },
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(Seg::Index(i));
+                interpolate_tree(item, path, env, ctx);
+                path.pop();
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, item) in map.iter_mut() {
+                path.push(Seg::Key(key_string(k)));
+                interpolate_tree(item, path, env, ctx);
+                path.pop();
+            }
+        }
+        Value::Tagged(t) => interpolate_tree(&mut t.value, path, env, ctx),
+        _ => {}
+    }
+}
+
+fn key_string(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        other => serde_norway::to_string(other)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into()),
+    }
+}
+
+/// Parses each element of a top-level list with `parse`, dropping the ones that fail.
+fn each_item<T>(
+    v: Option<Value>,
+    name: &'static str,
+    ctx: &mut Ctx,
+    mut parse: impl FnMut(Value, &[Seg], &mut Ctx) -> Option<T>,
+) -> Vec<T> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(items)) => {
+            let mut out = Vec::new();
+            let mut idx = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                if let Some(t) = parse(item, &[key(name), Seg::Index(i)], ctx) {
+                    out.push(t);
+                    idx.push(i);
+                }
+            }
+            ctx.indices.insert(name, idx);
+            out
+        }
+        Some(_) => {
+            ctx.err(&[key(name)], format!("`{name}` must be a list"));
+            Vec::new()
+        }
+    }
+}
+
+fn parse_backend(v: Value, path: &[Seg], ctx: &mut Ctx) -> Option<Backend> {
+    const COMMON: [&str; 3] = ["name", "kind", "enabled"];
+    let Value::Mapping(mut map) = v else {
+        ctx.err(path, "a backend must be a mapping with name, kind, ...");
+        return None;
+    };
+    let mut ok = true;
+    let name = match map.remove("name") {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            ctx.err(&join(path, [key("name")]), "`name` must be a string");
+            ok = false;
+            String::new()
+        }
+        None => {
+            ctx.err(path, "missing required key `name`");
+            ok = false;
+            String::new()
+        }
+    };
+    let enabled = match map.remove("enabled") {
+        None => Enabled::Auto,
+        Some(e) => match serde_norway::from_value::<Enabled>(e) {
+            Ok(e) => e,
+            Err(e) => {
+                ctx.err(&join(path, [key("enabled")]), e.to_string());
+                Enabled::Auto
+            }
+        },
+    };
+    let kind = match map.remove("kind") {
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            ctx.err(&join(path, [key("kind")]), "`kind` must be `openai` or `local`");
+            None
+        }
+        None => {
+            ctx.err(path, "missing required key `kind` (`openai` or `local`)");
+            None
+        }
+    };
+    let rest = Value::Mapping(map);
+    let kind = match kind.as_deref() {
+        Some("openai") => parse_lenient::<OpenAiBackend>(rest, path, &COMMON, ctx)
+            .map(BackendKind::OpenAi),
+        Some("local") => {
+            parse_lenient::<LocalBackend>(rest, path, &COMMON, ctx).map(BackendKind::Local)
+        }
+        Some(other) => {
+            let hint = validate::did_you_mean(other, ["openai", "local"]);
+            ctx.err(
+                &join(path, [key("kind")]),
+                format!("unknown backend kind `{other}` (expected `openai` or `local`){hint}"),
+            );
+            None
+        }
+        None => None,
+    }?;
+    ok.then_some(Backend {
+        name,
+        enabled,
+        kind,
+    })
+}
+
+/// Deserializes `v` as `T`, recording every error: after each failure the offending key is
+/// removed and the parse retried, so one run reports all unknown keys and bad values.
+pub(crate) fn parse_lenient<T: DeserializeOwned>(
+    mut v: Value,
+    base: &[Seg],
+    extra_fields: &[&str],
+    ctx: &mut Ctx,
+) -> Option<T> {
+    let mut removed: Vec<Vec<Seg>> = Vec::new();
+    for _ in 0..256 {
+        let err = match serde_path_to_error::deserialize::<_, T>(&v) {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+        let path: Vec<Seg> = err
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                _ => None,
+            })
+            .collect();
+        let msg = err.into_inner().to_string();
+        let msg = match msg.find(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        let full = join(base, path.iter().cloned());
+        if let Some(field) = backticked_after(&msg, "missing field ") {
+            let missing = join(&path, [Seg::Key(field.clone())]);
+            if !removed.contains(&missing) {
+                ctx.err(&full, format!("missing required key `{field}`"));
+            }
+        } else if let Some(field) = backticked_after(&msg, "unknown field ") {
+            let mut expected = backticked_all(msg.split_once("expected").map_or("", |x| x.1));
+            for f in extra_fields {
+                if !expected.iter().any(|e| e == f) {
+                    expected.push(f.to_string());
+                }
+            }
+            let hint = validate::did_you_mean(&field, expected.iter().map(String::as_str));
+            let listing = if expected.is_empty() {
+                String::new()
+            } else {
+                format!(" (expected one of: {})", expected.join(", "))
+            };
+            ctx.err(&full, format!("unknown key `{field}`{hint}{listing}"));
+        } else if let Some(variant) = backticked_after(&msg, "unknown variant ") {
+            let expected = backticked_all(msg.split_once("expected").map_or("", |x| x.1));
+            let hint = validate::did_you_mean(&variant, expected.iter().map(String::as_str));
+            ctx.err(
+                &full,
+                format!("unknown value `{variant}` (expected one of: {}){hint}", expected.join(", ")),
+            );
+        } else {
+            ctx.err(&full, msg);
+        }
+        // Repair: drop the deepest mapping key on the path (for a missing key, the key
+        // holding the incomplete value) and try again.
+        let cut = path.iter().rposition(|s| matches!(s, Seg::Key(_)));
+        match cut {
+            Some(i) => {
+                let target = path[..=i].to_vec();
+                if !remove_at(&mut v, &target) {
+                    return None;
+                }
+                removed.push(target);
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+fn remove_at(v: &mut Value, path: &[Seg]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = v;
+    for seg in parents {
+        cur = match (seg, cur) {
+            (Seg::Key(k), Value::Mapping(m)) => match m.get_mut(k.as_str()) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Seg::Index(i), Value::Sequence(s)) => match s.get_mut(*i) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, cur) {
+        (Seg::Key(k), Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+        _ => false,
+    }
+}
+
+/// The first backticked word after `prefix` in `msg`.
+fn backticked_after(msg: &str, prefix: &str) -> Option<String> {
+    let rest = msg.split_once(prefix)?.1.strip_prefix('`')?;
+    Some(rest.split_once('`')?.0.to_string())
+}
+
+fn backticked_all(s: &str) -> Vec<String> {
+    s.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, w)| w.to_string())
+        .collect()
+}

@@ -1,0 +1,419 @@
+//! The typed configuration. Every struct denies unknown keys; defaults are documented on each
+//! field and in README.md's config reference.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`host:port`). Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Upstream backends (remote OpenAI-compatible APIs and the embedded local model).
+    #[serde(default, skip)]
+    pub backends: Vec<Backend>,
+    /// Public model names clients may ask for.
+    #[serde(default)]
+    pub models: Vec<Model>,
+    /// The embedded sentence embedder (`/v1/embeddings`, routing, semantic cache).
+    #[serde(default)]
+    pub embedder: Option<Embedder>,
+    /// Client API keys. None configured = the gateway is open.
+    #[serde(default)]
+    pub keys: Vec<Key>,
+}
+
+pub(crate) fn default_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body in bytes (413 above). Default 4 MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Requests processed at once; more are shed with 503 + `Retry-After`. Default 1024.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Whole-request deadline inside the gateway (504 after). Default 10m.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight requests. Default 30s.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_concurrent() -> usize {
+    1024
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+            max_concurrent_requests: default_max_concurrent(),
+            request_timeout: default_request_timeout(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// Whether a backend is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Enabled {
+    /// Always.
+    True,
+    /// Never.
+    False,
+    /// When it can work: an `openai` backend with a non-empty `api_key` (or a `base_url`
+    /// on loopback, which needs none); a `local` backend whose model file exists.
+    #[default]
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for Enabled {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Enabled::True),
+            Raw::Bool(false) => Ok(Enabled::False),
+            Raw::Str(s) => match s.as_str() {
+                "true" => Ok(Enabled::True),
+                "false" => Ok(Enabled::False),
+                "auto" => Ok(Enabled::Auto),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected true, false or auto, found `{other}`"
+                ))),
+            },
+        }
+    }
+}
+
+/// A configured backend.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Unique name, referenced by `models[].backend`.
+    pub name: String,
+    /// Whether the backend is used.
+    pub enabled: Enabled,
+    /// What it is.
+    pub kind: BackendKind,
+}
+
+impl Backend {
+    /// Resolves `enabled: auto` (see [`Enabled::Auto`]).
+    pub fn is_enabled(&self) -> bool {
+        match self.enabled {
+            Enabled::True => true,
+            Enabled::False => false,
+            Enabled::Auto => match &self.kind {
+                BackendKind::OpenAi(o) => {
+                    o.api_key.as_deref().is_some_and(|k| !k.is_empty())
+                        || is_loopback_url(&o.base_url)
+                }
+                BackendKind::Local(l) => local_model_present(&l.model),
+            },
+        }
+    }
+
+    /// A short description of why `enabled: auto` resolved to false.
+    pub fn disabled_reason(&self) -> String {
+        match (&self.enabled, &self.kind) {
+            (Enabled::False, _) => format!("backend `{}` has `enabled: false`", self.name),
+            (_, BackendKind::OpenAi(_)) => format!(
+                "backend `{}` is disabled: its api_key is empty (set the environment variable it reads, e.g. OPENAI_API_KEY)",
+                self.name
+            ),
+            (_, BackendKind::Local(l)) => format!(
+                "backend `{}` is disabled: model file `{}` not found (run scripts/fetch-models.sh)",
+                self.name, l.model
+            ),
+        }
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = if let Some(h) = host.strip_prefix('[') {
+        h.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
+/// `hf:` references are fetched on demand; a path must exist.
+fn local_model_present(model: &str) -> bool {
+    model.starts_with("hf:") || std::path::Path::new(model).exists()
+}
+
+/// Backend kinds.
+#[derive(Debug, Clone)]
+pub enum BackendKind {
+    /// Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server, ...).
+    OpenAi(OpenAiBackend),
+    /// The embedded small language model.
+    Local(LocalBackend),
+}
+
+/// `kind: openai`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiBackend {
+    /// e.g. `https://api.openai.com/v1` (the path up to `/chat/completions`).
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer`; the client's own key is never forwarded.
+    #[serde(default, deserialize_with = "opt_stringish")]
+    pub api_key: Option<String>,
+    /// Extra headers sent upstream.
+    #[serde(default, deserialize_with = "stringish_map")]
+    pub headers: BTreeMap<String, String>,
+    /// Per-attempt deadline for the response headers and between stream chunks. Default 120s.
+    #[serde(default = "default_backend_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// TCP/TLS connect deadline. Default 10s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Retries after the first attempt on connect errors, 429 and 5xx. Default 2.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First backoff; doubles each retry, with full jitter. Default 200ms.
+    #[serde(default = "default_retry_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest wait between attempts, including an upstream `Retry-After`. Default 10s.
+    #[serde(default = "default_max_retry_backoff", with = "humantime_serde")]
+    pub max_retry_backoff: Duration,
+}
+
+fn default_backend_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_retries() -> u32 {
+    2
+}
+fn default_retry_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_max_retry_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// In-memory weight format for the local model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Quantize {
+    /// Requantize to Q8_0 on load (fastest on CPU; the default).
+    #[serde(rename = "q8_0")]
+    #[default]
+    Q8_0,
+    /// Requantize to Q4K.
+    #[serde(rename = "q4k")]
+    Q4K,
+    /// Keep the file's formats.
+    #[serde(rename = "keep")]
+    Keep,
+}
+
+/// `kind: local`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalBackend {
+    /// GGUF file: a path, or `hf:owner/repo/file.gguf[@revision]`.
+    pub model: String,
+    /// A tokenizer.json overriding the one rebuilt from the GGUF metadata.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// A Jinja chat template overriding the GGUF's `tokenizer.chat_template`.
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// `q8_0` (default), `q4k` or `keep`.
+    #[serde(default)]
+    pub quantize: Quantize,
+    /// `cpu` (default), `cuda`, `cuda:N`, `metal`, `auto`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Cap on the context length (prompt + completion); default the model's.
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    /// Concurrent generations. Default 1 (CPU generation is compute-bound).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Requests allowed to wait for a worker. Default 32.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    /// Longest wait for a worker. Default 30s.
+    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// `max_tokens` when the client sends none. Default 512.
+    #[serde(default = "default_local_max_tokens")]
+    pub max_tokens: usize,
+}
+
+pub(crate) fn default_device() -> String {
+    "cpu".to_string()
+}
+fn one() -> usize {
+    1
+}
+fn default_queue_size() -> usize {
+    32
+}
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_local_max_tokens() -> usize {
+    512
+}
+
+/// A public model name (alias) and where it goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// The name clients send as `model`.
+    pub name: String,
+    /// Backend that serves it.
+    pub backend: String,
+    /// Upstream model name; default: the alias itself.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Tried in order when the previous target fails (after its retries).
+    #[serde(default)]
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// One fallback target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    /// Backend name.
+    pub backend: String,
+    /// Upstream model name; default: the alias.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// The embedded sentence embedder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Embedder {
+    /// Whether to load it (`auto`: when the model directory exists).
+    #[serde(default)]
+    pub enabled: Enabled,
+    /// Directory with config.json, tokenizer.json, model.safetensors, or `hf:owner/repo`.
+    pub model: String,
+    /// Name reported by `/v1/embeddings` and accepted as its `model`.
+    #[serde(default = "default_embedder_name")]
+    pub name: String,
+    /// `cpu` (default), `cuda`, `cuda:N`, `metal`, `auto`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Texts per forward pass. Default 32.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+fn default_embedder_name() -> String {
+    "embed".to_string()
+}
+fn default_max_batch() -> usize {
+    32
+}
+
+impl Embedder {
+    /// Resolves `enabled: auto`.
+    pub fn is_enabled(&self) -> bool {
+        match self.enabled {
+            Enabled::True => true,
+            Enabled::False => false,
+            Enabled::Auto => local_model_present(&self.model),
+        }
+    }
+}
+
+/// A client API key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    /// Name used in logs and accounting.
+    pub name: String,
+    /// The secret in clear (prefer `${ENV}` or `key_sha256`).
+    #[serde(default, deserialize_with = "opt_stringish")]
+    pub key: Option<String>,
+    /// sha256 of the secret, 64 hex digits.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// Team, for budgets and reports.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Aliases this key may use; empty = all.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// Accepts a string, or a number/bool written where a string was meant (e.g. an env var
+/// holding digits), as a string.
+fn opt_stringish<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Stringish>::deserialize(d)?.map(|s| s.0))
+}
+
+fn stringish_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    Ok(BTreeMap::<String, Stringish>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}
+
+struct Stringish(String);
+
+impl<'de> Deserialize<'de> for Stringish {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            I(i64),
+            U(u64),
+            F(f64),
+            B(bool),
+        }
+        Ok(Stringish(match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::I(i) => i.to_string(),
+            Raw::U(u) => u.to_string(),
+            Raw::F(f) => f.to_string(),
+            Raw::B(b) => b.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,308 @@
+//! Loading, interpolation and validation of whole config documents.
+
+use std::time::Duration;
+
+use slmgate_config::{load_str_with_env, BackendKind, ConfigErrors, Enabled};
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn errors(src: &str) -> ConfigErrors {
+    match load_str_with_env(src, "t.yaml", &no_env) {
+        Ok(_) => panic!("expected errors for:\n{src}"),
+        Err(e) => e,
+    }
+}
+
+/// Finds the error whose message contains `needle` and returns "line:col path message".
+fn find<'a>(errs: &'a ConfigErrors, needle: &str) -> &'a slmgate_config::ConfigError {
+    errs.0
+        .iter()
+        .find(|e| e.message.contains(needle))
+        .unwrap_or_else(|| panic!("no error containing `{needle}` in:\n{errs}"))
+}
+
+#[test]
+fn embedded_default_parses_and_validates() {
+    let cfg = load_str_with_env(slmgate_config::DEFAULT_CONFIG_YAML, "default", &no_env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.listen, "127.0.0.1:8080");
+    let remote = cfg.models.iter().find(|m| m.name == "remote").unwrap();
+    assert_eq!(remote.model.as_deref(), Some("gpt-4o-mini"));
+    let openai = cfg.backends.iter().find(|b| b.name == remote.backend).unwrap();
+    assert_eq!(openai.enabled, Enabled::Auto);
+    // No OPENAI_API_KEY: the remote backend is off, with the reason said.
+    assert!(!openai.is_enabled());
+    assert!(openai.disabled_reason().contains("api_key"));
+    match &openai.kind {
+        BackendKind::OpenAi(o) => assert_eq!(o.base_url, "https://api.openai.com/v1"),
+        other => panic!("{other:?}"),
+    }
+    assert!(cfg.models.iter().any(|m| m.name == "local"));
+}
+
+#[test]
+fn embedded_default_reads_the_environment() {
+    let env = |name: &str| match name {
+        "OPENAI_API_KEY" => Some("sk-test".to_string()),
+        "OPENAI_BASE_URL" => Some("http://10.0.0.1:8000/v1".to_string()),
+        "SLMGATE_REMOTE_MODEL" => Some("llama-70b".to_string()),
+        "SLMGATE_LISTEN" => Some("0.0.0.0:9999".to_string()),
+        _ => None,
+    };
+    let cfg = load_str_with_env(slmgate_config::DEFAULT_CONFIG_YAML, "default", &env).unwrap();
+    assert_eq!(cfg.listen, "0.0.0.0:9999");
+    let remote = cfg.models.iter().find(|m| m.name == "remote").unwrap();
+    assert_eq!(remote.model.as_deref(), Some("llama-70b"));
+    let openai = cfg.backends.iter().find(|b| b.name == "openai").unwrap();
+    assert!(openai.is_enabled());
+    match &openai.kind {
+        BackendKind::OpenAi(o) => {
+            assert_eq!(o.base_url, "http://10.0.0.1:8000/v1");
+            assert_eq!(o.api_key.as_deref(), Some("sk-test"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn full_schema_round_trip() {
+    let src = r#"
+listen: "[::1]:7000"
+limits:
+  max_body_bytes: 1000
+  max_concurrent_requests: 8
+  request_timeout: 1m 30s
+  shutdown_timeout: 500ms
+backends:
+  - name: a
+    kind: openai
+    base_url: http://127.0.0.1:1/v1
+    api_key: ${KEY}
+    headers:
+      OpenAI-Organization: org-1
+      X-Num: 5
+    timeout: 3s
+    connect_timeout: 1s
+    max_retries: ${RETRIES:-4}
+    retry_backoff: 50ms
+    max_retry_backoff: 2s
+  - name: b
+    kind: openai
+    enabled: false
+    base_url: https://example.invalid/v1
+models:
+  - name: big
+    backend: a
+    model: gpt-x
+    fallbacks:
+      - backend: b
+      - backend: a
+        model: gpt-y
+keys:
+  - name: alice
+    key: ${ALICE}
+    team: t1
+    tags: [x, y]
+    models: [big]
+  - name: bob
+    key_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+"#;
+    let env = |n: &str| match n {
+        "KEY" => Some("12345".to_string()),
+        "ALICE" => Some("sk-alice".to_string()),
+        _ => None,
+    };
+    let cfg = load_str_with_env(src, "t.yaml", &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.limits.request_timeout, Duration::from_secs(90));
+    assert_eq!(cfg.limits.shutdown_timeout, Duration::from_millis(500));
+    let BackendKind::OpenAi(a) = &cfg.backends[0].kind else {
+        panic!()
+    };
+    // A digits-only key from the environment stays a string.
+    assert_eq!(a.api_key.as_deref(), Some("12345"));
+    assert_eq!(a.max_retries, 4);
+    assert_eq!(a.headers["X-Num"], "5");
+    assert!(cfg.backends[0].is_enabled(), "loopback/keyed backend is on");
+    assert!(!cfg.backends[1].is_enabled());
+    assert_eq!(cfg.models[0].fallbacks.len(), 2);
+    assert_eq!(cfg.models[0].fallbacks[1].model.as_deref(), Some("gpt-y"));
+    assert_eq!(cfg.keys[0].key.as_deref(), Some("sk-alice"));
+    assert_eq!(cfg.keys[0].tags, ["x", "y"]);
+}
+
+#[test]
+fn reports_every_error_with_line_and_column() {
+    let src = "\
+listen: 127.0.0.1:8080
+limts:
+  max_body_bytes: 10
+limits:
+  max_body_bytes: lots
+  request_timeout: 5 parsecs
+backends:
+  - name: up
+    kind: openai
+    base_url: http://127.0.0.1:1/v1
+    timout: 3s
+    max_retries: -1
+  - name: up
+    kind: openia
+  - kind: openai
+    base_url: http://x
+  - name: other
+    kind: openai
+    base_url: ftp://x
+models:
+  - name: m
+    backend: upp
+    fallbacks:
+      - backend: nowhere
+  - name: m
+    backend: up
+    modle: x
+keys:
+  - name: k
+    models: [mm]
+";
+    let errs = errors(src);
+    let text = errs.to_string();
+    // One line per error, each `origin:line:col: path: message`.
+    assert!(errs.0.len() >= 11, "{text}");
+    for line in text.lines() {
+        assert!(line.starts_with("t.yaml:"), "{line}");
+    }
+
+    let e = find(&errs, "unknown key `limts`");
+    assert_eq!((e.line, e.column), (Some(2), Some(1)), "{e}");
+    assert!(e.message.contains("did you mean `limits`?"), "{e}");
+
+    let e = find(&errs, "expected usize");
+    assert_eq!(e.path, "limits.max_body_bytes");
+    assert_eq!(e.line, Some(5));
+
+    let e = find(&errs, "parsecs");
+    assert_eq!(e.path, "limits.request_timeout");
+
+    let e = find(&errs, "unknown key `timout`");
+    assert_eq!(e.path, "backends[0].timout");
+    assert_eq!((e.line, e.column), (Some(11), Some(5)));
+    assert!(e.message.contains("did you mean `timeout`?"), "{e}");
+
+    let e = find(&errs, "expected u32");
+    assert_eq!(e.path, "backends[0].max_retries");
+
+    let e = find(&errs, "unknown backend kind `openia`");
+    assert!(e.message.contains("did you mean `openai`?"), "{e}");
+    assert_eq!(e.line, Some(14));
+
+    let e = find(&errs, "missing required key `name`");
+    assert_eq!(e.path, "backends[2]");
+    assert_eq!((e.line, e.column), (Some(15), Some(5)));
+
+    let e = find(&errs, "ftp://x");
+    assert_eq!(e.path, "backends[3].base_url");
+
+    let e = find(&errs, "unknown backend `upp`");
+    assert!(e.message.contains("did you mean `up`?"), "{e}");
+    assert_eq!(e.path, "models[0].backend");
+    assert_eq!(e.line, Some(22));
+
+    let e = find(&errs, "unknown backend `nowhere`");
+    assert_eq!(e.path, "models[0].fallbacks[0].backend");
+
+    find(&errs, "duplicate model name `m`");
+    let e = find(&errs, "unknown key `modle`");
+    assert!(e.message.contains("did you mean `model`?"), "{e}");
+
+    find(&errs, "missing `key` or `key_sha256`");
+    let e = find(&errs, "unknown model `mm`");
+    assert!(e.message.contains("did you mean `m`?"), "{e}");
+
+    // Errors are in document order.
+    let lines: Vec<usize> = errs.0.iter().filter_map(|e| e.line).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+}
+
+#[test]
+fn yaml_syntax_error_has_position() {
+    let errs = errors("listen: 127.0.0.1:8080\nbackends:\n  - name: a\n   kind: [unclosed\n");
+    assert_eq!(errs.0.len(), 1);
+    let e = &errs.0[0];
+    assert!(e.message.starts_with("invalid YAML"), "{e}");
+    assert!(e.line.is_some() && e.column.is_some(), "{e}");
+}
+
+#[test]
+fn duplicate_keys_are_errors() {
+    let errs = errors("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n");
+    assert!(errs.to_string().contains("duplicate"), "{errs}");
+}
+
+#[test]
+fn required_env_var_error() {
+    let errs = errors(
+        "backends:\n  - name: a\n    kind: openai\n    base_url: ${BASE:?set BASE to the vLLM URL}\n",
+    );
+    let e = find(&errs, "set BASE to the vLLM URL");
+    assert_eq!(e.path, "backends[0].base_url");
+    assert_eq!(e.line, Some(4));
+}
+
+#[test]
+fn wrong_top_level_shapes() {
+    let errs = errors("- just\n- a list\n");
+    assert!(errs.to_string().contains("must be a mapping"), "{errs}");
+    let errs = errors("backends: {name: a}\n");
+    assert!(errs.to_string().contains("`backends` must be a list"), "{errs}");
+}
+
+#[test]
+fn local_backend_schema() {
+    let src = "\
+backends:
+  - name: slm
+    kind: local
+    model: /nonexistent/model.gguf
+    quantize: q4k
+    device: cuda:1
+    workers: 2
+models:
+  - name: local
+    backend: slm
+";
+    let cfg = load_str_with_env(src, "t.yaml", &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let BackendKind::Local(l) = &cfg.backends[0].kind else {
+        panic!()
+    };
+    assert_eq!(l.quantize, slmgate_config::Quantize::Q4K);
+    assert_eq!(l.workers, 2);
+    // enabled: auto and the file is missing: off, with the reason.
+    assert!(!cfg.backends[0].is_enabled());
+    assert!(cfg.backends[0]
+        .disabled_reason()
+        .contains("/nonexistent/model.gguf"));
+
+    let errs = errors(
+        "backends:\n  - name: slm\n    kind: local\n    enabled: true\n    model: /nonexistent.gguf\n    quantize: q3\n    device: gpu\n",
+    );
+    find(&errs, "does not exist");
+    find(&errs, "unknown value `q3`");
+    find(&errs, "`gpu`: expected cpu");
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let errs = slmgate_config::load_file("/nonexistent/slmgate.yaml").unwrap_err();
+    assert!(errs.to_string().contains("cannot read"), "{errs}");
+}
+
+#[test]
+fn empty_document_is_valid() {
+    let cfg = load_str_with_env("", "empty.yaml", &no_env).unwrap();
+    assert!(cfg.models.is_empty());
+    assert_eq!(cfg.listen, "127.0.0.1:8080");
+}
