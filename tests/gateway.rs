@@ -509,8 +509,8 @@ async fn probes_models_and_unknown_paths() {
 async fn disabled_backend_models_are_404_with_the_reason() {
     let mock = Mock::start().await;
     let extra = format!(
-        "  - name: keyless\n    kind: openai\n    enabled: auto\n    base_url: {}\n    api_key: ${{NOT_SET_ANYWHERE}}\n",
-        mock.base_url()
+        // Not loopback: a loopback base_url (Ollama, vLLM on localhost) needs no key.
+        "  - name: keyless\n    kind: openai\n    enabled: auto\n    base_url: https://api.example.invalid/v1\n    api_key: ${{NOT_SET_ANYWHERE}}\n"
     );
     let models = "  - name: off\n    backend: keyless\n    model: x\n";
     let gw = gateway(&one_backend(&mock, &extra, models, "")).await;

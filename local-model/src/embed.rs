@@ -1,1 +1,550 @@
-//! TODO(issue 3): embed
+//! Sentence embeddings with a BERT-family encoder (all-MiniLM-L6-v2 by default).
+//!
+//! [`Embedder::load`] reads a model directory holding the three files a Hugging Face
+//! sentence-transformers export has: `config.json` (a BERT config), `tokenizer.json` and
+//! `model.safetensors`. [`Embedder::embed`] then computes exactly what sentence-transformers'
+//! `Transformer → Pooling(mean) → Normalize` pipeline computes: the encoder's last hidden
+//! states, averaged over the real (non-padding) tokens, scaled to unit L2 norm. The cosine
+//! similarity of two embeddings is then their dot product ([`cosine`]).
+//!
+//! # Speed
+//! Several texts share one forward pass, padded to the longest text of the batch (never to a
+//! fixed length: the stock tokenizer.json pads everything to 128 tokens, which made a 9-token
+//! query cost as much as a 128-token one). As in sentence-transformers, texts are sorted by
+//! length before being cut into batches so that texts of similar length are padded together;
+//! results come back in input order. The attention mask keeps padding out of both the attention
+//! and the pooling, so an embedding does not depend on what it was batched with (up to float
+//! rounding, ~1e-6).
+//!
+//! An `Embedder` is immutable and `Send + Sync`: share it in an `Arc`. `embed` is blocking and
+//! CPU-heavy; call it from a blocking thread (`tokio::task::spawn_blocking`), not from an async
+//! task.
+//!
+//! ```no_run
+//! use slmgate_local_model::embed::{cosine, Embedder, EmbedderOptions};
+//! # fn main() -> Result<(), slmgate_local_model::embed::EmbedError> {
+//! let embedder = Embedder::load(&EmbedderOptions::new("models/all-MiniLM-L6-v2"))?;
+//! let v = embedder.embed(&["What is the capital of France?", "Which city is France's capital?"])?;
+//! assert_eq!(v[0].len(), embedder.dim());
+//! println!("similarity {}", cosine(&v[0], &v[1]));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
+
+/// The model configuration file in an embedder directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// The tokenizer file in an embedder directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The weights file in an embedder directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The files an embedder directory must hold, in the order they are read.
+pub const REQUIRED_FILES: [&str; 3] = [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE];
+
+/// The default token limit per text (sentence-transformers' `max_seq_length` for
+/// all-MiniLM-L6-v2). Longer texts are truncated.
+pub const DEFAULT_MAX_TOKENS: usize = 256;
+/// The default number of texts per forward pass.
+pub const DEFAULT_MAX_BATCH: usize = 32;
+
+/// Errors of the embedder. Every variant names what failed; none is a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The model directory does not exist or is not a directory.
+    #[error("embedding model directory {path} does not exist (run scripts/fetch-models.sh to download the default embedder)", path = .path.display())]
+    MissingDir {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A required file is missing from the model directory.
+    #[error("embedding model file {path} is missing (an embedder directory needs config.json, tokenizer.json and model.safetensors; run scripts/fetch-models.sh to download the default embedder)", path = .path.display())]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file could not be read.
+    #[error("reading {path}: {source}", path = .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `config.json` is not a BERT configuration this crate can run.
+    #[error("{path}: not a supported BERT config: {source}", path = .path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The tokenizer could not be loaded, configured or used.
+    #[error("tokenizer {path}: {message}", path = .path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// candle failed to build the model from the weights.
+    #[error("{path}: loading the model: {source}", path = .path.display())]
+    Model {
+        /// The weights file.
+        path: PathBuf,
+        /// candle's error (boxed: it is large).
+        #[source]
+        source: Box<candle_core::Error>,
+    },
+    /// The options are inconsistent.
+    #[error("invalid embedder options: {0}")]
+    Options(String),
+    /// A forward pass failed.
+    #[error("embedding inference: {0}")]
+    Inference(#[source] Box<candle_core::Error>),
+}
+
+impl From<candle_core::Error> for EmbedError {
+    fn from(err: candle_core::Error) -> Self {
+        EmbedError::Inference(Box::new(err))
+    }
+}
+
+/// How to load an [`Embedder`].
+#[derive(Debug, Clone)]
+pub struct EmbedderOptions {
+    /// The model directory: `config.json`, `tokenizer.json`, `model.safetensors`.
+    pub dir: PathBuf,
+    /// The device to run on.
+    pub device: Device,
+    /// At most this many texts per forward pass (≥ 1). Larger batches amortise per-pass
+    /// overhead; past a few dozen texts they only add latency and memory.
+    pub max_batch: usize,
+    /// Truncate texts to this many tokens, special tokens included. Capped at the model's
+    /// `max_position_embeddings`; 0 means that cap.
+    pub max_tokens: usize,
+}
+
+impl EmbedderOptions {
+    /// Options for the model in `dir` with defaults: CPU, [`DEFAULT_MAX_BATCH`] texts per
+    /// pass, [`DEFAULT_MAX_TOKENS`] tokens per text.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            device: Device::Cpu,
+            max_batch: DEFAULT_MAX_BATCH,
+            max_tokens: DEFAULT_MAX_TOKENS,
+        }
+    }
+}
+
+/// A loaded sentence-embedding model. `Send + Sync`; share it in an `Arc`.
+pub struct Embedder {
+    model: BertModel,
+    /// Pads to the longest text of a batch and truncates to `max_tokens`.
+    tokenizer: Tokenizer,
+    /// Neither pads nor truncates: counts tokens.
+    counter: Tokenizer,
+    /// For error messages.
+    tokenizer_path: PathBuf,
+    device: Device,
+    dim: usize,
+    max_batch: usize,
+    max_tokens: usize,
+    name: String,
+}
+
+// The embedder is shared between request handlers: keep it thread-safe.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Embedder>();
+};
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("name", &self.name)
+            .field("dim", &self.dim)
+            .field("max_tokens", &self.max_tokens)
+            .field("max_batch", &self.max_batch)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedder {
+    /// Loads the model in `options.dir`.
+    ///
+    /// Fails with an error naming the missing directory or file, an unparsable config or
+    /// tokenizer, or weights that do not match the config.
+    pub fn load(options: &EmbedderOptions) -> Result<Embedder, EmbedError> {
+        let dir = options.dir.as_path();
+        if !dir.is_dir() {
+            return Err(EmbedError::MissingDir {
+                path: dir.to_path_buf(),
+            });
+        }
+        for file in REQUIRED_FILES {
+            let path = dir.join(file);
+            if !path.is_file() {
+                return Err(EmbedError::MissingFile { path });
+            }
+        }
+        if options.max_batch == 0 {
+            return Err(EmbedError::Options("max_batch must be at least 1".into()));
+        }
+
+        let config_path = dir.join(CONFIG_FILE);
+        let config_text = std::fs::read_to_string(&config_path).map_err(|source| EmbedError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let config: BertConfig =
+            serde_json::from_str(&config_text).map_err(|source| EmbedError::Config {
+                path: config_path.clone(),
+                source,
+            })?;
+        check_config(&config, &config_path)?;
+
+        let max_tokens = match options.max_tokens {
+            0 => config.max_position_embeddings,
+            n => n.min(config.max_position_embeddings),
+        };
+        if max_tokens < 2 {
+            return Err(EmbedError::Options(format!(
+                "max_tokens must leave room for the [CLS] and [SEP] tokens (got {max_tokens})"
+            )));
+        }
+
+        let tokenizer_path = dir.join(TOKENIZER_FILE);
+        let (tokenizer, counter) = load_tokenizers(&tokenizer_path, &config, max_tokens)?;
+
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights_path).map_err(|source| EmbedError::Io {
+            path: weights_path.clone(),
+            source,
+        })?;
+        let model_err = |source| EmbedError::Model {
+            path: weights_path.clone(),
+            source: Box::new(source),
+        };
+        // Buffered rather than mmapped: a file replaced while mapped would be undefined
+        // behaviour, and 90 MB is read in well under a second.
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &options.device)
+            .map_err(model_err)?;
+        let model = BertModel::load(vb, &config).map_err(model_err)?;
+
+        let name = model_name_of(dir);
+        tracing::debug!(
+            model = %name,
+            dim = config.hidden_size,
+            layers = config.num_hidden_layers,
+            max_tokens,
+            "embedder loaded"
+        );
+        Ok(Embedder {
+            model,
+            tokenizer,
+            counter,
+            tokenizer_path,
+            device: options.device.clone(),
+            dim: config.hidden_size,
+            max_batch: options.max_batch,
+            max_tokens,
+            name,
+        })
+    }
+
+    /// Embeds each text: a unit-length vector of [`Embedder::dim`] floats per text, in input
+    /// order. An empty slice gives an empty result; an empty text is embedded like any other
+    /// (from its `[CLS] [SEP]` tokens). Texts longer than [`Embedder::max_tokens`] are
+    /// truncated.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Longest first, as sentence-transformers does: texts of similar length share a batch,
+        // so little compute goes to padding. The sort is stable, so equal lengths keep order.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(self.max_batch) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let vectors = self.embed_batch(batch)?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over `batch` (at most `max_batch` texts), padded to its longest text.
+    fn embed_batch(&self, batch: Vec<&str>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch_fast(batch, true)
+            .map_err(|e| EmbedError::Tokenizer {
+                path: self.tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        let rows = encodings.len();
+        let len = encodings.first().map_or(0, |e| e.len());
+        let mut ids = Vec::with_capacity(rows * len);
+        let mut type_ids = Vec::with_capacity(rows * len);
+        let mut mask = Vec::with_capacity(rows * len);
+        for encoding in &encodings {
+            // BatchLongest padding makes every encoding `len` long; anything else is a bug in
+            // the tokenizer configuration, reported rather than mis-shaped.
+            if encoding.len() != len {
+                return Err(EmbedError::Tokenizer {
+                    path: self.tokenizer_path.clone(),
+                    message: format!(
+                        "batch padding produced rows of {} and {len} tokens",
+                        encoding.len()
+                    ),
+                });
+            }
+            ids.extend_from_slice(encoding.get_ids());
+            type_ids.extend_from_slice(encoding.get_type_ids());
+            mask.extend_from_slice(encoding.get_attention_mask());
+        }
+
+        let ids_t = Tensor::from_vec(ids, (rows, len), &self.device)?;
+        let type_ids_t = Tensor::from_vec(type_ids, (rows, len), &self.device)?;
+        // With no padding in the batch the mask is all ones; skipping it saves the mask
+        // arithmetic (BertModel builds an all-ones mask itself).
+        let padded = mask.contains(&0);
+        let mask_t = if padded {
+            Some(Tensor::from_vec(mask.clone(), (rows, len), &self.device)?)
+        } else {
+            None
+        };
+        let hidden = self.model.forward(&ids_t, &type_ids_t, mask_t.as_ref())?;
+        let hidden = hidden.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+
+        Ok(mean_pool_normalize(&hidden, &mask, rows, len, self.dim))
+    }
+
+    /// The embedding dimension (the model's hidden size; 384 for all-MiniLM-L6-v2).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The model's name: its directory's name (`all-MiniLM-L6-v2`).
+    pub fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The number of tokens the model would see for `text` without truncation, special tokens
+    /// included (a tokenizer failure counts as 0). Compare with [`Embedder::max_tokens`] to
+    /// know whether a text will be truncated.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.counter
+            .encode_fast(text, true)
+            .map_or(0, |encoding| encoding.len())
+    }
+
+    /// The token limit per text: longer texts are truncated.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// The maximum number of texts per forward pass.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Cosine similarity of two vectors: 1 for the same direction, 0 for orthogonal, -1 for
+/// opposite. For the unit-length vectors of [`Embedder::embed`] this is their dot product.
+/// Returns 0 if either vector is all zeros; extra elements of the longer vector are ignored.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}
+
+/// Mean pooling over the attention mask, then L2 normalisation, as sentence-transformers'
+/// `Pooling(mean)` + `Normalize` do: `sum(h_i * m_i) / max(sum(m_i), 1e-9)`, then
+/// `v / max(|v|, 1e-12)`. `hidden` is `rows × len × dim`, row-major.
+fn mean_pool_normalize(
+    hidden: &[f32],
+    mask: &[u32],
+    rows: usize,
+    len: usize,
+    dim: usize,
+) -> Vec<Vec<f32>> {
+    (0..rows)
+        .map(|r| {
+            let mut sum = vec![0f32; dim];
+            let mut count = 0f32;
+            for t in 0..len {
+                if mask[r * len + t] == 0 {
+                    continue;
+                }
+                count += 1.0;
+                let start = (r * len + t) * dim;
+                for (s, h) in sum.iter_mut().zip(&hidden[start..start + dim]) {
+                    *s += h;
+                }
+            }
+            let count = count.max(1e-9);
+            sum.iter_mut().for_each(|s| *s /= count);
+            let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            sum.iter_mut().for_each(|s| *s /= norm);
+            sum
+        })
+        .collect()
+}
+
+/// Rejects configs that deserialise but cannot be run.
+fn check_config(config: &BertConfig, path: &Path) -> Result<(), EmbedError> {
+    let bad = |msg: String| EmbedError::Options(format!("{}: {msg}", path.display()));
+    if config.hidden_size == 0 || config.num_attention_heads == 0 {
+        return Err(bad("hidden_size and num_attention_heads must be positive".into()));
+    }
+    if config.hidden_size % config.num_attention_heads != 0 {
+        return Err(bad(format!(
+            "hidden_size {} is not a multiple of num_attention_heads {}",
+            config.hidden_size, config.num_attention_heads
+        )));
+    }
+    Ok(())
+}
+
+/// Loads `tokenizer.json` twice: configured for embedding (pad to the longest text of the
+/// batch, truncate to `max_tokens`) and for counting (no padding, no truncation).
+fn load_tokenizers(
+    path: &Path,
+    config: &BertConfig,
+    max_tokens: usize,
+) -> Result<(Tokenizer, Tokenizer), EmbedError> {
+    let tok_err = |message: String| EmbedError::Tokenizer {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| tok_err(e.to_string()))?;
+
+    // Keep the file's pad token if it names one; otherwise use the config's pad id.
+    let padding = match tokenizer.get_padding() {
+        Some(p) => PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            ..p.clone()
+        },
+        None => {
+            let pad_id = u32::try_from(config.pad_token_id)
+                .map_err(|_| tok_err(format!("pad_token_id {} is out of range", config.pad_token_id)))?;
+            PaddingParams {
+                strategy: PaddingStrategy::BatchLongest,
+                direction: PaddingDirection::Right,
+                pad_to_multiple_of: None,
+                pad_id,
+                pad_type_id: 0,
+                pad_token: tokenizer
+                    .id_to_token(pad_id)
+                    .unwrap_or_else(|| "[PAD]".to_string()),
+            }
+        }
+    };
+
+    let mut counter = tokenizer.clone();
+    counter.with_padding(None);
+    counter
+        .with_truncation(None)
+        .map_err(|e| tok_err(e.to_string()))?;
+
+    tokenizer.with_padding(Some(padding));
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: max_tokens,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map_err(|e| tok_err(e.to_string()))?;
+    Ok((tokenizer, counter))
+}
+
+/// The model's name: the directory's last component (resolving `.` and the like).
+fn model_name_of(dir: &Path) -> String {
+    let named = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+    };
+    named(dir)
+        .or_else(|| dir.canonicalize().ok().as_deref().and_then(named))
+        .unwrap_or_else(|| "embedder".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_basics() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 2.0]).abs() < 1e-6);
+        assert!((cosine(&[1.0, 1.0], &[-2.0, -2.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 2.0]), 0.0);
+        assert_eq!(cosine(&[], &[]), 0.0);
+    }
+
+    #[test]
+    fn pooling_ignores_masked_tokens_and_normalises() {
+        // Two rows of three tokens of dim 2; the second row's last token is padding.
+        let hidden = [
+            1.0, 0.0, 3.0, 0.0, 2.0, 0.0, //
+            0.0, 1.0, 0.0, 3.0, 100.0, 100.0,
+        ];
+        let mask = [1, 1, 1, 1, 1, 0];
+        let v = mean_pool_normalize(&hidden, &mask, 2, 3, 2);
+        assert_eq!(v, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
+        // An all-masked row stays finite (zero) instead of dividing by zero.
+        let v = mean_pool_normalize(&[5.0, 5.0], &[0], 1, 1, 2);
+        assert_eq!(v, vec![vec![0.0, 0.0]]);
+    }
+
+    #[test]
+    fn model_names() {
+        assert_eq!(
+            model_name_of(Path::new("models/all-MiniLM-L6-v2")),
+            "all-MiniLM-L6-v2"
+        );
+        assert_eq!(model_name_of(Path::new("models/x/")), "x");
+        assert!(!model_name_of(Path::new(".")).is_empty());
+    }
+
+    #[test]
+    fn missing_dir_is_an_error() {
+        let err = Embedder::load(&EmbedderOptions::new("/nonexistent/slmgate/embedder"))
+            .unwrap_err();
+        assert!(matches!(err, EmbedError::MissingDir { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/slmgate/embedder"));
+    }
+}

@@ -310,12 +310,14 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
         let pieces = vec![
             Ok(chunk(&m, json!({"role":"assistant","content":""}), None)),
             Ok(chunk(&m, json!({"content":"partial"}), None)),
-            Err(std::io::Error::other("mock cut the stream")),
         ];
         guard.done = false;
+        // The pause lets hyper flush the headers and chunks before the connection drops
+        // (an error in the same poll would abort the response before anything is sent).
         let s = stream::iter(pieces).chain(stream::once(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
             drop(guard);
-            Err(std::io::Error::other("unreachable"))
+            Err(std::io::Error::other("mock cut the stream"))
         }));
         Body::from_stream(s)
     } else {
