@@ -141,10 +141,13 @@ fn free_port() -> u16 {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this file without it,
+    // as a quick smoke test that the harness and the gateway still work.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
+        .unwrap_or(if smoke { 0.3 } else { 5.0 });
     let extra = std::env::var("BENCH_CONFIG_EXTRA")
         .ok()
         .map(|p| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")))

@@ -164,8 +164,7 @@ mod tests {
         assert!(parse_device("  CPU ").unwrap().is_cpu());
         // Whatever was compiled in, `auto` yields a device.
         let auto = parse_device("auto").unwrap();
-        if !candle_core::utils::cuda_is_available() && !candle_core::utils::metal_is_available()
-        {
+        if !candle_core::utils::cuda_is_available() && !candle_core::utils::metal_is_available() {
             assert!(auto.is_cpu());
         }
     }
@@ -174,10 +173,7 @@ mod tests {
     fn unknown_devices_are_errors() {
         for s in ["", "tpu", "gpu", "cpu:0", "auto:1", "cudaa", "cuda0"] {
             let err = parse_device(s).unwrap_err();
-            assert!(
-                matches!(err, DeviceError::Unknown(_)),
-                "{s:?} gave {err:?}"
-            );
+            assert!(matches!(err, DeviceError::Unknown(_)), "{s:?} gave {err:?}");
             assert!(err.to_string().contains("expected one of"), "{err}");
         }
     }
@@ -186,7 +182,10 @@ mod tests {
     fn bad_ordinals_are_errors() {
         for s in ["cuda:", "cuda:x", "metal:-1", "cuda:1.5"] {
             let err = parse_device(s).unwrap_err();
-            assert!(matches!(err, DeviceError::BadOrdinal(_)), "{s:?} gave {err:?}");
+            assert!(
+                matches!(err, DeviceError::BadOrdinal(_)),
+                "{s:?} gave {err:?}"
+            );
         }
     }
 

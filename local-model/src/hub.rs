@@ -250,6 +250,10 @@ fn invalid(spec: &str, reason: &str) -> HubError {
 /// A local path must exist and be a file. A hub reference must name a file inside the
 /// repository (`hf:owner/repo/model.gguf`).
 pub fn resolve_model_file(spec: &str) -> Result<PathBuf, HubError> {
+    resolve_file_with(&HubEnv::from_env(), spec)
+}
+
+fn resolve_file_with(env: &HubEnv, spec: &str) -> Result<PathBuf, HubError> {
     match parse_model_ref(spec)? {
         ModelRef::Local(path) => {
             if path.is_file() {
@@ -267,7 +271,7 @@ pub fn resolve_model_file(spec: &str) -> Result<PathBuf, HubError> {
                     "name a file inside the repository, as in hf:OWNER/REPO/model.gguf",
                 ));
             };
-            fetch(&hub, &file)
+            fetch_with(env, &hub, &file)
         }
     }
 }
@@ -280,6 +284,10 @@ pub fn resolve_model_file(spec: &str) -> Result<PathBuf, HubError> {
 /// (`hf:owner/repo/sub`): each file is fetched into the cache, and the returned directory is
 /// the cache's snapshot folder holding them all.
 pub fn resolve_model_dir(spec: &str, files: &[&str]) -> Result<PathBuf, HubError> {
+    resolve_dir_with(&HubEnv::from_env(), spec, files)
+}
+
+fn resolve_dir_with(env: &HubEnv, spec: &str, files: &[&str]) -> Result<PathBuf, HubError> {
     match parse_model_ref(spec)? {
         ModelRef::Local(dir) => {
             if dir.is_file() {
@@ -306,10 +314,10 @@ pub fn resolve_model_dir(spec: &str, files: &[&str]) -> Result<PathBuf, HubError
             let mut dir = None;
             for file in files {
                 let in_repo = hub.file_in_repo(file);
-                let local = fetch(&hub, &in_repo)?;
+                let local = fetch_with(env, &hub, &in_repo)?;
                 // `local` is `<snapshot>/<in_repo>`: strip `file`'s components to get the
                 // folder. All files of one revision land in the same snapshot folder.
-                let mut folder = local.clone();
+                let mut folder = local;
                 for _ in Path::new(file).components() {
                     folder.pop();
                 }
@@ -320,8 +328,9 @@ pub fn resolve_model_dir(spec: &str, files: &[&str]) -> Result<PathBuf, HubError
     }
 }
 
-/// The directory models are looked for and fetched into: `$SLMGATE_MODELS_DIR`, or `./models`
-/// (relative to the working directory).
+/// The directory holding slmgate's model files, where `scripts/fetch-models.sh` puts them:
+/// `$SLMGATE_MODELS_DIR`, or `./models` (relative to the working directory). Hub downloads go
+/// to the Hugging Face cache instead.
 pub fn default_models_dir() -> PathBuf {
     models_dir_from(std::env::var_os("SLMGATE_MODELS_DIR"))
 }
@@ -333,19 +342,38 @@ fn models_dir_from(env: Option<OsString>) -> PathBuf {
     }
 }
 
-/// The Hugging Face cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else the default.
-fn hub_cache() -> Cache {
-    match std::env::var_os("HF_HUB_CACHE") {
-        Some(dir) if !dir.is_empty() => Cache::new(PathBuf::from(dir)),
-        _ => Cache::from_env(),
-    }
+/// Where and how hub files are fetched: read from the environment once per resolution.
+#[derive(Debug, Clone)]
+struct HubEnv {
+    /// `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else hf-hub's default.
+    cache: Cache,
+    /// `HF_HUB_OFFLINE`: use the cache only.
+    offline: bool,
+    /// `HF_ENDPOINT`: a mirror to download from instead of the default hub.
+    endpoint: Option<String>,
+    /// `HF_TOKEN` (else hf-hub reads the cache's `token` file).
+    token: Option<String>,
 }
 
-/// Returns true if and only if `HF_HUB_OFFLINE` asks for no network access.
-fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| truthy(&v))
-        .unwrap_or(false)
+impl HubEnv {
+    fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let cache = match var("HF_HUB_CACHE") {
+            Some(dir) => Cache::new(PathBuf::from(dir)),
+            None => Cache::from_env(),
+        };
+        Self {
+            cache,
+            offline: var("HF_HUB_OFFLINE").is_some_and(|v| truthy(&v)),
+            endpoint: var("HF_ENDPOINT").map(|e| e.trim_end_matches('/').to_string()),
+            token: var("HF_TOKEN"),
+        }
+    }
 }
 
 fn truthy(v: &str) -> bool {
@@ -376,16 +404,15 @@ fn cached(cache: &Cache, hub: &HubRef, file: &str) -> Option<PathBuf> {
 }
 
 /// One file of a hub repository: from the cache, or downloaded into it.
-fn fetch(hub: &HubRef, file: &str) -> Result<PathBuf, HubError> {
-    let cache = hub_cache();
-    if let Some(path) = cached(&cache, hub, file) {
+fn fetch_with(env: &HubEnv, hub: &HubRef, file: &str) -> Result<PathBuf, HubError> {
+    if let Some(path) = cached(&env.cache, hub, file) {
         return Ok(path);
     }
-    if offline() {
+    if env.offline {
         return Err(HubError::NotCached {
             reference: hub.to_string(),
             file: file.to_string(),
-            cache: cache.path().clone(),
+            cache: env.cache.path().clone(),
         });
     }
     let download_err = |source: ApiError| HubError::Download {
@@ -393,16 +420,12 @@ fn fetch(hub: &HubRef, file: &str) -> Result<PathBuf, HubError> {
         file: file.to_string(),
         source: Box::new(source),
     };
-    let mut builder = ApiBuilder::from_cache(cache).with_progress(false);
-    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
-        if !endpoint.trim().is_empty() {
-            builder = builder.with_endpoint(endpoint.trim().trim_end_matches('/').to_string());
-        }
+    let mut builder = ApiBuilder::from_cache(env.cache.clone()).with_progress(false);
+    if let Some(endpoint) = &env.endpoint {
+        builder = builder.with_endpoint(endpoint.clone());
     }
-    if let Ok(token) = std::env::var("HF_TOKEN") {
-        if !token.trim().is_empty() {
-            builder = builder.with_token(Some(token.trim().to_string()));
-        }
+    if let Some(token) = &env.token {
+        builder = builder.with_token(Some(token.clone()));
     }
     let api = builder.build().map_err(download_err)?;
     tracing::info!(reference = %hub, file, "downloading model file");
@@ -507,7 +530,10 @@ mod tests {
             assert_eq!(hub(spec).to_string(), spec);
         }
         assert_eq!(hub("hf:o/r/f.gguf@v1").to_string(), "hf:o/r@v1/f.gguf");
-        assert_eq!(hub("hf:o/r/sub").file_in_repo("config.json"), "sub/config.json");
+        assert_eq!(
+            hub("hf:o/r/sub").file_in_repo("config.json"),
+            "sub/config.json"
+        );
         assert_eq!(hub("hf:o/r").file_in_repo("config.json"), "config.json");
     }
 
@@ -529,7 +555,10 @@ mod tests {
             "hf:../repo",
         ] {
             let err = parse_model_ref(spec).unwrap_err();
-            assert!(matches!(err, HubError::InvalidSpec { .. }), "{spec}: {err:?}");
+            assert!(
+                matches!(err, HubError::InvalidSpec { .. }),
+                "{spec}: {err:?}"
+            );
             assert!(err.to_string().contains(spec), "{err}");
         }
         assert!(parse_model_ref("").is_err());
@@ -643,6 +672,88 @@ mod tests {
         assert_eq!(cached(&cache, &h, "sub/model.gguf"), None);
         let h = hub("hf:owner/repo/missing.gguf");
         assert_eq!(cached(&cache, &h, "missing.gguf"), None);
+    }
+
+    fn test_env(cache: &Path, offline: bool, endpoint: Option<String>) -> HubEnv {
+        HubEnv {
+            cache: Cache::new(cache.to_path_buf()),
+            offline,
+            endpoint,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn offline_misses_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = test_env(tmp.path(), true, None);
+        let err = fetch_with(&env, &hub("hf:owner/repo/m.gguf"), "m.gguf").unwrap_err();
+        assert!(matches!(err, HubError::NotCached { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("m.gguf of hf:owner/repo/m.gguf"), "{msg}");
+        assert!(msg.contains("HF_HUB_OFFLINE"), "{msg}");
+    }
+
+    #[test]
+    fn unreachable_endpoint_is_a_download_error() {
+        // A closed loopback port: the real hf-hub request path runs and fails fast, with no
+        // traffic leaving the machine.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let env = test_env(tmp.path(), false, Some(format!("http://127.0.0.1:{port}")));
+        let err = fetch_with(&env, &hub("hf:owner/repo/m.gguf"), "m.gguf").unwrap_err();
+        assert!(matches!(err, HubError::Download { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("fetching m.gguf of hf:owner/repo/m.gguf: "),
+            "{err}"
+        );
+
+        // A cached file is found without touching the (unreachable) endpoint.
+        let snapshot = tmp.path().join("models--owner--repo/snapshots/abc");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::write(snapshot.join("m.gguf"), b"GGUF").unwrap();
+        std::fs::create_dir_all(tmp.path().join("models--owner--repo/refs")).unwrap();
+        std::fs::write(tmp.path().join("models--owner--repo/refs/main"), "abc").unwrap();
+        let path = fetch_with(&env, &hub("hf:owner/repo/m.gguf"), "m.gguf").unwrap();
+        assert_eq!(path, snapshot.join("m.gguf"));
+    }
+
+    #[test]
+    fn hub_dirs_resolve_to_the_snapshot_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("models--owner--emb");
+        let snapshot = repo.join("snapshots/c0ffee");
+        std::fs::create_dir_all(snapshot.join("onnx/1_Pooling")).unwrap();
+        for f in [
+            "config.json",
+            "onnx/config.json",
+            "onnx/1_Pooling/config.json",
+        ] {
+            std::fs::write(snapshot.join(f), "{}").unwrap();
+        }
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "c0ffee").unwrap();
+        let env = test_env(tmp.path(), true, None);
+
+        let dir = resolve_dir_with(&env, "hf:owner/emb", &["config.json"]).unwrap();
+        assert_eq!(dir, snapshot);
+        let dir = resolve_dir_with(
+            &env,
+            "hf:owner/emb/onnx",
+            &["config.json", "1_Pooling/config.json"],
+        )
+        .unwrap();
+        assert_eq!(dir, snapshot.join("onnx"));
+        let file = resolve_file_with(&env, "hf:owner/emb/onnx/config.json").unwrap();
+        assert_eq!(file, snapshot.join("onnx/config.json"));
+
+        let err = resolve_dir_with(&env, "hf:owner/emb", &["config.json", "model.safetensors"])
+            .unwrap_err();
+        assert!(matches!(err, HubError::NotCached { .. }), "{err:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod device;
 pub mod embed;
+pub mod fixtures;
 pub mod generator;
 pub mod gguf_tokenizer;
 pub mod hub;

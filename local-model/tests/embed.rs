@@ -37,9 +37,9 @@ const INTERMEDIATE: usize = 64;
 const MAX_POSITIONS: usize = 64;
 
 const WORDS: &[&str] = &[
-    "the", "a", "cat", "dog", "sat", "ran", "on", "mat", "quick", "brown", "fox", "jumps",
-    "over", "lazy", "hello", "world", "what", "is", "capital", "of", "france", "paris", "?",
-    ".", ",", "##s", "##ing", "##ed",
+    "the", "a", "cat", "dog", "sat", "ran", "on", "mat", "quick", "brown", "fox", "jumps", "over",
+    "lazy", "hello", "world", "what", "is", "capital", "of", "france", "paris", "?", ".", ",",
+    "##s", "##ing", "##ed",
 ];
 
 /// `[PAD]` 0, `[UNK]` 1, `[CLS]` 2, `[SEP]` 3, `[MASK]` 4, then [`WORDS`]: a token's id is its
@@ -107,61 +107,76 @@ fn write_tiny_bert(dir: &Path) {
             ..Default::default()
         }))
         .unwrap();
-    tokenizer
-        .save(dir.join("tokenizer.json"), false)
-        .unwrap();
+    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
 
     // Weights with the names and shapes of a Hugging Face BertModel checkpoint.
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    let mut add = |name: String, shape: &[usize], center: f32, scale: f32| {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n)
-            .map(|_| center + scale * rng.random_range(-1.0f32..1.0))
-            .collect();
-        let t = Tensor::from_vec(data, shape, &Device::Cpu).unwrap();
-        tensors.insert(name, t);
-    };
-    let layer_norm = |add: &mut dyn FnMut(String, &[usize], f32, f32), prefix: &str| {
-        add(format!("{prefix}.weight"), &[HIDDEN], 1.0, 0.1);
-        add(format!("{prefix}.bias"), &[HIDDEN], 0.0, 0.1);
-    };
-    let linear =
-        |add: &mut dyn FnMut(String, &[usize], f32, f32), prefix: &str, out: usize, inp: usize| {
-            add(format!("{prefix}.weight"), &[out, inp], 0.0, 0.3);
-            add(format!("{prefix}.bias"), &[out], 0.0, 0.1);
-        };
-    add(
-        "embeddings.word_embeddings.weight".into(),
+    let mut w = RandomWeights::new(7);
+    w.add(
+        "embeddings.word_embeddings.weight",
         &[vocab_size, HIDDEN],
         0.0,
         1.0,
     );
-    add(
-        "embeddings.position_embeddings.weight".into(),
+    w.add(
+        "embeddings.position_embeddings.weight",
         &[MAX_POSITIONS, HIDDEN],
         0.0,
         0.5,
     );
-    add(
-        "embeddings.token_type_embeddings.weight".into(),
+    w.add(
+        "embeddings.token_type_embeddings.weight",
         &[2, HIDDEN],
         0.0,
         0.5,
     );
-    layer_norm(&mut add, "embeddings.LayerNorm");
+    w.layer_norm("embeddings.LayerNorm");
     for l in 0..LAYERS {
         let p = format!("encoder.layer.{l}");
         for qkv in ["query", "key", "value"] {
-            linear(&mut add, &format!("{p}.attention.self.{qkv}"), HIDDEN, HIDDEN);
+            w.linear(&format!("{p}.attention.self.{qkv}"), HIDDEN, HIDDEN);
         }
-        linear(&mut add, &format!("{p}.attention.output.dense"), HIDDEN, HIDDEN);
-        layer_norm(&mut add, &format!("{p}.attention.output.LayerNorm"));
-        linear(&mut add, &format!("{p}.intermediate.dense"), INTERMEDIATE, HIDDEN);
-        linear(&mut add, &format!("{p}.output.dense"), HIDDEN, INTERMEDIATE);
-        layer_norm(&mut add, &format!("{p}.output.LayerNorm"));
+        w.linear(&format!("{p}.attention.output.dense"), HIDDEN, HIDDEN);
+        w.layer_norm(&format!("{p}.attention.output.LayerNorm"));
+        w.linear(&format!("{p}.intermediate.dense"), INTERMEDIATE, HIDDEN);
+        w.linear(&format!("{p}.output.dense"), HIDDEN, INTERMEDIATE);
+        w.layer_norm(&format!("{p}.output.LayerNorm"));
     }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    candle_core::safetensors::save(&w.tensors, dir.join("model.safetensors")).unwrap();
+}
+
+/// Seeded uniform random tensors, by name.
+struct RandomWeights {
+    rng: StdRng,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl RandomWeights {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            tensors: HashMap::new(),
+        }
+    }
+
+    /// A tensor of values uniform in `center ± scale`.
+    fn add(&mut self, name: &str, shape: &[usize], center: f32, scale: f32) {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| center + scale * self.rng.random_range(-1.0f32..1.0))
+            .collect();
+        let t = Tensor::from_vec(data, shape, &Device::Cpu).unwrap();
+        self.tensors.insert(name.to_string(), t);
+    }
+
+    fn linear(&mut self, prefix: &str, out: usize, inp: usize) {
+        self.add(&format!("{prefix}.weight"), &[out, inp], 0.0, 0.3);
+        self.add(&format!("{prefix}.bias"), &[out], 0.0, 0.1);
+    }
+
+    fn layer_norm(&mut self, prefix: &str) {
+        self.add(&format!("{prefix}.weight"), &[HIDDEN], 1.0, 0.1);
+        self.add(&format!("{prefix}.bias"), &[HIDDEN], 0.0, 0.1);
+    }
 }
 
 /// A tiny BERT in a fresh temporary directory named `tiny-bert`.
@@ -500,7 +515,10 @@ fn matches_published_sentence_transformers_values() {
         .unwrap();
     for (i, j, expected) in [(0, 1, 0.6660), (0, 2, 0.1046), (1, 2, 0.1411)] {
         let got = cosine(&v[i], &v[j]);
-        assert!((got - expected).abs() < 1e-3, "({i},{j}): {got} vs {expected}");
+        assert!(
+            (got - expected).abs() < 1e-3,
+            "({i},{j}): {got} vs {expected}"
+        );
     }
 }
 

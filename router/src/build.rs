@@ -63,6 +63,67 @@ fn openai_backend(
     })
 }
 
+/// Loads the embedded model for a `kind: local` backend and starts its worker pool.
+#[cfg(feature = "local")]
+fn local_backend(
+    name: &str,
+    l: &cfgs::LocalBackend,
+) -> anyhow::Result<crate::upstream::local::LocalBackend> {
+    use slmgate_local_model::{device, generator, hub, models, pool};
+
+    let model = hub::resolve_model_file(&l.model)
+        .with_context(|| format!("backend `{name}`: model `{}`", l.model))?;
+    let mut opts = generator::GeneratorOptions::new(model);
+    opts.tokenizer = match &l.tokenizer {
+        Some(t) => Some(
+            hub::resolve_model_file(t)
+                .with_context(|| format!("backend `{name}`: tokenizer `{t}`"))?,
+        ),
+        None => None,
+    };
+    opts.chat_template = l.chat_template.clone();
+    opts.quantize = match l.quantize {
+        cfgs::Quantize::Q8_0 => models::Quantize::Q8_0,
+        cfgs::Quantize::Q4K => models::Quantize::Q4K,
+        cfgs::Quantize::Keep => models::Quantize::Keep,
+    };
+    opts.device = device::parse_device(&l.device)
+        .with_context(|| format!("backend `{name}`: device `{}`", l.device))?;
+    opts.context_length = l.context_length;
+    let started = std::time::Instant::now();
+    let generator = generator::Generator::load(&opts)
+        .with_context(|| format!("backend `{name}`: loading `{}`", opts.model.display()))?;
+    let info = generator.info().clone();
+    tracing::info!(
+        backend = name,
+        model = %opts.model.display(),
+        architecture = %info.architecture,
+        context_length = info.context_length,
+        quantize = ?info.quantize,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "local model loaded"
+    );
+    let model_name = opts
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_string());
+    let pool = pool::LocalPool::new(
+        Arc::new(generator),
+        pool::PoolOptions {
+            workers: l.workers,
+            queue_size: l.queue_size,
+            queue_timeout: l.queue_timeout,
+        },
+    );
+    Ok(crate::upstream::local::LocalBackend {
+        name: name.to_string(),
+        model_name,
+        pool,
+        default_max_tokens: l.max_tokens,
+    })
+}
+
 /// Resolves a validated config into a runtime gateway.
 pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
     let connect_timeout = cfg
@@ -80,13 +141,7 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
     let mut disabled: HashMap<String, String> = HashMap::new();
     for b in &cfg.backends {
         if !b.is_enabled() {
-            disabled.insert(
-                b.name.clone(),
-                format!(
-                    "backend `{}` is disabled (no api_key set, or `enabled: false`)",
-                    b.name
-                ),
-            );
+            disabled.insert(b.name.clone(), b.disabled_reason());
             continue;
         }
         match &b.kind {
@@ -94,11 +149,17 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
                 let built = openai_backend(b, o, &client)?;
                 backends.insert(b.name.clone(), Arc::new(Backend::OpenAi(built)));
             }
+            #[cfg(feature = "local")]
+            cfgs::BackendKind::Local(l) => {
+                let built = local_backend(&b.name, l)?;
+                backends.insert(b.name.clone(), Arc::new(Backend::Local(Arc::new(built))));
+            }
+            #[cfg(not(feature = "local"))]
             cfgs::BackendKind::Local(_) => {
                 disabled.insert(
                     b.name.clone(),
                     format!(
-                        "backend `{}` (kind: local) is not available in this build",
+                        "backend `{}` (kind: local): slmgate was built without the `local` feature",
                         b.name
                     ),
                 );

@@ -60,6 +60,8 @@ async fn forward(mut req: Request<Body>) -> Response {
                 })
                 .await
             }
+            #[cfg(feature = "local")]
+            Backend::Local(b) => b.chat(&chat, &clock).await,
         };
         match result {
             Ok(mut resp) => {

@@ -7,6 +7,8 @@
 //! service try the next target of the alias.
 
 pub mod forward;
+#[cfg(feature = "local")]
+pub mod local;
 pub mod openai;
 pub mod sse;
 
@@ -20,6 +22,9 @@ use crate::error::GatewayError;
 pub enum Backend {
     /// Any OpenAI-compatible HTTP API.
     OpenAi(openai::OpenAiBackend),
+    /// The embedded small language model.
+    #[cfg(feature = "local")]
+    Local(Arc<local::LocalBackend>),
 }
 
 impl Backend {
@@ -27,6 +32,8 @@ impl Backend {
     pub fn name(&self) -> &str {
         match self {
             Backend::OpenAi(b) => &b.name,
+            #[cfg(feature = "local")]
+            Backend::Local(b) => &b.name,
         }
     }
 }
