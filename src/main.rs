@@ -108,7 +108,9 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match &config {
                 Some(p) => tracing::info!(config = %p.display(), "config loaded"),
-                None => tracing::info!("using the embedded default config (`slmgate config default` prints it)"),
+                None => tracing::info!(
+                    "using the embedded default config (`slmgate config default` prints it)"
+                ),
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

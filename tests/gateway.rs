@@ -56,7 +56,10 @@ async fn generates_a_request_id_when_absent() {
         .unwrap();
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 36, "uuid: {id}");
-    assert_eq!(mock.last_request().unwrap().headers["x-request-id"], id.as_str());
+    assert_eq!(
+        mock.last_request().unwrap().headers["x-request-id"],
+        id.as_str()
+    );
 }
 
 async fn sse_events(resp: reqwest::Response) -> Vec<String> {
@@ -85,10 +88,17 @@ async fn stream_passes_chunks_and_hides_unrequested_usage() {
         .iter()
         .filter(|e| *e != "[DONE]")
         .map(|e| serde_json::from_str::<serde_json::Value>(e).unwrap())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     assert_eq!(text, mock_provider::REPLY);
-    assert!(!events.iter().any(|e| e.contains("\"usage\"")), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e.contains("\"usage\"")),
+        "{events:?}"
+    );
     // The gateway asked upstream for usage even though the client did not.
     let rec = mock.last_request().unwrap();
     assert_eq!(rec.body["stream_options"]["include_usage"], true);
@@ -113,7 +123,10 @@ async fn stream_keeps_usage_when_client_asks() {
         .find(|e| e.contains("\"usage\""))
         .expect("usage chunk");
     let v: serde_json::Value = serde_json::from_str(usage).unwrap();
-    assert_eq!(v["usage"]["completion_tokens"], mock_provider::COMPLETION_TOKENS);
+    assert_eq!(
+        v["usage"]["completion_tokens"],
+        mock_provider::COMPLETION_TOKENS
+    );
 }
 
 #[tokio::test]
@@ -138,7 +151,10 @@ async fn stream_chunks_arrive_as_they_are_produced() {
     let first_at = start.elapsed();
     assert!(String::from_utf8_lossy(&first).contains("t0"));
     // 50 chunks 40 ms apart take 2 s; the first must not wait for the rest.
-    assert!(first_at < Duration::from_millis(1000), "first chunk after {first_at:?}");
+    assert!(
+        first_at < Duration::from_millis(1000),
+        "first chunk after {first_at:?}"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +180,11 @@ async fn client_disconnect_cancels_the_upstream_stream() {
     while mock.streams_cancelled() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(mock.streams_cancelled(), 1, "upstream stream was not cancelled");
+    assert_eq!(
+        mock.streams_cancelled(),
+        1,
+        "upstream stream was not cancelled"
+    );
     assert_eq!(mock.streams_completed(), 0);
 }
 
@@ -232,7 +252,10 @@ async fn all_targets_failing_is_502() {
         .unwrap();
     assert_eq!(resp.status(), 502);
     let v = error_body(resp).await;
-    assert!(v["error"]["message"].as_str().unwrap().contains("503"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("503"),
+        "{v}"
+    );
     assert_eq!(mock.requests(), 3);
 }
 
@@ -290,7 +313,10 @@ async fn retry_honours_retry_after() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(overhead < 500.0, "overhead {overhead} ms includes the upstream wait");
+    assert!(
+        overhead < 500.0,
+        "overhead {overhead} ms includes the upstream wait"
+    );
 }
 
 #[tokio::test]
@@ -376,7 +402,10 @@ async fn keys_are_enforced() {
     let r = send(Some("sk-wrong"), "remote").await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(error_body(r).await["error"]["code"], "invalid_api_key");
-    assert_eq!(send(Some("sk-alice"), "remote").await.unwrap().status(), 200);
+    assert_eq!(
+        send(Some("sk-alice"), "remote").await.unwrap().status(),
+        200
+    );
     assert_eq!(send(Some("sk-bob"), "remote").await.unwrap().status(), 403);
     assert_eq!(send(Some("sk-bob"), "other").await.unwrap().status(), 200);
     // /v1/models shows each key only what it may use; probes need no key.
@@ -392,11 +421,21 @@ async fn keys_are_enforced() {
     assert_eq!(models["data"].as_array().unwrap().len(), 1);
     assert_eq!(models["data"][0]["id"], "other");
     assert_eq!(
-        client().get(url(&gw, "/healthz")).send().await.unwrap().status(),
+        client()
+            .get(url(&gw, "/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     assert_eq!(
-        client().get(url(&gw, "/v1/models")).send().await.unwrap().status(),
+        client()
+            .get(url(&gw, "/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         401
     );
 }
@@ -404,7 +443,13 @@ async fn keys_are_enforced() {
 #[tokio::test]
 async fn oversized_bodies_are_413() {
     let mock = Mock::start().await;
-    let gw = gateway(&one_backend(&mock, "", "", "limits:\n  max_body_bytes: 1024\n")).await;
+    let gw = gateway(&one_backend(
+        &mock,
+        "",
+        "",
+        "limits:\n  max_body_bytes: 1024\n",
+    ))
+    .await;
     let mut body = chat_body("remote", false);
     body["messages"][0]["content"] = json!("x".repeat(4096));
     // With Content-Length.
@@ -466,7 +511,13 @@ async fn overload_sheds_with_503_and_retry_after() {
 async fn gateway_timeout_is_504() {
     let mock = Mock::start().await;
     let models = "  - name: slow\n    backend: up\n    model: slow-3000\n";
-    let gw = gateway(&one_backend(&mock, "", models, "limits:\n  request_timeout: 300ms\n")).await;
+    let gw = gateway(&one_backend(
+        &mock,
+        "",
+        models,
+        "limits:\n  request_timeout: 300ms\n",
+    ))
+    .await;
     let resp = client()
         .post(url(&gw, "/v1/chat/completions"))
         .json(&chat_body("slow", false))
@@ -500,7 +551,11 @@ async fn probes_models_and_unknown_paths() {
     let r = c.get(url(&gw, "/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     error_body(r).await;
-    let r = c.get(url(&gw, "/v1/chat/completions")).send().await.unwrap();
+    let r = c
+        .get(url(&gw, "/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     error_body(r).await;
 }
@@ -522,7 +577,10 @@ async fn disabled_backend_models_are_404_with_the_reason() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     let v = error_body(resp).await;
-    assert!(v["error"]["message"].as_str().unwrap().contains("keyless"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("keyless"),
+        "{v}"
+    );
 }
 
 #[tokio::test]

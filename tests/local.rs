@@ -122,7 +122,9 @@ async fn local_stream_is_openai_sse_with_usage() {
         .map(|e| serde_json::from_str(e).unwrap())
         .collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
     let finish = chunks
         .iter()
         .find_map(|c| c["choices"][0]["finish_reason"].as_str())

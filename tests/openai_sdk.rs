@@ -34,15 +34,27 @@ async fn official_openai_sdk_works_unmodified() {
     let mock = Mock::start().await;
     let keys = "keys:\n  - name: sdk\n    key: sk-sdk-test\n";
     let gw = gateway(&one_backend(&mock, "", "", keys)).await;
-    let script = format!("{}/tests/python/openai_sdk_check.py", env!("CARGO_MANIFEST_DIR"));
+    let script = format!(
+        "{}/tests/python/openai_sdk_check.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let base = format!("http://{}/v1", gw.addr);
     let out = tokio::process::Command::new(&py)
-        .args([&script, &base, "sk-sdk-test", "remote", mock_provider::REPLY])
+        .args([
+            &script,
+            &base,
+            "sk-sdk-test",
+            "remote",
+            mock_provider::REPLY,
+        ])
         .output()
         .await
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "SDK check failed:\n{stdout}\n{stderr}"
+    );
     println!("{stdout}");
 }

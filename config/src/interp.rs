@@ -111,7 +111,9 @@ mod tests {
         assert_eq!(i("${SET:-dflt}").unwrap(), "value");
         assert_eq!(i("${UNSET:-http://x:1/v1}").unwrap(), "http://x:1/v1");
         assert_eq!(i("cost $$5 and $x").unwrap(), "cost $5 and $x");
-        assert!(i("${UNSET:?needed for X}").unwrap_err().contains("needed for X"));
+        assert!(i("${UNSET:?needed for X}")
+            .unwrap_err()
+            .contains("needed for X"));
         assert!(i("${oops").unwrap_err().contains("unterminated"));
         assert!(i("${1BAD}").is_err());
         assert!(i("${A:+x}").is_err());

@@ -81,21 +81,30 @@ pub(crate) fn load(
     interpolate_tree(&mut value, &mut Vec::new(), env, &mut ctx);
 
     let Value::Mapping(mut root) = value else {
-        ctx.err(&[], "the config must be a mapping of keys (listen, backends, models, ...)");
+        ctx.err(
+            &[],
+            "the config must be a mapping of keys (listen, backends, models, ...)",
+        );
         return Err(ConfigErrors(ctx.errors));
     };
     let backends = root.remove("backends");
     let models = root.remove("models");
     let keys = root.remove("keys");
 
-    let mut cfg: Config =
-        parse_lenient(Value::Mapping(root), &[], &["backends", "models", "keys"], &mut ctx)
-            .unwrap_or_else(empty_config);
+    let mut cfg: Config = parse_lenient(
+        Value::Mapping(root),
+        &[],
+        &["backends", "models", "keys"],
+        &mut ctx,
+    )
+    .unwrap_or_else(empty_config);
     cfg.backends = each_item(backends, "backends", &mut ctx, parse_backend);
     cfg.models = each_item(models, "models", &mut ctx, |v, p, ctx| {
         parse_lenient(v, p, &[], ctx)
     });
-    cfg.keys = each_item(keys, "keys", &mut ctx, |v, p, ctx| parse_lenient(v, p, &[], ctx));
+    cfg.keys = each_item(keys, "keys", &mut ctx, |v, p, ctx| {
+        parse_lenient(v, p, &[], ctx)
+    });
 
     validate::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
@@ -233,7 +242,10 @@ fn parse_backend(v: Value, path: &[Seg], ctx: &mut Ctx) -> Option<Backend> {
     let kind = match map.remove("kind") {
         Some(Value::String(s)) => Some(s),
         Some(_) => {
-            ctx.err(&join(path, [key("kind")]), "`kind` must be `openai` or `local`");
+            ctx.err(
+                &join(path, [key("kind")]),
+                "`kind` must be `openai` or `local`",
+            );
             None
         }
         None => {
@@ -243,8 +255,9 @@ fn parse_backend(v: Value, path: &[Seg], ctx: &mut Ctx) -> Option<Backend> {
     };
     let rest = Value::Mapping(map);
     let kind = match kind.as_deref() {
-        Some("openai") => parse_lenient::<OpenAiBackend>(rest, path, &COMMON, ctx)
-            .map(BackendKind::OpenAi),
+        Some("openai") => {
+            parse_lenient::<OpenAiBackend>(rest, path, &COMMON, ctx).map(BackendKind::OpenAi)
+        }
         Some("local") => {
             parse_lenient::<LocalBackend>(rest, path, &COMMON, ctx).map(BackendKind::Local)
         }
@@ -318,7 +331,10 @@ pub(crate) fn parse_lenient<T: DeserializeOwned>(
             let hint = validate::did_you_mean(&variant, expected.iter().map(String::as_str));
             ctx.err(
                 &full,
-                format!("unknown value `{variant}` (expected one of: {}){hint}", expected.join(", ")),
+                format!(
+                    "unknown value `{variant}` (expected one of: {}){hint}",
+                    expected.join(", ")
+                ),
             );
         } else {
             ctx.err(&full, msg);

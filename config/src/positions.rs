@@ -133,7 +133,8 @@ impl MarkedEventReceiver for Receiver {
                         *key = Some(s);
                         // A block mapping's start event is reported late: an item that is
                         // a mapping starts at its first key.
-                        if std::mem::take(first) && matches!(self.path.last(), Some(Seg::Index(_))) {
+                        if std::mem::take(first) && matches!(self.path.last(), Some(Seg::Index(_)))
+                        {
                             self.map.insert(self.path.clone(), Self::pos(&mark));
                         }
                     }
@@ -188,6 +189,9 @@ mod tests {
         assert_eq!(p.find(&[k("c"), k("d")]), Some((7, 3)));
         // Unknown paths fall back to the closest ancestor.
         assert_eq!(p.find(&[k("c"), k("d"), k("nope")]), Some((7, 3)));
-        assert_eq!(render(&[k("list"), Seg::Index(1), k("name")]), "list[1].name");
+        assert_eq!(
+            render(&[k("list"), Seg::Index(1), k("name")]),
+            "list[1].name"
+        );
     }
 }

@@ -51,7 +51,10 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
     if cfg.listen.parse::<SocketAddr>().is_err() {
         ctx.err(
             &[key("listen")],
-            format!("`{}` is not an address like 127.0.0.1:8080 or [::]:8080", cfg.listen),
+            format!(
+                "`{}` is not an address like 127.0.0.1:8080 or [::]:8080",
+                cfg.listen
+            ),
         );
     }
     let l = &cfg.limits;
@@ -87,7 +90,10 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
                     );
                 }
                 if o.timeout.is_zero() {
-                    ctx.err(&item_path(ctx, "backends", i, "timeout"), "must be greater than zero");
+                    ctx.err(
+                        &item_path(ctx, "backends", i, "timeout"),
+                        "must be greater than zero",
+                    );
                 }
                 if o.max_retries > 20 {
                     ctx.err(&item_path(ctx, "backends", i, "max_retries"), "at most 20");
@@ -119,10 +125,16 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
                     );
                 }
                 if lb.workers == 0 {
-                    ctx.err(&item_path(ctx, "backends", i, "workers"), "must be at least 1");
+                    ctx.err(
+                        &item_path(ctx, "backends", i, "workers"),
+                        "must be at least 1",
+                    );
                 }
                 if lb.max_tokens == 0 {
-                    ctx.err(&item_path(ctx, "backends", i, "max_tokens"), "must be at least 1");
+                    ctx.err(
+                        &item_path(ctx, "backends", i, "max_tokens"),
+                        "must be at least 1",
+                    );
                 }
                 if b.enabled == Enabled::True && !lb.model.starts_with("hf:") {
                     if !std::path::Path::new(&lb.model).exists() {
@@ -182,12 +194,16 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
     let mut secrets: HashMap<&str, usize> = HashMap::new();
     for (i, k) in cfg.keys.iter().enumerate() {
         if key_names.insert(&k.name, i).is_some() {
-            ctx.err(&item_path(ctx, "keys", i, "name"), format!("duplicate key name `{}`", k.name));
+            ctx.err(
+                &item_path(ctx, "keys", i, "name"),
+                format!("duplicate key name `{}`", k.name),
+            );
         }
         match (&k.key, &k.key_sha256) {
-            (Some(_), Some(_)) => {
-                ctx.err(&item_path(ctx, "keys", i, ""), "set either `key` or `key_sha256`, not both")
-            }
+            (Some(_), Some(_)) => ctx.err(
+                &item_path(ctx, "keys", i, ""),
+                "set either `key` or `key_sha256`, not both",
+            ),
             (None, None) => ctx.err(
                 &item_path(ctx, "keys", i, ""),
                 "missing `key` or `key_sha256` (`slmgate keys hash` prints the hash of a key)",
@@ -199,12 +215,18 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
                         "is empty (is the environment variable it reads set?)",
                     );
                 } else if secrets.insert(secret, i).is_some() {
-                    ctx.err(&item_path(ctx, "keys", i, "key"), "the same secret is used by two keys");
+                    ctx.err(
+                        &item_path(ctx, "keys", i, "key"),
+                        "the same secret is used by two keys",
+                    );
                 }
             }
             (None, Some(h)) => {
                 if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                    ctx.err(&item_path(ctx, "keys", i, "key_sha256"), "must be 64 hex digits (a sha256)");
+                    ctx.err(
+                        &item_path(ctx, "keys", i, "key_sha256"),
+                        "must be 64 hex digits (a sha256)",
+                    );
                 }
             }
         }
@@ -213,10 +235,7 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
                 let hint = did_you_mean(m, model_names.iter().copied());
                 let mut p = item_path(ctx, "keys", i, "models");
                 p.push(Seg::Index(j));
-                ctx.err(
-                    &p,
-                    format!("unknown model `{m}`{hint}"),
-                );
+                ctx.err(&p, format!("unknown model `{m}`{hint}"));
             }
         }
     }

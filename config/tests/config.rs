@@ -30,7 +30,11 @@ fn embedded_default_parses_and_validates() {
     assert_eq!(cfg.listen, "127.0.0.1:8080");
     let remote = cfg.models.iter().find(|m| m.name == "remote").unwrap();
     assert_eq!(remote.model.as_deref(), Some("gpt-4o-mini"));
-    let openai = cfg.backends.iter().find(|b| b.name == remote.backend).unwrap();
+    let openai = cfg
+        .backends
+        .iter()
+        .find(|b| b.name == remote.backend)
+        .unwrap();
     assert_eq!(openai.enabled, Enabled::Auto);
     // No OPENAI_API_KEY: the remote backend is off, with the reason said.
     assert!(!openai.is_enabled());
@@ -257,7 +261,10 @@ fn wrong_top_level_shapes() {
     let errs = errors("- just\n- a list\n");
     assert!(errs.to_string().contains("must be a mapping"), "{errs}");
     let errs = errors("backends: {name: a}\n");
-    assert!(errs.to_string().contains("`backends` must be a list"), "{errs}");
+    assert!(
+        errs.to_string().contains("`backends` must be a list"),
+        "{errs}"
+    );
 }
 
 #[test]

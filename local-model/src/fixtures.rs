@@ -244,4 +244,3 @@ pub fn write_gguf(
     gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
     path
 }
-

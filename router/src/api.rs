@@ -97,8 +97,9 @@ impl ChatRequest {
             fields.push((Box::<str>::from(k.as_ref()), start..start + raw.len()));
             match k.as_ref() {
                 "model" => {
-                    let m: String = serde_json::from_str(raw)
-                        .map_err(|_| GatewayError::bad_param("model", "`model` must be a string"))?;
+                    let m: String = serde_json::from_str(raw).map_err(|_| {
+                        GatewayError::bad_param("model", "`model` must be a string")
+                    })?;
                     model = Some(m);
                 }
                 "stream" => {
@@ -146,7 +147,10 @@ impl ChatRequest {
             .filter(|m| !m.is_empty())
             .ok_or_else(|| GatewayError::bad_param("model", "`model` is required"))?;
         if !has_messages {
-            return Err(GatewayError::bad_param("messages", "`messages` is required"));
+            return Err(GatewayError::bad_param(
+                "messages",
+                "`messages` is required",
+            ));
         }
         Ok(ChatRequest {
             body,
@@ -165,7 +169,10 @@ impl ChatRequest {
     }
 
     /// Deserialises one top-level field; `Ok(None)` when absent or null.
-    pub fn field<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, GatewayError> {
+    pub fn field<T: for<'de> Deserialize<'de>>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, GatewayError> {
         match self.raw_field(name) {
             None | Some("null") => Ok(None),
             Some(raw) => serde_json::from_str(raw)
@@ -314,12 +321,21 @@ mod tests {
     fn bad_inputs_are_400_with_param() {
         for (body, param) in [
             (r#"{"model":1,"messages":[]}"#, Some("model")),
-            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
             (r#"{"model":"m"}"#, Some("messages")),
             (r#"{"model":"m","messages":[]}"#, Some("messages")),
             (r#"{"model":"m","messages":"hi"}"#, Some("messages")),
-            (r#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages")),
-            (r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, Some("stream")),
+            (
+                r#"{"model":"m","messages":[{"content":"x"}]}"#,
+                Some("messages"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#,
+                Some("stream"),
+            ),
             (r#"[1,2]"#, None),
             (r#"{"model":"m","#, None),
             ("", None),

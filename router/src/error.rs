@@ -103,9 +103,7 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
-            GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Overloaded { .. } | GatewayError::Unavailable(_) => {
@@ -232,17 +230,39 @@ mod tests {
     #[tokio::test]
     async fn errors_have_openai_shape_and_status() {
         let cases = [
-            (GatewayError::bad_param("messages", "bad"), 400, "invalid_request_error"),
-            (GatewayError::Unauthorized("no key".into()), 401, "authentication_error"),
             (
-                GatewayError::ModelNotFound { message: "x".into() },
+                GatewayError::bad_param("messages", "bad"),
+                400,
+                "invalid_request_error",
+            ),
+            (
+                GatewayError::Unauthorized("no key".into()),
+                401,
+                "authentication_error",
+            ),
+            (
+                GatewayError::ModelNotFound {
+                    message: "x".into(),
+                },
                 404,
                 "invalid_request_error",
             ),
-            (GatewayError::PayloadTooLarge { limit: 1 }, 413, "invalid_request_error"),
+            (
+                GatewayError::PayloadTooLarge { limit: 1 },
+                413,
+                "invalid_request_error",
+            ),
             (GatewayError::Upstream("boom".into()), 502, "upstream_error"),
-            (GatewayError::UpstreamTimeout("slow".into()), 504, "upstream_error"),
-            (GatewayError::Internal("secret detail".into()), 500, "server_error"),
+            (
+                GatewayError::UpstreamTimeout("slow".into()),
+                504,
+                "upstream_error",
+            ),
+            (
+                GatewayError::Internal("secret detail".into()),
+                500,
+                "server_error",
+            ),
         ];
         for (err, status, kind) in cases {
             let resp = err.into_response();

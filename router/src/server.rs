@@ -72,7 +72,10 @@ pub async fn start_on(
                 r.context("server")?.context("serve")
             }
             Err(_) => {
-                tracing::warn!(?drain, "drain timeout reached; closing remaining connections");
+                tracing::warn!(
+                    ?drain,
+                    "drain timeout reached; closing remaining connections"
+                );
                 serve_task.abort();
                 Ok(())
             }
@@ -135,4 +138,3 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
 }
-

@@ -71,9 +71,9 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return Box::pin(async move {
-                Ok(GatewayError::PayloadTooLarge { limit }.into_response())
-            });
+            return Box::pin(
+                async move { Ok(GatewayError::PayloadTooLarge { limit }.into_response()) },
+            );
         }
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(BodyLimit(limit));

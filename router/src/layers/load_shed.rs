@@ -78,8 +78,7 @@ where
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             return Box::pin(async {
                 Ok(GatewayError::Overloaded {
-                    message: "the gateway is at its concurrent request limit; retry shortly"
-                        .into(),
+                    message: "the gateway is at its concurrent request limit; retry shortly".into(),
                     retry_after: Duration::from_secs(1),
                 }
                 .into_response())
@@ -88,7 +87,12 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let Ok(resp) = fut.await;
-            Ok(resp.map(|b| Body::new(HoldPermit { inner: b, _permit: permit })))
+            Ok(resp.map(|b| {
+                Body::new(HoldPermit {
+                    inner: b,
+                    _permit: permit,
+                })
+            }))
         })
     }
 }
@@ -134,10 +138,18 @@ mod tests {
         let svc = layer.layer(service_fn(|_req: Request<Body>| async {
             Ok::<_, Infallible>(Response::new(Body::from("ok")))
         }));
-        let first = svc.clone().oneshot(Request::new(Body::empty())).await.unwrap();
+        let first = svc
+            .clone()
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .unwrap();
         assert_eq!(first.status(), 200);
         assert_eq!(layer.in_flight(), 1, "slot held while the body is alive");
-        let second = svc.clone().oneshot(Request::new(Body::empty())).await.unwrap();
+        let second = svc
+            .clone()
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .unwrap();
         assert_eq!(second.status(), 503);
         assert_eq!(second.headers()["retry-after"], "1");
         let _ = first.into_body().collect().await.unwrap();

@@ -66,7 +66,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        req.extensions_mut().insert(Snapshot(self.shared.load_full()));
+        req.extensions_mut()
+            .insert(Snapshot(self.shared.load_full()));
         self.inner.call(req)
     }
 }

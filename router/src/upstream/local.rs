@@ -112,23 +112,35 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, GatewayError> {
 fn sampling(req: &ChatRequest, default_max_tokens: usize) -> Result<SamplingParams, GatewayError> {
     if let Some(n) = req.field::<u32>("n")? {
         if n != 1 {
-            return Err(GatewayError::bad_param("n", "the local model supports only `n: 1`"));
+            return Err(GatewayError::bad_param(
+                "n",
+                "the local model supports only `n: 1`",
+            ));
         }
     }
     let temperature = req.field::<f64>("temperature")?.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
-        return Err(GatewayError::bad_param("temperature", "`temperature` must be between 0 and 2"));
+        return Err(GatewayError::bad_param(
+            "temperature",
+            "`temperature` must be between 0 and 2",
+        ));
     }
     let top_p = req.field::<f64>("top_p")?;
     if top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
-        return Err(GatewayError::bad_param("top_p", "`top_p` must be between 0 and 1"));
+        return Err(GatewayError::bad_param(
+            "top_p",
+            "`top_p` must be between 0 and 1",
+        ));
     }
     let max_tokens = req
         .field::<usize>("max_completion_tokens")?
         .or(req.field::<usize>("max_tokens")?)
         .unwrap_or(default_max_tokens);
     if max_tokens == 0 {
-        return Err(GatewayError::bad_param("max_tokens", "`max_tokens` must be at least 1"));
+        return Err(GatewayError::bad_param(
+            "max_tokens",
+            "`max_tokens` must be at least 1",
+        ));
     }
     let stop = match req.field::<Stop>("stop")? {
         None => vec![],
@@ -142,9 +154,9 @@ fn sampling(req: &ChatRequest, default_max_tokens: usize) -> Result<SamplingPara
         return Err(GatewayError::bad_param("stop", "at most 4 stop sequences"));
     }
     let frequency_penalty = req.field::<f32>("frequency_penalty")?;
-    let repetition_penalty = req
-        .field::<f32>("repetition_penalty")?
-        .or(frequency_penalty.filter(|f| *f > 0.0).map(|f| 1.0 + f / 2.0));
+    let repetition_penalty = req.field::<f32>("repetition_penalty")?.or(frequency_penalty
+        .filter(|f| *f > 0.0)
+        .map(|f| 1.0 + f / 2.0));
     Ok(SamplingParams {
         temperature,
         top_p,
@@ -200,7 +212,13 @@ impl LocalBackend {
         let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
         let created = crate::runtime::unix_now();
         if req.stream {
-            return Ok(self.stream_response(stream, id, created, req.client_wants_usage, want_logprobs));
+            return Ok(self.stream_response(
+                stream,
+                id,
+                created,
+                req.client_wants_usage,
+                want_logprobs,
+            ));
         }
         // Non-streaming: collect, then answer once.
         let started = Instant::now();
@@ -210,7 +228,9 @@ impl LocalBackend {
         let mut done = None;
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(GenerationEvent::Token { text: t, logprob, .. }) => {
+                Ok(GenerationEvent::Token {
+                    text: t, logprob, ..
+                }) => {
                     if want_logprobs && !t.is_empty() {
                         logprobs.push(json!({"token": t, "logprob": logprob, "bytes": t.as_bytes(), "top_logprobs": []}));
                     }
@@ -252,8 +272,10 @@ impl LocalBackend {
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
         });
         let mut resp = (StatusCode::OK, body.to_string()).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         Ok(resp)
     }
 
@@ -322,7 +344,10 @@ impl LocalBackend {
         let body = futures::stream::once(async move { Ok(first) }).chain(events);
         let mut resp = Response::new(Body::from_stream(body));
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         resp
     }

@@ -105,10 +105,12 @@ impl OpenAiBackend {
         let deadline = Instant::now() + self.timeout;
         let resp = match tokio::time::timeout(self.timeout, rb.send()).await {
             Err(_) => {
-                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(format!(
-                    "backend `{}` did not answer within {:?}",
-                    self.name, self.timeout
-                ))))
+                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(
+                    format!(
+                        "backend `{}` did not answer within {:?}",
+                        self.name, self.timeout
+                    ),
+                )))
             }
             Ok(Err(e)) if e.is_connect() => {
                 return Err(AttemptError::Retry {
@@ -121,11 +123,9 @@ impl OpenAiBackend {
                 })
             }
             Ok(Err(e)) if e.is_timeout() => {
-                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(format!(
-                    "backend `{}`: {}",
-                    self.name,
-                    root_cause(&e)
-                ))))
+                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(
+                    format!("backend `{}`: {}", self.name, root_cause(&e)),
+                )))
             }
             Ok(Err(e)) => {
                 return Err(AttemptError::Fallback(GatewayError::Upstream(format!(
@@ -185,10 +185,12 @@ impl OpenAiBackend {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let bytes = match tokio::time::timeout(remaining, resp.bytes()).await {
             Err(_) => {
-                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(format!(
-                    "backend `{}` did not finish its answer within {:?}",
-                    self.name, self.timeout
-                ))))
+                return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(
+                    format!(
+                        "backend `{}` did not finish its answer within {:?}",
+                        self.name, self.timeout
+                    ),
+                )))
             }
             Ok(Err(e)) => {
                 return Err(AttemptError::Retry {
@@ -246,7 +248,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 async fn read_error_message(resp: reqwest::Response, deadline: Instant) -> String {
@@ -266,7 +271,10 @@ async fn read_error_message(resp: reqwest::Response, deadline: Instant) -> Strin
         .and_then(|e| e.error)
         .and_then(|e| match e {
             serde_json::Value::String(s) => Some(s),
-            v => v.get("message").and_then(|m| m.as_str()).map(str::to_string),
+            v => v
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string),
         })
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned());
     msg
@@ -316,7 +324,10 @@ mod tests {
             HeaderValue::from_str(&httpdate::fmt_http_date(future)).unwrap(),
         );
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
+        assert!(
+            d > Duration::from_secs(28) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
         h.insert("retry-after-ms", HeaderValue::from_static("250"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
     }

@@ -108,7 +108,10 @@ where
                             "backend `{}` sent nothing for {:?}; stream aborted",
                             log.backend, idle_timeout
                         );
-                        return Some((Ok(error_event(&msg, "upstream_timeout")), (events, log, true)));
+                        return Some((
+                            Ok(error_event(&msg, "upstream_timeout")),
+                            (events, log, true),
+                        ));
                     }
                     Ok(n) => n,
                 };
@@ -117,18 +120,27 @@ where
                         // Upstream closed. Without `[DONE]` the answer may be truncated.
                         if !log.finished {
                             let msg = format!("backend `{}` closed the stream early", log.backend);
-                            return Some((Ok(error_event(&msg, "upstream_error")), (events, log, true)));
+                            return Some((
+                                Ok(error_event(&msg, "upstream_error")),
+                                (events, log, true),
+                            ));
                         }
                         return None;
                     }
                     Some(Err(e)) => {
                         let msg = format!("backend `{}` stream broke: {e}", log.backend);
-                        return Some((Ok(error_event(&msg, "upstream_error")), (events, log, true)));
+                        return Some((
+                            Ok(error_event(&msg, "upstream_error")),
+                            (events, log, true),
+                        ));
                     }
                     Some(Ok(ev)) => {
                         if ev.data == "[DONE]" {
                             log.finished = true;
-                            return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (events, log, false)));
+                            return Some((
+                                Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+                                (events, log, false),
+                            ));
                         }
                         if ev.data.contains("\"usage\"") {
                             if let Some(u) = extract_usage(ev.data.as_bytes()) {
@@ -167,7 +179,12 @@ mod tests {
         let src = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
             input.as_bytes(),
         ))]);
-        let s = relay(src.eventsource(), Duration::from_secs(5), wants_usage, "b".into());
+        let s = relay(
+            src.eventsource(),
+            Duration::from_secs(5),
+            wants_usage,
+            "b".into(),
+        );
         let parts: Vec<_> = s.collect().await;
         parts
             .into_iter()

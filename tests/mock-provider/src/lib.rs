@@ -299,10 +299,16 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
                 }
                 if i == 50 {
                     guard.done = true;
-                    return Some((Ok::<_, Infallible>(Bytes::from("data: [DONE]\n\n")), (i + 1, guard)));
+                    return Some((
+                        Ok::<_, Infallible>(Bytes::from("data: [DONE]\n\n")),
+                        (i + 1, guard),
+                    ));
                 }
                 tokio::time::sleep(gap).await;
-                Some((Ok(chunk(&m, json!({"content": format!("t{i} ")}), None)), (i + 1, guard)))
+                Some((
+                    Ok(chunk(&m, json!({"content": format!("t{i} ")}), None)),
+                    (i + 1, guard),
+                ))
             }
         });
         Body::from_stream(s)
@@ -331,12 +337,12 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
         }
         pieces.push(Bytes::from("data: [DONE]\n\n"));
         guard.done = true;
-        let s = stream::iter(pieces.into_iter().map(Ok::<_, Infallible>)).chain(
-            stream::once(async move {
+        let s = stream::iter(pieces.into_iter().map(Ok::<_, Infallible>)).chain(stream::once(
+            async move {
                 drop(guard);
                 Ok(Bytes::new())
-            }),
-        );
+            },
+        ));
         Body::from_stream(s)
     };
     Response::builder()
