@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// glibc malloc's arena locks and consolidation were ~13 % of the proxy's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An OpenAI-compatible LLM gateway that answers simple queries locally.
 #[derive(Parser)]
 #[command(name = "slmgate", version, about)]

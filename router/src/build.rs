@@ -20,7 +20,16 @@ use crate::upstream::Backend;
 
 /// The process-wide HTTP client: pooled keep-alive connections, HTTP/1.1 and HTTP/2 (ALPN).
 pub fn http_client(connect_timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    // reqwest consults the system proxy settings on every request (host parsing, IDNA);
+    // with no proxy variables set that work is skipped entirely.
+    let proxy_vars = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
+    if !proxy_vars.iter().any(|v| {
+        std::env::var_os(v).is_some() || std::env::var_os(v.to_ascii_lowercase()).is_some()
+    }) {
+        builder = builder.no_proxy();
+    }
+    builder
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
@@ -53,7 +62,12 @@ fn openai_backend(
     }
     Ok(OpenAiBackend {
         name: b.name.clone(),
-        chat_url: format!("{}/chat/completions", o.base_url.trim_end_matches('/')),
+        // Parsed once: parsing (IDNA included) on every request showed in profiles.
+        chat_url: reqwest::Url::parse(&format!(
+            "{}/chat/completions",
+            o.base_url.trim_end_matches('/')
+        ))
+        .with_context(|| format!("backend `{}`: invalid base_url `{}`", b.name, o.base_url))?,
         headers,
         timeout: o.timeout,
         max_retries: o.max_retries,

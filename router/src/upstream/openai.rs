@@ -23,7 +23,7 @@ pub struct OpenAiBackend {
     /// Configured name.
     pub name: String,
     /// `{base_url}/chat/completions`.
-    pub chat_url: String,
+    pub chat_url: reqwest::Url,
     /// Headers sent on every call: the backend's `Authorization` and configured extras.
     pub headers: HeaderMap,
     /// Per-attempt timeout.
@@ -95,7 +95,7 @@ impl OpenAiBackend {
     async fn attempt(&self, ctx: &CallContext<'_>, body: Bytes) -> Result<Response, AttemptError> {
         let mut rb = self
             .client
-            .post(&self.chat_url)
+            .post(self.chat_url.clone())
             .headers(self.headers.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(body);
