@@ -563,12 +563,10 @@ async fn probes_models_and_unknown_paths() {
 #[tokio::test]
 async fn disabled_backend_models_are_404_with_the_reason() {
     let mock = Mock::start().await;
-    let extra = format!(
-        // Not loopback: a loopback base_url (Ollama, vLLM on localhost) needs no key.
-        "  - name: keyless\n    kind: openai\n    enabled: auto\n    base_url: https://api.example.invalid/v1\n    api_key: ${{NOT_SET_ANYWHERE}}\n"
-    );
+    // Not loopback: a loopback base_url (Ollama, vLLM on localhost) needs no key.
+    let extra = "  - name: keyless\n    kind: openai\n    enabled: auto\n    base_url: https://api.example.invalid/v1\n    api_key: ${NOT_SET_ANYWHERE}\n";
     let models = "  - name: off\n    backend: keyless\n    model: x\n";
-    let gw = gateway(&one_backend(&mock, &extra, models, "")).await;
+    let gw = gateway(&one_backend(&mock, extra, models, "")).await;
     let resp = client()
         .post(url(&gw, "/v1/chat/completions"))
         .json(&chat_body("off", false))

@@ -136,16 +136,17 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
                         "must be at least 1",
                     );
                 }
-                if b.enabled == Enabled::True && !lb.model.starts_with("hf:") {
-                    if !std::path::Path::new(&lb.model).exists() {
-                        ctx.err(
-                            &item_path(ctx, "backends", i, "model"),
-                            format!(
-                                "model file `{}` does not exist (run scripts/fetch-models.sh, or use `enabled: auto`)",
-                                lb.model
-                            ),
-                        );
-                    }
+                if b.enabled == Enabled::True
+                    && !lb.model.starts_with("hf:")
+                    && !std::path::Path::new(&lb.model).exists()
+                {
+                    ctx.err(
+                        &item_path(ctx, "backends", i, "model"),
+                        format!(
+                            "model file `{}` does not exist (run scripts/fetch-models.sh, or use `enabled: auto`)",
+                            lb.model
+                        ),
+                    );
                 }
             }
         }

@@ -19,6 +19,8 @@ use std::time::Duration;
 use crate::error::GatewayError;
 
 /// A configured backend.
+// Built once per config and shared behind an `Arc`: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Backend {
     /// Any OpenAI-compatible HTTP API.
     OpenAi(openai::OpenAiBackend),
