@@ -9,6 +9,13 @@
 //! - candle's `qwen2` model is not `Clone`: each instance is built again from the (possibly
 //!   requantized) GGUF bytes kept in memory, so every worker holds its own copy of the weights.
 //!
+//! # The llama fast path
+//!
+//! On the CPU, `llama` models whose matrices are Q8_0 or Q4_1 (after requantization) run on
+//! this crate's own forward pass ([`crate::fast_llama`]), which is several times faster than
+//! candle's for small models; everything else (qwen2, gemma3, `quantize: q4k`, GPUs, unusual
+//! llama variants) runs on candle's implementations.
+//!
 //! # Requantization
 //!
 //! candle has fast CPU kernels for Q8_0 and the K-quants but not for every GGUF type (Q4_1 has
@@ -26,17 +33,19 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
 
+use crate::fast_llama::{LlamaState, LlamaWeights};
 use crate::generator::LocalModelError;
 
 /// How weights are stored in memory after loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Quantize {
-    /// Requantize matrices to Q8_0 (fastest on CPU in candle; the default).
+    /// Requantize matrices to Q8_0 (the default; runs on the fast llama path).
     #[default]
     Q8_0,
-    /// Requantize matrices to Q4K (smaller, about as fast).
+    /// Requantize matrices to Q4K (smaller; always runs on candle's kernels).
     Q4K,
-    /// Keep the file's quantization.
+    /// Keep the file's quantization (Q8_0 and Q4_1 llama models run on the fast path, with
+    /// the same numerics as llama.cpp on the same file).
     Keep,
 }
 
@@ -125,6 +134,8 @@ impl std::fmt::Debug for ModelWeights {
 }
 
 enum Proto {
+    /// The crate's own llama forward pass.
+    Fast(Arc<LlamaWeights>),
     Llama(quantized_llama::ModelWeights),
     Gemma3(quantized_gemma3::ModelWeights),
     /// GGUF bytes to rebuild the (non-`Clone`) model from, plus one ready instance.
@@ -145,6 +156,22 @@ impl ModelWeights {
         quantize: Quantize,
         device: &Device,
     ) -> Result<Self, LocalModelError> {
+        if arch == Architecture::Llama && device.is_cpu() {
+            match LlamaWeights::load(&content, file, quantize) {
+                Ok(w) => {
+                    tracing::debug!(formats = ?w.formats(), "llama model on the fast CPU path");
+                    return Ok(Self {
+                        arch,
+                        path: path.to_path_buf(),
+                        device: device.clone(),
+                        proto: Proto::Fast(Arc::new(w)),
+                    });
+                }
+                Err(why) => {
+                    tracing::info!(model = %path.display(), reason = %why, "llama model runs on candle")
+                }
+            }
+        }
         let target = match quantize {
             Quantize::Q8_0 => Some(GgmlDType::Q8_0),
             Quantize::Q4K => Some(GgmlDType::Q4K),
@@ -227,9 +254,17 @@ impl ModelWeights {
     }
 
     /// A model for one sequence at a time, with an empty KV cache. Cheap for llama and
-    /// gemma3 (weights are shared); a rebuild from memory for qwen2.
+    /// gemma3 (weights are shared); a rebuild from memory for qwen2. The fast llama path
+    /// computes on as many threads as there are CPUs (see [`ModelWeights::instance_with_threads`]).
     pub fn instance(&self) -> Result<ModelInstance, LocalModelError> {
+        self.instance_with_threads(crate::threads::default_threads())
+    }
+
+    /// Like [`ModelWeights::instance`], with `threads` compute threads for the fast llama path
+    /// (candle's models use candle's own thread pool).
+    pub fn instance_with_threads(&self, threads: usize) -> Result<ModelInstance, LocalModelError> {
         let inner = match &self.proto {
+            Proto::Fast(w) => Inner::Fast(Box::new(LlamaState::new(w.clone(), threads))),
             Proto::Llama(m) => Inner::Llama(m.clone()),
             Proto::Gemma3(m) => Inner::Gemma3(m.clone()),
             Proto::Qwen2 { gguf, spare } => {
@@ -260,6 +295,15 @@ impl ModelWeights {
         })
     }
 
+    /// Which implementation runs the model: `"fast-llama"` (this crate's forward pass) or
+    /// `"candle"`.
+    pub fn backend(&self) -> &'static str {
+        match self.proto {
+            Proto::Fast(_) => "fast-llama",
+            _ => "candle",
+        }
+    }
+
     /// Whether [`ModelWeights::instance`] shares the weights (true) or copies them.
     pub fn instances_share_weights(&self) -> bool {
         !matches!(self.proto, Proto::Qwen2 { .. })
@@ -280,6 +324,7 @@ pub struct ModelInstance {
 }
 
 enum Inner {
+    Fast(Box<LlamaState>),
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Gemma3(quantized_gemma3::ModelWeights),
@@ -292,8 +337,15 @@ impl ModelInstance {
         if tokens.len() > 1 && self.mask_shapes.insert((tokens.len(), pos + tokens.len())) {
             self.mask_bytes += tokens.len() * (pos + tokens.len());
         }
+        if let Inner::Fast(s) = &mut self.inner {
+            return s
+                .forward(tokens, pos)
+                .map(<[f32]>::to_vec)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()));
+        }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.inner {
+            Inner::Fast(_) => unreachable!("handled above"),
             Inner::Llama(m) => m.forward(&input, pos)?,
             Inner::Qwen2(m) => m.forward(&input, pos)?,
             Inner::Gemma3(m) => m.forward(&input, pos)?,
@@ -309,6 +361,7 @@ impl ModelInstance {
     /// after a prompt (a fresh instance is a cheap clone); for qwen2 once the cache is large.
     pub fn is_stale(&self) -> bool {
         match self.inner {
+            Inner::Fast(_) => false,
             Inner::Llama(_) => self.mask_bytes > 0,
             Inner::Qwen2(_) => self.mask_bytes > QWEN2_MASK_BUDGET,
             Inner::Gemma3(_) => false,
@@ -324,6 +377,7 @@ impl ModelInstance {
     /// Drops the KV cache (between requests).
     pub fn clear(&mut self) {
         match &mut self.inner {
+            Inner::Fast(s) => s.clear(),
             Inner::Llama(m) => m.clear_kv_cache(),
             Inner::Qwen2(m) => m.clear_kv_cache(),
             // candle's gemma3 has no clear method; a forward at position 0 replaces the cache.

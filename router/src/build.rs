@@ -138,6 +138,52 @@ fn local_backend(
     })
 }
 
+/// Loads the sentence embedder when it is configured and enabled.
+#[cfg(feature = "local")]
+fn build_embedder(
+    cfg: &cfgs::Config,
+) -> anyhow::Result<Option<Arc<crate::embeddings::LocalEmbedder>>> {
+    use slmgate_local_model::{device, embed, hub};
+    let Some(e) = cfg.embedder.as_ref() else {
+        return Ok(None);
+    };
+    if !e.is_enabled() {
+        tracing::warn!(
+            model = %e.model,
+            "embedder disabled: model directory not found (run scripts/fetch-models.sh); /v1/embeddings answers 404"
+        );
+        return Ok(None);
+    }
+    let dir = hub::resolve_model_dir(&e.model, &embed::REQUIRED_FILES)
+        .with_context(|| format!("embedder: model `{}`", e.model))?;
+    let mut opts = embed::EmbedderOptions::new(dir);
+    opts.device =
+        device::parse_device(&e.device).with_context(|| format!("embedder: device `{}`", e.device))?;
+    opts.max_batch = e.max_batch;
+    let started = std::time::Instant::now();
+    let model = embed::Embedder::load(&opts).context("embedder: loading")?;
+    tracing::info!(
+        name = %e.name,
+        dim = model.dim(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "embedder loaded"
+    );
+    Ok(Some(Arc::new(crate::embeddings::LocalEmbedder {
+        name: e.name.clone(),
+        model: Arc::new(model),
+    })))
+}
+
+#[cfg(not(feature = "local"))]
+fn build_embedder(
+    cfg: &cfgs::Config,
+) -> anyhow::Result<Option<Arc<crate::embeddings::LocalEmbedder>>> {
+    if cfg.embedder.as_ref().is_some_and(|e| e.is_enabled()) {
+        tracing::warn!("embedder configured but slmgate was built without the `local` feature");
+    }
+    Ok(None)
+}
+
 /// Resolves a validated config into a runtime gateway.
 pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
     let connect_timeout = cfg
@@ -235,6 +281,7 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
     }
 
     Ok(Gateway {
+        embedder: build_embedder(cfg)?,
         models,
         model_order,
         unavailable,

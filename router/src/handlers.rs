@@ -31,7 +31,7 @@ pub async fn models(
         .and_then(|c| c.0.key.as_ref())
         .map(|k| k.models.clone())
         .unwrap_or_default();
-    let data = gw
+    let mut data: Vec<ModelCard> = gw
         .model_order
         .iter()
         .filter(|alias| allowed.is_empty() || allowed.contains(alias))
@@ -43,6 +43,16 @@ pub async fn models(
             owned_by: route.targets[0].backend.name().to_string(),
         })
         .collect();
+    if let Some(e) = &gw.embedder {
+        if allowed.is_empty() || allowed.contains(&e.name) {
+            data.push(ModelCard {
+                id: e.name.clone(),
+                object: "model",
+                created: gw.created,
+                owned_by: "slmgate-embedder".to_string(),
+            });
+        }
+    }
     Json(ModelList {
         object: "list",
         data,

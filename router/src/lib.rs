@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod build;
+pub mod embeddings;
 pub mod error;
 pub mod handlers;
 pub mod layers;

@@ -117,6 +117,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// Unix seconds when this snapshot was built.
     pub created: u64,
+    /// The sentence embedder behind `/v1/embeddings`, when configured and present.
+    pub embedder: Option<Arc<crate::embeddings::LocalEmbedder>>,
 }
 
 impl Gateway {

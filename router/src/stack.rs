@@ -61,6 +61,12 @@ pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -
                 .get(handlers::models)
                 .fallback(handlers::method_not_allowed),
         )
+        .route(
+            "/v1/embeddings",
+            MethodRouter::new()
+                .post(crate::embeddings::handler)
+                .fallback(handlers::method_not_allowed),
+        )
         // Only the API needs a client key; probes stay open.
         .route_layer(AuthLayer);
 
