@@ -34,6 +34,28 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Model files.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Resolve a model reference to a local file or directory, downloading it from the
+    /// Hugging Face Hub when needed (with a progress bar), and print its path.
+    ///
+    /// SPEC is a local path, `hf:owner/repo/file.gguf[@revision]` (a GGUF), or
+    /// `hf:owner/repo[@revision]` with --embedder (config.json, tokenizer.json,
+    /// model.safetensors). The default models come from `scripts/fetch-models.sh`.
+    Fetch {
+        /// The model reference.
+        spec: String,
+        /// Fetch an embedder directory instead of a single file.
+        #[arg(long)]
+        embedder: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +118,23 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        #[cfg(feature = "local")]
+        Command::Models {
+            command: ModelsCommand::Fetch { spec, embedder },
+        } => {
+            use slmgate_local_model::{embed, hub};
+            let path = if embedder {
+                hub::resolve_model_dir(&spec, &embed::REQUIRED_FILES)?
+            } else {
+                hub::resolve_model_file(&spec)?
+            };
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(not(feature = "local"))]
+        Command::Models { .. } => {
+            anyhow::bail!("slmgate was built without the `local` feature")
+        }
         Command::Serve { config, listen } => {
             init_tracing();
             let cfg = match &config {

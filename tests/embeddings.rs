@@ -33,7 +33,11 @@ async fn embeddings_follow_the_openai_schema() {
     slmgate_local_model::embed_fixtures::write_tiny_bert(&dir);
     let gw = gateway(&config(&dir.display().to_string())).await;
 
-    let resp = embed(&gw, json!({"model": "minilm", "input": ["the cat sat", "hello world"]})).await;
+    let resp = embed(
+        &gw,
+        json!({"model": "minilm", "input": ["the cat sat", "hello world"]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-slmgate-overhead-ms"));
     let v: Value = resp.json().await.unwrap();
@@ -109,9 +113,21 @@ async fn embeddings_bad_input_is_4xx() {
         (json!({"model": "minilm", "input": [""]}), 400, "input"),
         (json!({"model": "minilm", "input": 42}), 400, "input"),
         (json!({"model": "minilm", "input": [1, 2, 3]}), 400, "input"),
-        (json!({"model": "minilm", "input": "x", "encoding_format": "hex"}), 400, "encoding_format"),
-        (json!({"model": "minilm", "input": "x", "dimensions": 7}), 400, "dimensions"),
-        (json!({"model": "text-embedding-3-small", "input": "x"}), 404, ""),
+        (
+            json!({"model": "minilm", "input": "x", "encoding_format": "hex"}),
+            400,
+            "encoding_format",
+        ),
+        (
+            json!({"model": "minilm", "input": "x", "dimensions": 7}),
+            400,
+            "dimensions",
+        ),
+        (
+            json!({"model": "text-embedding-3-small", "input": "x"}),
+            404,
+            "",
+        ),
     ] {
         let resp = embed(&gw, body.clone()).await;
         assert_eq!(resp.status(), status, "{body}");
@@ -129,20 +145,29 @@ async fn embeddings_bad_input_is_4xx() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     error_body(resp).await;
-    let resp = client().get(url(&gw, "/v1/embeddings")).send().await.unwrap();
+    let resp = client()
+        .get(url(&gw, "/v1/embeddings"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
 }
 
 #[tokio::test]
 async fn no_embedder_is_404() {
-    let gw = gateway(
-        "listen: 127.0.0.1:0\nembedder:\n  model: /nonexistent/minilm\n  name: minilm\n",
-    )
-    .await;
+    let gw =
+        gateway("listen: 127.0.0.1:0\nembedder:\n  model: /nonexistent/minilm\n  name: minilm\n")
+            .await;
     let resp = embed(&gw, json!({"model": "minilm", "input": "x"})).await;
     assert_eq!(resp.status(), 404);
     let v = error_body(resp).await;
-    assert!(v["error"]["message"].as_str().unwrap().contains("fetch-models"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fetch-models"),
+        "{v}"
+    );
 }
 
 fn real_minilm() -> Option<PathBuf> {
@@ -190,6 +215,9 @@ async fn real_minilm_over_http() {
     // sentence-transformers' published quickstart values for all-MiniLM-L6-v2.
     for (i, j, expected) in [(0, 1, 0.6660), (0, 2, 0.1046), (1, 2, 0.1411)] {
         let got = cos(&e[i], &e[j]);
-        assert!((got - expected).abs() < 1e-3, "({i},{j}): {got} vs {expected}");
+        assert!(
+            (got - expected).abs() < 1e-3,
+            "({i},{j}): {got} vs {expected}"
+        );
     }
 }

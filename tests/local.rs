@@ -205,3 +205,70 @@ async fn missing_local_model_is_404_with_the_reason() {
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("fetch-models"), "{msg}");
 }
+
+/// curl, the other client the README shows: non-streaming, streaming (`-N`) and embeddings.
+#[tokio::test]
+async fn curl_local_chat_stream_and_embeddings() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: curl not installed");
+        return;
+    }
+    let mock = Mock::start().await;
+    let m = tiny();
+    let bert = m._dir.path().join("tiny-bert");
+    slmgate_local_model::embed_fixtures::write_tiny_bert(&bert);
+    let extra = format!(
+        "embedder:\n  enabled: true\n  model: {}\n  name: minilm\n",
+        bert.display()
+    );
+    let gw = gateway(&one_backend(
+        &mock,
+        &local_backend(&m.model, ""),
+        "  - name: local\n    backend: slm\n",
+        &extra,
+    ))
+    .await;
+    // tokio's process API: a blocking wait would stall the in-test server on this runtime.
+    let curl = |path: &str, body: &str| {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-N",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+        ])
+        .arg(url(&gw, path));
+        async move {
+            let out = cmd.output().await.unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let body = curl(
+        "/v1/chat/completions",
+        r#"{"model":"local","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "chat.completion", "{v}");
+    let body = curl(
+        "/v1/chat/completions",
+        r#"{"model":"local","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"stream":true}"#,
+    )
+    .await;
+    assert!(body.starts_with("data: {"), "{body}");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    let body = curl("/v1/embeddings", r#"{"model":"minilm","input":"hello"}"#).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["object"], "embedding", "{v}");
+}

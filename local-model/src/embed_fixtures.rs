@@ -165,4 +165,3 @@ impl RandomWeights {
         self.add(&format!("{prefix}.bias"), &[HIDDEN], 0.0, 0.1);
     }
 }
-

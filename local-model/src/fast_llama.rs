@@ -135,7 +135,9 @@ impl LlamaWeights {
             return Err("RoPE frequency factors are not supported".into());
         }
         if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 {
-            return Err(format!("bad head counts {heads}/{kv_heads} for width {dim}"));
+            return Err(format!(
+                "bad head counts {heads}/{kv_heads} for width {dim}"
+            ));
         }
         let head_dim = dim / heads;
         let rope_dims = md_u32(md, "llama.rope.dimension_count")
@@ -437,7 +439,7 @@ impl LlamaState {
                             m,
                             acts,
                             lo - offset..hi - offset,
-                            OutPtr(ptr.0.add(offset)),
+                            OutPtr(ptr.get().add(offset)),
                             total,
                         )
                     };
@@ -460,10 +462,7 @@ impl LlamaState {
             return Err(ForwardError::BadToken(bad, cfg.vocab));
         }
         if pos > self.len {
-            return Err(ForwardError::BadPosition {
-                pos,
-                len: self.len,
-            });
+            return Err(ForwardError::BadPosition { pos, len: self.len });
         }
         let kv_dim = cfg.kv_heads * cfg.head_dim;
         for c in self.k.iter_mut().chain(self.v.iter_mut()) {
@@ -573,7 +572,8 @@ impl LlamaState {
                 }
                 let inv = (1.0 / sum) as f32;
                 // SAFETY: unit (t, h) owns out[t][h·hd..(h+1)·hd]; units are disjoint.
-                let o = unsafe { std::slice::from_raw_parts_mut(optr.0.add(t * dim + h * hd), hd) };
+                let o =
+                    unsafe { std::slice::from_raw_parts_mut(optr.get().add(t * dim + h * hd), hd) };
                 o.fill(0.0);
                 for (j, &p) in scores.iter().enumerate() {
                     let p = round_f16(p * inv);

@@ -368,6 +368,12 @@ impl Generator {
         self.weights.instance()
     }
 
+    /// Like [`Generator::instance`], computing on `threads` threads (see
+    /// [`ModelWeights::instance_with_threads`]).
+    pub fn instance_with_threads(&self, threads: usize) -> Result<ModelInstance, LocalModelError> {
+        self.weights.instance_with_threads(threads)
+    }
+
     /// The loaded weights.
     pub fn weights(&self) -> &ModelWeights {
         &self.weights

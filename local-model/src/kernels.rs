@@ -1,7 +1,8 @@
 //! Quantized matrix-multiplication kernels for the CPU forward pass ([`crate::fast_llama`]).
 //!
-//! Weights are kept in one of two block formats that mirror GGML's, re-laid out so that the
-//! SIMD loops never convert `f16` scales:
+//! Weights are kept in one of two block formats that mirror GGML's, with the block scales
+//! (`f16`, as in the file: decoding one token is bound by memory bandwidth, so every byte
+//! counts) in arrays of their own:
 //!
 //! - [`QFormat::Q8_0`]: blocks of 32 signed bytes with one scale (`w = d·q`);
 //! - [`QFormat::Q4_1`]: blocks of 32 unsigned nibbles with a scale and a minimum
@@ -46,10 +47,10 @@ pub struct QMatrix {
     format: QFormat,
     /// Q8_0: `rows·cols` bytes (`i8`); Q4_1: `rows·cols/2` packed nibbles.
     qs: Vec<u8>,
-    /// One scale per block, `rows · cols/QK`.
-    d: Vec<f32>,
-    /// Q4_1 only: one minimum per block.
-    m: Vec<f32>,
+    /// One scale per block, `rows · cols/QK`, as `f16` bits.
+    d: Vec<u16>,
+    /// Q4_1 only: one minimum per block, as `f16` bits.
+    m: Vec<u16>,
 }
 
 impl std::fmt::Debug for QMatrix {
@@ -62,8 +63,12 @@ impl std::fmt::Debug for QMatrix {
     }
 }
 
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+fn f16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn f16_to_f32(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
 }
 
 /// Rounds through `f16`, like GGML storing a block scale.
@@ -133,7 +138,7 @@ impl QMatrix {
             let amax = blk.iter().fold(0f32, |a, x| a.max(x.abs()));
             let scale = amax / 127.0;
             let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-            d.push(round_f16(scale));
+            d.push(half::f16::from_f32(scale).to_bits());
             qs.extend(blk.iter().map(|x| (x * id).round() as i8 as u8));
         }
         Ok(Self {
@@ -163,7 +168,7 @@ impl QMatrix {
 
     /// Bytes of weight data held.
     pub fn size_in_bytes(&self) -> usize {
-        self.qs.len() + 4 * (self.d.len() + self.m.len())
+        self.qs.len() + 2 * (self.d.len() + self.m.len())
     }
 
     /// Writes row `r`, dequantized, into `out` (`cols` values).
@@ -174,7 +179,7 @@ impl QMatrix {
         assert!(r < self.rows && out.len() == self.cols);
         let nb = self.cols / QK;
         for b in 0..nb {
-            let d = self.d[r * nb + b];
+            let d = f16_to_f32(self.d[r * nb + b]);
             let o = &mut out[b * QK..(b + 1) * QK];
             match self.format {
                 QFormat::Q8_0 => {
@@ -184,7 +189,7 @@ impl QMatrix {
                     }
                 }
                 QFormat::Q4_1 => {
-                    let m = self.m[r * nb + b];
+                    let m = f16_to_f32(self.m[r * nb + b]);
                     let q = &self.qs[(r * nb + b) * QK / 2..][..QK / 2];
                     for j in 0..QK / 2 {
                         o[j] = (q[j] & 0xF) as f32 * d + m;
@@ -280,7 +285,9 @@ pub fn detected_isa() -> Isa {
             if std::env::var_os("SLMGATE_KERNEL_SCALAR").is_some() {
                 return Isa::Scalar;
             }
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
             if avx2
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
@@ -304,6 +311,13 @@ pub struct OutPtr(pub *mut f32);
 // SAFETY: users guarantee that concurrent writers touch disjoint elements.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Computes `out[t·ld + r] = W[r] · x[t]` for `r` in `rows` and every token of `x`.
 ///
@@ -369,11 +383,14 @@ unsafe fn scalar(w: &QMatrix, x: &QActs, rows: std::ops::Range<usize>, out: OutP
             for b in 0..nb {
                 let a = &xq[b * QK..(b + 1) * QK];
                 let da = x.d[t * nb + b];
-                let dw = w.d[r * nb + b];
+                let dw = f16_to_f32(w.d[r * nb + b]);
                 let isum: i32 = match w.format {
                     QFormat::Q8_0 => {
                         let q = &w.qs[(r * nb + b) * QK..][..QK];
-                        q.iter().zip(a).map(|(&q, &a)| q as i8 as i32 * a as i32).sum()
+                        q.iter()
+                            .zip(a)
+                            .map(|(&q, &a)| q as i8 as i32 * a as i32)
+                            .sum()
                     }
                     QFormat::Q4_1 => {
                         let q = &w.qs[(r * nb + b) * QK / 2..][..QK / 2];
@@ -387,7 +404,7 @@ unsafe fn scalar(w: &QMatrix, x: &QActs, rows: std::ops::Range<usize>, out: OutP
                 };
                 sum += dw * da * isum as f32;
                 if w.format == QFormat::Q4_1 {
-                    sum += w.m[r * nb + b] * x.s[t * nb + b];
+                    sum += f16_to_f32(w.m[r * nb + b]) * x.s[t * nb + b];
                 }
             }
             // SAFETY: the caller guarantees the element is ours to write.
@@ -413,27 +430,32 @@ macro_rules! simd_kernels {
                 _mm_cvtss_f32(s)
             }
 
-            /// Σ m·s over the blocks of one row and one token (Q4_1's minimum term).
+            /// One `f16` scale, broadcast.
             #[target_feature(enable = $features)]
-            unsafe fn dot_f32(a: *const f32, b: *const f32, n: usize) -> f32 {
+            unsafe fn scale(p: *const u16) -> __m256 {
+                let bits = unsafe { *p };
+                _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))))
+            }
+
+            /// Σ m·s over the blocks of one row (`f16` minimums) and one token (Q4_1's
+            /// minimum term).
+            #[target_feature(enable = $features)]
+            unsafe fn dot_mins(m: *const u16, s: *const f32, n: usize) -> f32 {
                 let mut acc = _mm256_setzero_ps();
                 let mut i = 0;
                 while i + 8 <= n {
                     unsafe {
-                        acc = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(a.add(i)),
-                            _mm256_loadu_ps(b.add(i)),
-                            acc,
-                        );
+                        let mv = _mm256_cvtph_ps(_mm_loadu_si128(m.add(i) as *const __m128i));
+                        acc = _mm256_fmadd_ps(mv, _mm256_loadu_ps(s.add(i)), acc);
                     }
                     i += 8;
                 }
-                let mut s = hsum(acc);
+                let mut sum = hsum(acc);
                 while i < n {
-                    unsafe { s += *a.add(i) * *b.add(i) };
+                    unsafe { sum += super::f16_to_f32(*m.add(i)) * *s.add(i) };
                     i += 1;
                 }
-                s
+                sum
             }
 
             #[target_feature(enable = $features)]
@@ -459,7 +481,7 @@ macro_rules! simd_kernels {
                             wv[r] = _mm256_loadu_si256(
                                 wq.add((r0 + r) * cols + b * QK) as *const __m256i
                             );
-                            dw[r] = _mm256_set1_ps(*w.d.get_unchecked((r0 + r) * nb + b));
+                            dw[r] = scale(w.d.as_ptr().add((r0 + r) * nb + b));
                         }
                         wu[r] = _mm256_sign_epi8(wv[r], wv[r]);
                     }
@@ -518,7 +540,7 @@ macro_rules! simd_kernels {
                                 1,
                             );
                             wv[r] = _mm256_and_si256(both, low);
-                            dw[r] = _mm256_set1_ps(*w.d.get_unchecked((r0 + r) * nb + b));
+                            dw[r] = scale(w.d.as_ptr().add((r0 + r) * nb + b));
                         }
                     }
                     for t in 0..T {
@@ -543,15 +565,13 @@ macro_rules! simd_kernels {
                 for r in 0..R {
                     for t in 0..T {
                         let mins = unsafe {
-                            dot_f32(
+                            dot_mins(
                                 w.m.as_ptr().add((r0 + r) * nb),
                                 x.s.as_ptr().add((t0 + t) * nb),
                                 nb,
                             )
                         };
-                        unsafe {
-                            *out.0.add((t0 + t) * ld + r0 + r) = hsum(acc[r][t]) + mins
-                        };
+                        unsafe { *out.0.add((t0 + t) * ld + r0 + r) = hsum(acc[r][t]) + mins };
                     }
                 }
             }
@@ -643,13 +663,13 @@ fn dot_avx2(
 #[cfg(target_arch = "x86_64")]
 simd_kernels!(
     vnni,
-    "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni",
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     4,
     4,
     dot_vnni
 );
 #[cfg(target_arch = "x86_64")]
-simd_kernels!(avx2, "avx2,fma", 2, 4, dot_avx2);
+simd_kernels!(avx2, "avx2,fma,f16c", 2, 4, dot_avx2);
 
 #[cfg(test)]
 mod tests {
@@ -689,7 +709,7 @@ mod tests {
         let mut v = vec![Isa::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if detected_isa() != Isa::Scalar {
                 v.push(Isa::Avx2);
             }
             if detected_isa() == Isa::Avx512Vnni {

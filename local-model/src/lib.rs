@@ -7,8 +7,8 @@
 
 pub mod device;
 pub mod embed;
-pub mod fast_llama;
 pub mod embed_fixtures;
+pub mod fast_llama;
 pub mod fixtures;
 pub mod generator;
 pub mod gguf_tokenizer;

@@ -14,7 +14,8 @@
 //! On the CPU, `llama` models whose matrices are Q8_0 or Q4_1 (after requantization) run on
 //! this crate's own forward pass ([`crate::fast_llama`]), which is several times faster than
 //! candle's for small models; everything else (qwen2, gemma3, `quantize: q4k`, GPUs, unusual
-//! llama variants) runs on candle's implementations.
+//! llama variants) runs on candle's implementations. `SLMGATE_LLAMA_BACKEND=candle` in the
+//! environment forces candle for llama too (benchmarks use it to compare).
 //!
 //! # Requantization
 //!
@@ -156,7 +157,10 @@ impl ModelWeights {
         quantize: Quantize,
         device: &Device,
     ) -> Result<Self, LocalModelError> {
-        if arch == Architecture::Llama && device.is_cpu() {
+        // `SLMGATE_LLAMA_BACKEND=candle` forces candle's implementation (for comparisons).
+        let candle_forced =
+            std::env::var("SLMGATE_LLAMA_BACKEND").is_ok_and(|v| v.eq_ignore_ascii_case("candle"));
+        if arch == Architecture::Llama && device.is_cpu() && !candle_forced {
             match LlamaWeights::load(&content, file, quantize) {
                 Ok(w) => {
                     tracing::debug!(formats = ?w.formats(), "llama model on the fast CPU path");
@@ -337,18 +341,18 @@ impl ModelInstance {
         if tokens.len() > 1 && self.mask_shapes.insert((tokens.len(), pos + tokens.len())) {
             self.mask_bytes += tokens.len() * (pos + tokens.len());
         }
-        if let Inner::Fast(s) = &mut self.inner {
-            return s
-                .forward(tokens, pos)
-                .map(<[f32]>::to_vec)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()));
-        }
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.inner {
-            Inner::Fast(_) => unreachable!("handled above"),
-            Inner::Llama(m) => m.forward(&input, pos)?,
-            Inner::Qwen2(m) => m.forward(&input, pos)?,
-            Inner::Gemma3(m) => m.forward(&input, pos)?,
+            Inner::Fast(s) => {
+                return s
+                    .forward(tokens, pos)
+                    .map(<[f32]>::to_vec)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()));
+            }
+            Inner::Llama(m) => m.forward(&Tensor::new(tokens, &self.device)?.unsqueeze(0)?, pos)?,
+            Inner::Qwen2(m) => m.forward(&Tensor::new(tokens, &self.device)?.unsqueeze(0)?, pos)?,
+            Inner::Gemma3(m) => {
+                m.forward(&Tensor::new(tokens, &self.device)?.unsqueeze(0)?, pos)?
+            }
         };
         logits
             .squeeze(0)?

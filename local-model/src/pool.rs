@@ -171,12 +171,15 @@ impl LocalPool {
             }),
             ready: Condvar::new(),
         });
+        // Workers share the CPUs: each computes on its share of them, so that concurrent
+        // generations do not fight over cores (the fast path's threads spin between steps).
+        let threads = (crate::threads::default_threads() / workers).max(1);
         for i in 0..workers {
             let generator = generator.clone();
             let worker_queue = queue.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("slm-worker-{i}"))
-                .spawn(move || worker(i, generator, worker_queue));
+                .spawn(move || worker(i, threads, generator, worker_queue));
             if let Err(e) = spawned {
                 tracing::error!(worker = i, error = %e, "cannot start a local model worker");
                 worker_gone(&queue, e.to_string());
@@ -305,8 +308,8 @@ fn worker_gone(queue: &Queue, error: String) {
     }
 }
 
-fn worker(index: usize, generator: Arc<Generator>, queue: Arc<Queue>) {
-    let mut model: ModelInstance = match generator.instance() {
+fn worker(index: usize, threads: usize, generator: Arc<Generator>, queue: Arc<Queue>) {
+    let mut model: ModelInstance = match generator.instance_with_threads(threads) {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(worker = index, error = %e, "local model worker failed to start");
@@ -353,7 +356,7 @@ fn worker(index: usize, generator: Arc<Generator>, queue: Arc<Queue>) {
             Ok(r) => r,
             Err(_) => {
                 // The instance's KV cache may be inconsistent: start from a fresh one.
-                match generator.instance() {
+                match generator.instance_with_threads(threads) {
                     Ok(m) => model = m,
                     Err(e) => {
                         let _ = events.blocking_send(Err(LocalModelError::Worker(e.to_string())));
@@ -370,7 +373,7 @@ fn worker(index: usize, generator: Arc<Generator>, queue: Arc<Queue>) {
         }
         drop(events);
         if model.is_stale() {
-            match generator.instance() {
+            match generator.instance_with_threads(threads) {
                 Ok(m) => model = m,
                 Err(e) => {
                     tracing::error!(worker = index, error = %e, "cannot refresh the model instance");

@@ -167,8 +167,7 @@ fn helper(index: usize, s: &Shared) {
                 let Ok(mut sleepers) = s.sleepers.lock() else {
                     return;
                 };
-                if s.epoch.load(Ordering::Acquire) == seen && !s.shutdown.load(Ordering::Relaxed)
-                {
+                if s.epoch.load(Ordering::Acquire) == seen && !s.shutdown.load(Ordering::Relaxed) {
                     *sleepers += 1;
                     sleepers = match s.wake.wait(sleepers) {
                         Ok(g) => g,

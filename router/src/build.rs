@@ -157,8 +157,8 @@ fn build_embedder(
     let dir = hub::resolve_model_dir(&e.model, &embed::REQUIRED_FILES)
         .with_context(|| format!("embedder: model `{}`", e.model))?;
     let mut opts = embed::EmbedderOptions::new(dir);
-    opts.device =
-        device::parse_device(&e.device).with_context(|| format!("embedder: device `{}`", e.device))?;
+    opts.device = device::parse_device(&e.device)
+        .with_context(|| format!("embedder: device `{}`", e.device))?;
     opts.max_batch = e.max_batch;
     let started = std::time::Instant::now();
     let model = embed::Embedder::load(&opts).context("embedder: loading")?;

@@ -112,10 +112,7 @@ fn parse(bytes: &[u8]) -> Result<EmbeddingsRequest, GatewayError> {
     serde_json::from_value(v).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("Input") {
-            GatewayError::bad_param(
-                "input",
-                "`input` must be a string or an array of strings",
-            )
+            GatewayError::bad_param("input", "`input` must be a string or an array of strings")
         } else {
             GatewayError::bad_request(format!("invalid request: {msg}"))
         }
@@ -170,7 +167,11 @@ async fn run(req: Request<Body>) -> Result<Response, GatewayError> {
             ),
         });
     }
-    if let Some(key) = parts.extensions.get::<Caller>().and_then(|c| c.key.as_ref()) {
+    if let Some(key) = parts
+        .extensions
+        .get::<Caller>()
+        .and_then(|c| c.key.as_ref())
+    {
         if !key.models.is_empty() && !key.models.contains(&embedder.name) {
             return Err(GatewayError::Forbidden(format!(
                 "key `{}` may not use model `{}`",
@@ -189,7 +190,10 @@ async fn run(req: Request<Body>) -> Result<Response, GatewayError> {
         }
     };
     if texts.is_empty() {
-        return Err(GatewayError::bad_param("input", "`input` must not be empty"));
+        return Err(GatewayError::bad_param(
+            "input",
+            "`input` must not be empty",
+        ));
     }
     if texts.len() > MAX_INPUTS {
         return Err(GatewayError::bad_param(
@@ -198,7 +202,10 @@ async fn run(req: Request<Body>) -> Result<Response, GatewayError> {
         ));
     }
     if texts.iter().any(|t| t.is_empty()) {
-        return Err(GatewayError::bad_param("input", "inputs must not be empty strings"));
+        return Err(GatewayError::bad_param(
+            "input",
+            "inputs must not be empty strings",
+        ));
     }
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,

@@ -111,6 +111,28 @@ pub async fn start(
 /// drains in-flight requests (bounded by `limits.shutdown_timeout`) and returns.
 pub async fn serve(cfg: slmgate_config::Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let running = start(&cfg, listen).await?;
+    {
+        let gw = running.shared.load();
+        for alias in &gw.model_order {
+            if let Some(route) = gw.models.get(alias) {
+                let chain: Vec<&str> = route.targets.iter().map(|t| t.backend.name()).collect();
+                tracing::info!(model = %alias, backends = ?chain, "model available");
+            }
+        }
+        let mut off: Vec<_> = gw.unavailable.iter().collect();
+        off.sort();
+        for (alias, why) in off {
+            tracing::warn!(model = %alias, reason = %why, "model unavailable");
+        }
+        if let Some(e) = &gw.embedder {
+            tracing::info!(model = %e.name, "embeddings available at /v1/embeddings");
+        }
+        if gw.models.is_empty() {
+            tracing::warn!(
+                "no model can be served: every request will get 404 (see the reasons above)"
+            );
+        }
+    }
     tracing::info!(addr = %running.addr, "slmgate listening");
     shutdown_signal().await;
     running.shutdown();

@@ -3,6 +3,7 @@
 Usage: python3 openai_sdk_check.py BASE_URL API_KEY MODEL [EXPECTED_TEXT]
 Exits non-zero (with a message) on the first mismatch.
 """
+import os
 import sys
 
 import openai
@@ -73,4 +74,16 @@ if api_key != "unused":
     except openai.AuthenticationError as e:
         assert e.status_code == 401
 
-print(f"openai SDK {openai.__version__}: models, chat, stream, usage, errors ok")
+# embeddings (the SDK asks for base64 by default and decodes it)
+embed_model = os.environ.get("EMBED_MODEL")
+if embed_model:
+    e = client.embeddings.create(model=embed_model, input=["hello world", "the cat sat"])
+    assert len(e.data) == 2 and len(e.data[0].embedding) > 0, e
+    norm = sum(x * x for x in e.data[0].embedding) ** 0.5
+    assert abs(norm - 1.0) < 1e-3, norm
+    f = client.embeddings.create(model=embed_model, input="hello world", encoding_format="float")
+    assert max(abs(a - b) for a, b in zip(f.data[0].embedding, e.data[0].embedding)) < 1e-6
+    assert e.usage.prompt_tokens > 0
+
+print(f"openai SDK {openai.__version__}: {model}: models, chat, stream, usage, errors"
+      + (", embeddings" if embed_model else "") + " ok")

@@ -1,0 +1,275 @@
+//! Local-model benchmark: slmgate's generator vs llama.cpp on the same GGUF, in one run.
+//!
+//! ```text
+//! scripts/bench-local.sh                       # installs llama-cpp-python if needed, then:
+//! cargo bench --bench local_model              # every quantization, llama.cpp included
+//! BENCH_QUANTS=keep,q8_0 cargo bench --bench local_model
+//! BENCH_LLAMACPP=0 cargo bench --bench local_model   # skip the llama.cpp reference
+//! BENCH_CANDLE=1 cargo bench --bench local_model     # add rows for candle's llama path
+//! ```
+//!
+//! The model is `SLMGATE_GGUF` or `models/SmolLM2-135M-Instruct.Q4_1.gguf`; threads are
+//! `BENCH_THREADS` or every CPU. For each quantization (`q8_0`, `q4k`, `keep`) it measures,
+//! with the same definitions as `scripts/llamacpp_ref.py`:
+//!
+//! - **decode tok/s**: 128 single-token forward passes with greedy picks after the chat prompt;
+//! - **prefill ms**: one 64-token forward pass (best of 5 after a warm-up);
+//! - **TTFT ms**: render + tokenize the chat prompt, prefill it, pick the first token (median
+//!   of 5).
+//!
+//! llama.cpp runs the file as it is (`keep`), and on a Q8_0 copy made by its own quantizer for
+//! the `q8_0` row, through the repository's `.venv` (or `SLMGATE_PYTHON`). Without
+//! llama-cpp-python the llama.cpp columns say so and the rest still runs.
+//!
+//! Run without `--bench` (as `cargo test --all-targets` does), it only loads a generated tiny
+//! model and runs a few tokens: a smoke test that finishes in well under a second.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use slmgate_local_model::generator::{ChatMessage, Generator, GeneratorOptions};
+use slmgate_local_model::models::{ModelInstance, Quantize};
+
+const PREFILL_TEXT: &str = "The quick brown fox jumps over the lazy dog. ";
+const DECODE_TOKENS: usize = 128;
+
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    decode_tps: f64,
+    prefill_ms: f64,
+    ttft_ms: f64,
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn chat() -> Vec<ChatMessage> {
+    vec![ChatMessage::new("user", "What is the capital of France?")]
+}
+
+fn forward(m: &mut ModelInstance, ids: &[u32], pos: usize) -> anyhow::Result<Vec<f32>> {
+    m.forward(ids, pos)
+        .map_err(|e| anyhow::anyhow!("forward pass: {e}"))
+}
+
+/// Measures one loaded generator (see the module docs for the definitions).
+fn measure(g: &Generator, threads: usize, prefill_len: usize) -> anyhow::Result<Figures> {
+    let mut m = g.instance_with_threads(threads)?;
+    let text = PREFILL_TEXT.repeat(prefill_len / 8 + 2);
+    let enc = g
+        .tokenizer()
+        .encode(text.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+    let ids = enc
+        .get_ids()
+        .get(..prefill_len)
+        .ok_or_else(|| anyhow::anyhow!("prefill text is too short"))?
+        .to_vec();
+    let mut best = f64::MAX;
+    for i in 0..6 {
+        let t = Instant::now();
+        forward(&mut m, &ids, 0)?;
+        if i > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    let prefill_ms = best * 1e3;
+
+    let mut ttfts = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let prompt = g.prompt_tokens(&chat())?;
+        let logits = forward(&mut m, &prompt, 0)?;
+        std::hint::black_box(argmax(&logits));
+        ttfts.push(t.elapsed().as_secs_f64());
+    }
+    ttfts.sort_by(f64::total_cmp);
+    let ttft_ms = ttfts[ttfts.len() / 2] * 1e3;
+
+    let prompt = g.prompt_tokens(&chat())?;
+    let budget = DECODE_TOKENS.min(g.info().context_length.saturating_sub(prompt.len() + 1));
+    let mut decode_tps = 0f64;
+    for _ in 0..2 {
+        let mut tok = argmax(&forward(&mut m, &prompt, 0)?);
+        let t = Instant::now();
+        for i in 0..budget {
+            tok = argmax(&forward(&mut m, &[tok], prompt.len() + i)?);
+        }
+        decode_tps = decode_tps.max(budget as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(Figures {
+        decode_tps,
+        prefill_ms,
+        ttft_ms,
+    })
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("SLMGATE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
+}
+
+/// Runs `scripts/llamacpp_ref.py`; `Err` carries the reason to print instead of figures.
+fn llamacpp(model: &Path, threads: usize, requantize: Option<&str>) -> Result<Figures, String> {
+    let py = python();
+    if !py.exists() {
+        return Err(format!(
+            "{} not found (run scripts/bench-local.sh)",
+            py.display()
+        ));
+    }
+    let mut cmd = Command::new(&py);
+    cmd.arg("scripts/llamacpp_ref.py")
+        .arg("--model")
+        .arg(model)
+        .arg("--threads")
+        .arg(threads.to_string());
+    if let Some(q) = requantize {
+        cmd.arg("--requantize").arg(q);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running {}: {e}", py.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.lines().last().unwrap_or("failed").to_string());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("llamacpp_ref.py printed no JSON: {e}"))?;
+    let num = |k: &str| {
+        v[k].as_f64()
+            .ok_or_else(|| format!("no `{k}` in the output"))
+    };
+    Ok(Figures {
+        decode_tps: num("decode_tps")?,
+        prefill_ms: num("prefill_ms")?,
+        ttft_ms: num("ttft_ms")?,
+    })
+}
+
+fn load(model: &Path, quantize: Quantize) -> anyhow::Result<(Generator, f64)> {
+    let mut opts = GeneratorOptions::new(model);
+    opts.quantize = quantize;
+    let t = Instant::now();
+    let g = Generator::load(&opts)?;
+    Ok((g, t.elapsed().as_secs_f64()))
+}
+
+fn smoke() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = slmgate_local_model::fixtures::write_tiny_model(dir.path(), "llama", 7);
+    let (g, _) = load(&path, Quantize::Q8_0)?;
+    let f = measure(&g, 1, 16)?;
+    println!(
+        "local_model smoke run (tiny random llama, {}): {:.0} tok/s, prefill {:.2} ms; \
+         run with `cargo bench --bench local_model` for the real benchmark",
+        g.weights().backend(),
+        f.decode_tps,
+        f.prefill_ms
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return smoke();
+    }
+    let model = std::env::var_os("SLMGATE_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    if !model.exists() {
+        anyhow::bail!(
+            "model {} not found: run scripts/fetch-models.sh or set SLMGATE_GGUF",
+            model.display()
+        );
+    }
+    let threads = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(slmgate_local_model::threads::default_threads);
+    let quants: Vec<String> = std::env::var("BENCH_QUANTS")
+        .unwrap_or_else(|_| "q8_0,q4k,keep".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let with_llamacpp = std::env::var("BENCH_LLAMACPP").map_or(true, |v| v != "0");
+    let with_candle = std::env::var("BENCH_CANDLE").is_ok_and(|v| v == "1");
+    println!(
+        "model {} · {threads} threads · kernels {:?}",
+        model.display(),
+        slmgate_local_model::kernels::detected_isa()
+    );
+    let mut rows: Vec<(String, String, Result<Figures, String>)> = Vec::new();
+    for q in &quants {
+        let quantize: Quantize = q.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let mut backends = vec![false];
+        if with_candle && quantize != Quantize::Q4K {
+            backends.push(true);
+        }
+        for force_candle in backends {
+            // SAFETY (env): single-threaded at this point; only read by Generator::load.
+            if force_candle {
+                unsafe { std::env::set_var("SLMGATE_LLAMA_BACKEND", "candle") };
+            } else {
+                unsafe { std::env::remove_var("SLMGATE_LLAMA_BACKEND") };
+            }
+            let (g, secs) = load(&model, quantize)?;
+            let name = format!("slmgate {}", g.weights().backend());
+            eprintln!("{q}: {name} loaded in {secs:.2} s; measuring…");
+            rows.push((
+                q.clone(),
+                name,
+                measure(&g, threads, 64).map_err(|e| e.to_string()),
+            ));
+        }
+        unsafe { std::env::remove_var("SLMGATE_LLAMA_BACKEND") };
+        if with_llamacpp {
+            let requant = match quantize {
+                Quantize::Keep => Some(None),
+                Quantize::Q8_0 => Some(Some("q8_0")),
+                Quantize::Q4K => None,
+            };
+            if let Some(r) = requant {
+                eprintln!("{q}: llama.cpp…");
+                rows.push((q.clone(), "llama.cpp".into(), llamacpp(&model, threads, r)));
+            }
+        }
+    }
+    println!();
+    println!(
+        "| quantize | engine | decode tok/s | prefill 64 tok (ms) | TTFT (ms) | vs llama.cpp (decode ×, prefill ×) |"
+    );
+    println!("|---|---|---:|---:|---:|---|");
+    for (q, name, r) in &rows {
+        match r {
+            Ok(f) => {
+                let reference = rows.iter().find_map(|(q2, n2, r2)| match r2 {
+                    Ok(f2) if q2 == q && n2 == "llama.cpp" && n2 != name => Some(f2),
+                    _ => None,
+                });
+                let vs = reference.map_or("–".to_string(), |l| {
+                    format!(
+                        "{:.2}× faster decode, {:.2}× the prefill time",
+                        f.decode_tps / l.decode_tps,
+                        f.prefill_ms / l.prefill_ms
+                    )
+                });
+                println!(
+                    "| {q} | {name} | {:.1} | {:.1} | {:.1} | {vs} |",
+                    f.decode_tps, f.prefill_ms, f.ttft_ms
+                );
+            }
+            Err(e) => println!("| {q} | {name} | – | – | – | skipped: {e} |"),
+        }
+    }
+    Ok(())
+}
