@@ -8,6 +8,7 @@ Prints one JSON object for a GGUF file:
   ttft_ms          tokenize the chat prompt + eval it + pick the first token (median of 5)
   prompt_ids       the fixed chat prompt's token ids
   greedy_ids       the first 16 greedily decoded token ids after that prompt
+                   (the fixture also keeps the top-5 logits of each step: greedy_top)
   tokenize         {text: ids} for a list of tricky strings (special tokens parsed)
 
 Usage (from the repository root):
@@ -39,6 +40,8 @@ CHAT_PROMPT = (
 # 64 prompt tokens for the prefill measurement: the first 64 tokens of this text.
 PREFILL_TEXT = "The quick brown fox jumps over the lazy dog. " * 8
 GREEDY_TOKENS = 16
+# Logits recorded per greedy step (the test uses them to tell near-ties from real mismatches).
+TOP_K = 5
 DECODE_TOKENS = 128
 
 TRICKY = [
@@ -134,8 +137,12 @@ def main():
     llm.reset()
     llm.eval(prompt_ids)
     greedy = []
+    greedy_top = []
     for _ in range(GREEDY_TOKENS):
-        tok = argmax(last_logits(llm))
+        logits = last_logits(llm)
+        tok = argmax(logits)
+        top = sorted(range(len(logits)), key=lambda i: -logits[i])[:TOP_K]
+        greedy_top.append([[int(i), round(float(logits[i]), 4)] for i in top])
         greedy.append(tok)
         llm.eval([tok])
     result["prompt"] = CHAT_PROMPT
@@ -190,6 +197,7 @@ def main():
             "prompt_ids": prompt_ids,
             "greedy_ids": greedy,
             "greedy_text": result["greedy_text"],
+            "greedy_top": greedy_top,
             "tokenize": result["tokenize"],
         }
         with open(args.fixture, "w", encoding="utf-8") as f:

@@ -134,7 +134,11 @@ impl LlamaWeights {
         if content.tensor_infos.contains_key("rope_freqs.weight") {
             return Err("RoPE frequency factors are not supported".into());
         }
-        if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 {
+        if heads == 0
+            || kv_heads == 0
+            || !dim.is_multiple_of(heads)
+            || !heads.is_multiple_of(kv_heads)
+        {
             return Err(format!(
                 "bad head counts {heads}/{kv_heads} for width {dim}"
             ));
@@ -143,7 +147,7 @@ impl LlamaWeights {
         let rope_dims = md_u32(md, "llama.rope.dimension_count")
             .map(|v| v as usize)
             .unwrap_or(head_dim);
-        if rope_dims > head_dim || rope_dims % 2 != 0 {
+        if rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
             return Err(format!("bad RoPE dimension count {rope_dims}"));
         }
         let eps = md_f32(md, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5);

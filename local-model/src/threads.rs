@@ -153,7 +153,7 @@ fn helper(index: usize, s: &Shared) {
                 return;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 != 0 {
+            if !spins.is_multiple_of(256) {
                 std::hint::spin_loop();
                 continue;
             }

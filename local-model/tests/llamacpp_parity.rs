@@ -13,11 +13,21 @@
 //! root, as `scripts/fetch-models.sh` leaves it; CI fetches it) and are skipped with a note
 //! otherwise.
 //!
-//! Greedy decoding is compared with `quantize: keep`: the fast llama path then computes with
-//! the file's own Q4_1 weights and llama.cpp's activation quantization, so the logits differ
-//! from llama.cpp's only by the order of floating-point additions. Requantizing to Q8_0 changes
-//! the weights themselves, so for `q8_0` the test only requires the first tokens to agree (see
-//! [`greedy_q8_0_stays_close`]).
+//! # How greedy decoding is compared
+//!
+//! At 135M parameters, with activations quantized to 8 bits per block of 32 (as llama.cpp does),
+//! this model's logits are chaotic in the last bits: changing only where attention rounds to
+//! `f16` moves the top logits by up to ~0.6 (measured). Two implementations that are not
+//! bit-identical kernel by kernel therefore agree on every token except where llama.cpp's own
+//! top two candidates are nearly tied. With the file's weights (`quantize: keep`) llama.cpp's
+//! greedy answer has one such step: at token 8 its top two logits are 2.635 and 2.617.
+//!
+//! So the tests decode with teacher forcing along llama.cpp's 16 greedy tokens, and at each step
+//! require our greedy pick to be llama.cpp's, unless llama.cpp rates our pick within
+//! [`NEAR_TIE`] of its own (a tie at this precision); and our logit for llama.cpp's pick to be
+//! within [`LOGIT_TOL`] of llama.cpp's (twice that after requantizing to Q8_0). A real bug (wrong RoPE, a bad kernel, a misread tensor)
+//! moves logits by whole units and fails both checks. Free-running greedy decoding must agree up
+//! to the first near-tie step; the default `q8_0` path currently agrees on all 16 tokens.
 
 use std::path::PathBuf;
 
@@ -69,6 +79,13 @@ fn chat() -> Vec<ChatMessage> {
     vec![ChatMessage::new("user", "What is the capital of France?")]
 }
 
+/// A llama.cpp margin below this is a tie at the precision both implementations work at.
+const NEAR_TIE: f32 = 0.5;
+/// How far our logit for llama.cpp's greedy token may be from llama.cpp's with the same
+/// weights (`keep`); requantizing to Q8_0 rounds every weight again, which doubles it.
+const LOGIT_TOL: f32 = 1.0;
+
+/// Free-running greedy decoding of `n` tokens after the fixed chat prompt.
 fn greedy(g: &Generator, n: usize) -> Vec<u32> {
     let mut model = g.instance().expect("an instance");
     let prompt = g.prompt_tokens(&chat()).expect("the prompt renders");
@@ -87,6 +104,82 @@ fn greedy(g: &Generator, n: usize) -> Vec<u32> {
     out
 }
 
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Checks `quantize` against the fixture as described in the module docs; returns how many
+/// leading tokens free-running greedy decoding shares with llama.cpp.
+fn check_greedy(quantize: Quantize) -> Option<usize> {
+    let path = model()?;
+    let f = fixture();
+    let g = load(&path, quantize);
+    assert_eq!(g.weights().backend(), "fast-llama");
+    let want = ids(&f["greedy_ids"]);
+    let tops = f["greedy_top"].as_array().expect("greedy_top");
+    let top = |step: usize| -> Vec<(u32, f32)> {
+        tops[step]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_f64().unwrap() as f32))
+            .collect()
+    };
+    let mut model = g.instance().unwrap();
+    let prompt = g.prompt_tokens(&chat()).unwrap();
+    let mut logits = model.forward(&prompt, 0).unwrap();
+    let mut near_ties = Vec::new();
+    for (step, &expected) in want.iter().enumerate() {
+        let theirs = top(step);
+        let (best_id, best_logit) = theirs[0];
+        assert_eq!(best_id, expected);
+        let ours = argmax(&logits);
+        if ours != expected {
+            let margin = theirs
+                .iter()
+                .find(|(id, _)| *id == ours)
+                .map(|(_, l)| best_logit - l);
+            assert!(
+                margin.is_some_and(|m| m <= NEAR_TIE),
+                "{quantize:?} step {step}: we pick {ours}, llama.cpp {expected} \
+                 (llama.cpp margin {margin:?}; top {theirs:?})"
+            );
+            near_ties.push(step);
+        }
+        let tol = if quantize == Quantize::Keep {
+            LOGIT_TOL
+        } else {
+            2.0 * LOGIT_TOL
+        };
+        let diff = (logits[expected as usize] - best_logit).abs();
+        assert!(
+            diff <= tol,
+            "{quantize:?} step {step}: logit of {expected} is {} here, {best_logit} in llama.cpp",
+            logits[expected as usize]
+        );
+        logits = model.forward(&[expected], prompt.len() + step).unwrap();
+    }
+    let free = greedy(&g, 16);
+    let same = free.iter().zip(&want).take_while(|(a, b)| a == b).count();
+    eprintln!(
+        "{quantize:?}: near-tie steps {near_ties:?}; free-running greedy shares {same}/16 tokens \
+         with llama.cpp ({:?})",
+        g.tokenizer().decode(&free, false)
+    );
+    let first_tie = near_ties.first().copied().unwrap_or(16);
+    assert!(
+        same >= first_tie,
+        "{quantize:?}: greedy diverges at token {same}, before any near-tie: {free:?} vs {want:?}"
+    );
+    Some(same)
+}
+
 #[test]
 fn chat_prompt_tokenizes_like_llamacpp() {
     let Some(path) = model() else { return };
@@ -97,36 +190,19 @@ fn chat_prompt_tokenizes_like_llamacpp() {
     assert_eq!(g.prompt_tokens(&chat()).unwrap(), ids(&f["prompt_ids"]));
 }
 
+/// The file's own Q4_1 weights (`quantize: keep`), as llama.cpp runs them.
 #[test]
-fn greedy_first_16_tokens_match_llamacpp() {
-    let Some(path) = model() else { return };
-    let f = fixture();
-    let g = load(&path, Quantize::Keep);
-    assert_eq!(g.weights().backend(), "fast-llama");
-    let got = greedy(&g, 16);
-    let want = ids(&f["greedy_ids"]);
-    assert_eq!(
-        got,
-        want,
-        "ours: {:?}, llama.cpp: {:?}",
-        g.tokenizer().decode(&got, false),
-        f["greedy_text"]
-    );
+fn greedy_first_16_tokens_match_llamacpp_keep() {
+    check_greedy(Quantize::Keep);
 }
 
-/// Q8_0 requantization rounds every weight a second time; greedy decoding of a 135M model can
-/// flip on near-ties after that, so only the first 4 tokens must agree. The number of agreeing
-/// tokens is printed.
+/// The default in-memory format: Q4_1 requantized to Q8_0. Its free-running greedy output is
+/// llama.cpp's 16 tokens exactly.
 #[test]
-fn greedy_q8_0_stays_close() {
-    let Some(path) = model() else { return };
-    let f = fixture();
-    let g = load(&path, Quantize::Q8_0);
-    let got = greedy(&g, 16);
-    let want = ids(&f["greedy_ids"]);
-    let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-    eprintln!("q8_0: {same}/16 leading tokens agree with llama.cpp on the Q4_1 file");
-    assert!(same >= 4, "ours {got:?} vs llama.cpp {want:?}");
+fn greedy_first_16_tokens_match_llamacpp_q8_0() {
+    if let Some(same) = check_greedy(Quantize::Q8_0) {
+        assert_eq!(same, 16);
+    }
 }
 
 #[test]
