@@ -246,7 +246,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| quantize | engine | decode tok/s | prefill 64 tok (ms) | TTFT (ms) | vs llama.cpp (decode ×, prefill ×) |"
+        "| quantize | engine | decode tok/s | prefill 64 tok (ms) | TTFT (ms) | vs llama.cpp, same quantize |"
     );
     println!("|---|---|---:|---:|---:|---|");
     for (q, name, r) in &rows {
@@ -258,7 +258,7 @@ fn main() -> anyhow::Result<()> {
                 });
                 let vs = reference.map_or("–".to_string(), |l| {
                     format!(
-                        "{:.2}× faster decode, {:.2}× the prefill time",
+                        "decode {:.2}×, prefill time {:.2}×",
                         f.decode_tps / l.decode_tps,
                         f.prefill_ms / l.prefill_ms
                     )
