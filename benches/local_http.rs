@@ -5,6 +5,7 @@
 //! cargo bench --bench local_http                    # the default model in models/
 //! SLMGATE_GGUF=path/to/model.gguf cargo bench --bench local_http
 //! LOCAL_WORKERS=2 cargo bench --bench local_http    # workers of the local backend
+//! LOCAL_QUANTIZE=q8_0 cargo bench --bench local_http # keep (default), q8_0, q4k
 //! ```
 //!
 //! Runs the real `slmgate` binary (release) on a config with one `kind: local` backend.
@@ -144,6 +145,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let quantize = std::env::var("LOCAL_QUANTIZE").unwrap_or_else(|_| "keep".into());
     let (rounds, max_tokens) = if smoke { (1, 4) } else { (5, 64) };
 
     let port = free_port();
@@ -151,7 +153,7 @@ fn main() {
     std::fs::write(
         &cfg_path,
         format!(
-            "listen: 127.0.0.1:{port}\nbackends:\n  - name: slm\n    kind: local\n    enabled: true\n    model: {}\n    workers: {workers}\n    queue_size: 64\nmodels:\n  - name: local\n    backend: slm\n",
+            "listen: 127.0.0.1:{port}\nbackends:\n  - name: slm\n    kind: local\n    enabled: true\n    model: {}\n    workers: {workers}\n    quantize: {quantize}\n    queue_size: 64\nmodels:\n  - name: local\n    backend: slm\n",
             model.display()
         ),
     )
@@ -186,7 +188,7 @@ fn main() {
         // Warm-up.
         one(&client, &url, prompt, 4).await;
         println!(
-            "local model over HTTP: {} (workers {workers}), max_tokens {max_tokens}, streaming",
+            "local model over HTTP: {} (quantize {quantize}, workers {workers}), max_tokens {max_tokens}, streaming",
             model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
         );
         println!(
@@ -224,6 +226,6 @@ fn main() {
             );
         }
         let (rss, peak) = rss_mib(pid);
-        println!("gateway RSS: {rss_idle:.0} MiB idle after load, {rss:.0} MiB after the run, peak {peak:.0} MiB");
+        println!("gateway RSS: {rss_idle:.0} MiB before the first request, {rss:.0} MiB after the run, peak {peak:.0} MiB");
     });
 }

@@ -24,6 +24,7 @@
 //! Run without `--bench` (as `cargo test --all-targets` does), it only loads a generated tiny
 //! model and runs a few tokens: a smoke test that finishes in well under a second.
 
+use slmgate_local_model::sampling::argmax;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -39,16 +40,6 @@ struct Figures {
     decode_tps: f64,
     prefill_ms: f64,
     ttft_ms: f64,
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn chat() -> Vec<ChatMessage> {

@@ -241,7 +241,8 @@ fn nucleus(probs: &mut Vec<(u32, f32)>, top_p: f64) {
     }
 }
 
-fn argmax(logits: &[f32]) -> u32 {
+/// The index of the largest logit (the first one on ties): the greedy pick.
+pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0usize;
     let mut best_v = f32::NEG_INFINITY;
     for (i, &v) in logits.iter().enumerate() {

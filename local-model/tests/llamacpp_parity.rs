@@ -29,6 +29,7 @@
 //! moves logits by whole units and fails both checks. Free-running greedy decoding must agree up
 //! to the first near-tie step; the default `q8_0` path currently agrees on all 16 tokens.
 
+use slmgate_local_model::sampling::argmax;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -102,16 +103,6 @@ fn greedy(g: &Generator, n: usize) -> Vec<u32> {
     })
     .expect("generation succeeds");
     out
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Checks `quantize` against the fixture as described in the module docs; returns how many
