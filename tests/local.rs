@@ -272,3 +272,66 @@ async fn curl_local_chat_stream_and_embeddings() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"][0]["object"], "embedding", "{v}");
 }
+
+/// The embedded default config: with no API key everything is answered locally (`remote`
+/// falls back to the local backend); with a key, `remote` goes upstream.
+#[tokio::test]
+async fn embedded_default_config_local_and_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = slmgate_local_model::fixtures::write_tiny_model(dir.path(), "llama", 7);
+    std::fs::rename(&tiny, dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let models_dir = dir.path().display().to_string();
+    let mock = Mock::start().await;
+    let base = mock.base_url();
+
+    for with_key in [false, true] {
+        let env = |name: &str| match name {
+            "SLMGATE_MODELS_DIR" => Some(models_dir.clone()),
+            "SLMGATE_LISTEN" => Some("127.0.0.1:0".to_string()),
+            "OPENAI_API_KEY" if with_key => Some("sk-test".to_string()),
+            "OPENAI_BASE_URL" => Some(base.clone()),
+            _ => None,
+        };
+        let cfg = slmgate_config::load_str_with_env(
+            slmgate_config::DEFAULT_CONFIG_YAML,
+            "<embedded default>",
+            &env,
+        )
+        .unwrap();
+        // Loopback base URLs need no key: point the keyless run elsewhere.
+        let cfg = if with_key {
+            cfg
+        } else {
+            let mut cfg = cfg;
+            for b in &mut cfg.backends {
+                if let slmgate_config::BackendKind::OpenAi(o) = &mut b.kind {
+                    o.base_url = "https://api.example.invalid/v1".into();
+                }
+            }
+            cfg
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gw = slmgate_router::start_on(&cfg, listener).await.unwrap();
+        for model in ["remote", "local"] {
+            let resp = client()
+                .post(url(&gw, "/v1/chat/completions"))
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{model} with_key={with_key}");
+            let expected = if with_key && model == "remote" {
+                "openai"
+            } else {
+                "local"
+            };
+            assert_eq!(
+                resp.headers()["x-slmgate-backend"],
+                expected,
+                "{model} with_key={with_key}"
+            );
+        }
+        gw.shutdown();
+    }
+    assert_eq!(mock.requests(), 1);
+}

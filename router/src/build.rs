@@ -249,6 +249,14 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
                 ),
             }
         }
+        if !targets.is_empty() && !why_not.is_empty() {
+            tracing::warn!(
+                model = %m.name,
+                served_by = %targets[0].backend.name(),
+                reason = %why_not.join("; "),
+                "model served by a fallback backend"
+            );
+        }
         if targets.is_empty() {
             unavailable.insert(m.name.clone(), why_not.join("; "));
         } else {
