@@ -39,6 +39,22 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Client keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print the sha256 of a client key, for `keys[].key_sha256` in the config (so the
+    /// secret itself never sits in the file). Reads the key from standard input when KEY is
+    /// absent (keeps it out of the shell history).
+    Hash {
+        /// The key; read from standard input when absent.
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +150,22 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(not(feature = "local"))]
         Command::Models { .. } => {
             anyhow::bail!("slmgate was built without the `local` feature")
+        }
+        Command::Keys {
+            command: KeysCommand::Hash { key },
+        } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            anyhow::ensure!(!key.is_empty(), "the key is empty");
+            use sha2::Digest as _;
+            println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config, listen } => {
             init_tracing();

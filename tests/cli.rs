@@ -71,3 +71,22 @@ fn serve_refuses_an_invalid_config() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("bad.yaml:1:1: listen:"), "{err}");
 }
+
+#[test]
+fn keys_hash_matches_what_the_gateway_accepts() {
+    // sha256("test")
+    let expected = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let out = slmgate().args(["keys", "hash", "test"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), expected);
+    let mut child = slmgate()
+        .args(["keys", "hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"test\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), expected);
+}

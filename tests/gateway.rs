@@ -386,7 +386,8 @@ async fn unknown_model_is_404_and_names_the_alternatives() {
 #[tokio::test]
 async fn keys_are_enforced() {
     let mock = Mock::start().await;
-    let keys = "keys:\n  - name: alice\n    key: sk-alice\n  - name: bob\n    key: sk-bob\n    models: [other]\n";
+    // carol's key is stored as its sha256 (`slmgate keys hash test`).
+    let keys = "keys:\n  - name: alice\n    key: sk-alice\n  - name: bob\n    key: sk-bob\n    models: [other]\n  - name: carol\n    key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n";
     let models = "  - name: other\n    backend: up\n    model: gpt-other\n";
     let gw = gateway(&one_backend(&mock, "", models, keys)).await;
     let send = |key: Option<&'static str>, model: &'static str| {
@@ -408,6 +409,7 @@ async fn keys_are_enforced() {
     );
     assert_eq!(send(Some("sk-bob"), "remote").await.unwrap().status(), 403);
     assert_eq!(send(Some("sk-bob"), "other").await.unwrap().status(), 200);
+    assert_eq!(send(Some("test"), "remote").await.unwrap().status(), 200);
     // /v1/models shows each key only what it may use; probes need no key.
     let models: serde_json::Value = client()
         .get(url(&gw, "/v1/models"))
