@@ -339,6 +339,19 @@ pub struct Embedder {
     /// Texts per forward pass. Default 32.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// How long a forward pass waits to gather concurrent requests' texts. Default 2ms.
+    #[serde(default = "default_batch_wait", with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Embeddings cached by exact text (0 = none). Default 10000.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: u64,
+}
+
+fn default_batch_wait() -> Duration {
+    Duration::from_millis(2)
+}
+fn default_cache_entries() -> u64 {
+    10_000
 }
 
 fn default_embedder_name() -> String {

@@ -168,10 +168,15 @@ fn build_embedder(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "embedder loaded"
     );
-    Ok(Some(Arc::new(crate::embeddings::LocalEmbedder {
-        name: e.name.clone(),
-        model: Arc::new(model),
-    })))
+    let batcher = crate::embed_batcher::BatcherOptions {
+        max_batch: e.max_batch,
+        max_wait: e.batch_wait,
+        queue: 1024,
+        cache_entries: e.cache_entries,
+    };
+    let embedder = crate::embeddings::LocalEmbedder::new(e.name.clone(), Arc::new(model), batcher)
+        .context("embedder: starting its batching thread")?;
+    Ok(Some(Arc::new(embedder)))
 }
 
 #[cfg(not(feature = "local"))]

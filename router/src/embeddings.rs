@@ -31,9 +31,29 @@ pub struct LocalEmbedder {
     /// The loaded model.
     #[cfg(feature = "local")]
     pub model: Arc<slmgate_local_model::embed::Embedder>,
+    /// Cache and micro-batching in front of the model (shared with routing later).
+    #[cfg(feature = "local")]
+    pub batcher: crate::embed_batcher::EmbedBatcher,
 }
 
 impl LocalEmbedder {
+    /// Wraps a loaded model with its cache and batcher.
+    #[cfg(feature = "local")]
+    pub fn new(
+        name: String,
+        model: Arc<slmgate_local_model::embed::Embedder>,
+        opts: crate::embed_batcher::BatcherOptions,
+    ) -> std::io::Result<Self> {
+        let m = model.clone();
+        let embed: Arc<crate::embed_batcher::EmbedFn> =
+            Arc::new(move |texts: &[&str]| m.embed(texts).map_err(|e| e.to_string()));
+        Ok(Self {
+            name,
+            model,
+            batcher: crate::embed_batcher::EmbedBatcher::new(embed, opts)?,
+        })
+    }
+
     #[cfg(feature = "local")]
     fn dim(&self) -> usize {
         self.model.dim()
@@ -42,20 +62,20 @@ impl LocalEmbedder {
     /// Embeds `texts`; returns the vectors and the number of tokens read.
     #[cfg(feature = "local")]
     async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize), GatewayError> {
-        let model = self.model.clone();
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let tokens = refs
-                .iter()
-                .map(|t| model.count_tokens(t).min(model.max_tokens()))
-                .sum();
-            model
-                .embed(&refs)
-                .map(|v| (v, tokens))
-                .map_err(|e| GatewayError::Internal(format!("embedding failed: {e}")))
-        })
-        .await
-        .map_err(|e| GatewayError::Internal(format!("embedding task failed: {e}")))?
+        use crate::embed_batcher::BatchError;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens = refs
+            .iter()
+            .map(|t| self.model.count_tokens(t).min(self.model.max_tokens()))
+            .sum();
+        match self.batcher.embed(&refs).await {
+            Ok(v) => Ok((v.iter().map(|e| e.to_vec()).collect(), tokens)),
+            Err(BatchError::Overloaded) => Err(GatewayError::RateLimited {
+                message: "the embedder is overloaded; retry shortly".into(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            }),
+            Err(e) => Err(GatewayError::Internal(e.to_string())),
+        }
     }
 
     #[cfg(not(feature = "local"))]
