@@ -109,6 +109,58 @@ async fn one(client: &reqwest::Client, url: &str, prompt: &str, max_tokens: u32)
     }
 }
 
+/// `/v1/embeddings` with one short query per request (cache off): latency at 1 client and
+/// throughput at 16 (where the batcher gathers concurrent texts into one forward pass).
+async fn embeddings(client: &reqwest::Client, url: &str, smoke: bool) {
+    let secs = if smoke { 0.2 } else { 5.0 };
+    println!();
+    println!("/v1/embeddings, one ~10-token query per request, cache off, {secs} s per row");
+    println!(
+        "{:>8} {:>10} {:>10} {:>10}",
+        "clients", "req/s", "p50 ms", "p99 ms"
+    );
+    for clients in [1usize, 16] {
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        let runs = futures::future::join_all((0..clients).map(|c| {
+            let client = client.clone();
+            async move {
+                let mut lat = Vec::new();
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    // Distinct texts: nothing is served from a cache.
+                    let text = format!("How do I reverse a list in Python, variant {c}-{i}?");
+                    i += 1;
+                    let t = Instant::now();
+                    let resp = client
+                        .post(url)
+                        .json(&json!({"model": "minilm", "input": text}))
+                        .send()
+                        .await
+                        .expect("embeddings request");
+                    assert_eq!(resp.status(), 200);
+                    let _ = resp.bytes().await;
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                lat
+            }
+        }))
+        .await;
+        let wall = started.elapsed().as_secs_f64();
+        let mut all: Vec<f64> = runs.into_iter().flatten().collect();
+        let n = all.len();
+        all.sort_by(|a, b| a.total_cmp(b));
+        let p99 = all.get(n * 99 / 100).copied().unwrap_or(0.0);
+        println!(
+            "{:>8} {:>10.0} {:>10.2} {:>10.2}",
+            clients,
+            n as f64 / wall,
+            median(all),
+            p99
+        );
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -141,6 +193,26 @@ fn main() {
         }
         p
     };
+    let embedder_dir: Option<PathBuf> = if smoke {
+        let d = tmp.path().join("tiny-bert");
+        slmgate_local_model::embed_fixtures::write_tiny_bert(&d);
+        Some(d)
+    } else {
+        let d = std::env::var_os("SLMGATE_MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .join("all-MiniLM-L6-v2");
+        d.exists().then_some(d)
+    };
+    let embedder_cfg = embedder_dir
+        .as_ref()
+        .map(|d| {
+            format!(
+                "embedder:\n  enabled: true\n  model: {}\n  name: minilm\n  cache_entries: 0\n",
+                d.display()
+            )
+        })
+        .unwrap_or_default();
     let workers: usize = std::env::var("LOCAL_WORKERS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -153,7 +225,7 @@ fn main() {
     std::fs::write(
         &cfg_path,
         format!(
-            "listen: 127.0.0.1:{port}\nbackends:\n  - name: slm\n    kind: local\n    enabled: true\n    model: {}\n    workers: {workers}\n    quantize: {quantize}\n    queue_size: 64\nmodels:\n  - name: local\n    backend: slm\n",
+            "listen: 127.0.0.1:{port}\nbackends:\n  - name: slm\n    kind: local\n    enabled: true\n    model: {}\n    workers: {workers}\n    quantize: {quantize}\n    queue_size: 64\nmodels:\n  - name: local\n    backend: slm\n{embedder_cfg}",
             model.display()
         ),
     )
@@ -224,6 +296,9 @@ fn main() {
                 median(per_client),
                 total_tokens as f64 / wall
             );
+        }
+        if embedder_dir.is_some() {
+            embeddings(&client, &format!("http://{addr}/v1/embeddings"), smoke).await;
         }
         let (rss, peak) = rss_mib(pid);
         println!("gateway RSS: {rss_idle:.0} MiB before the first request, {rss:.0} MiB after the run, peak {peak:.0} MiB");

@@ -339,7 +339,9 @@ pub struct Embedder {
     /// Texts per forward pass. Default 32.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// How long a forward pass waits to gather concurrent requests' texts. Default 2ms.
+    /// Extra time a forward pass waits to gather more texts. Default 0: a pass takes every
+    /// text queued while the previous pass ran (no added latency when idle, full batches
+    /// under load).
     #[serde(default = "default_batch_wait", with = "humantime_serde")]
     pub batch_wait: Duration,
     /// Embeddings cached by exact text (0 = none). Default 10000.
@@ -348,7 +350,7 @@ pub struct Embedder {
 }
 
 fn default_batch_wait() -> Duration {
-    Duration::from_millis(2)
+    Duration::ZERO
 }
 fn default_cache_entries() -> u64 {
     10_000

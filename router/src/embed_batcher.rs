@@ -1,8 +1,9 @@
 //! Shared access to the embedder: an exact-text cache in front, and micro-batching behind.
 //!
-//! Concurrent callers' texts are gathered into one forward pass: a batch starts with the
-//! first waiting text and closes when it holds `max_batch` texts or `max_wait` has passed,
-//! whichever comes first (a lone request waits at most `max_wait`). Batching is what makes
+//! Concurrent callers' texts are gathered into one forward pass: a batch takes every text
+//! queued while the previous pass ran, then waits up to `max_wait` for more, until it holds
+//! `max_batch` texts. With `max_wait` 0 (the default) an idle embedder adds no latency and a
+//! busy one still runs full batches. Batching is what makes
 //! many small requests cheap: one forward pass over 16 short texts costs far less than 16.
 //! Results are cached by exact text (moka, entry-bounded), so a text is embedded once for
 //! `/v1/embeddings`, routing and the semantic cache alike.
@@ -78,7 +79,7 @@ impl Default for BatcherOptions {
     fn default() -> Self {
         Self {
             max_batch: 32,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             queue: 1024,
             cache_entries: 10_000,
         }
