@@ -12,8 +12,12 @@
 //! Everything shares this machine's cores, exactly as a sidecar gateway would.
 //! Printed: req/s, p50 and p99 latency for each scenario, and the gateway's added latency.
 
+mod support;
+
+use support::{free_port, Gateway};
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,21 +127,6 @@ async fn run(addr: SocketAddr, path: &str, conns: usize, secs: f64) -> Stats {
         errors,
         overhead_p50_us: (!oh.is_empty()).then(|| oh.value_at_quantile(0.5)),
     }
-}
-
-struct Gateway(Child);
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn main() {

@@ -12,29 +12,17 @@
 //! Without `--bench` (under `cargo test --all-targets`) it is a quick smoke test on a tiny
 //! generated model.
 
+mod support;
+
+use support::{free_port, Gateway};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// VmRSS and VmHWM (peak) of `pid`, in MiB.
 fn rss_mib(pid: u32) -> (f64, f64) {

@@ -85,14 +85,7 @@ async fn embeddings_follow_the_openai_schema() {
     });
 
     // Listed in /v1/models.
-    let models: Value = client()
-        .get(url(&gw, "/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get_json(&gw, "/v1/models").await;
     assert!(models["data"]
         .as_array()
         .unwrap()

@@ -62,14 +62,6 @@ async fn generates_a_request_id_when_absent() {
     );
 }
 
-async fn sse_events(resp: reqwest::Response) -> Vec<String> {
-    let text = resp.text().await.unwrap();
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| e.trim_start_matches("data: ").to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn stream_passes_chunks_and_hides_unrequested_usage() {
     let mock = Mock::start().await;
@@ -539,14 +531,7 @@ async fn probes_models_and_unknown_paths() {
     assert_eq!(r.status(), 200);
     let r = c.get(url(&gw, "/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let v: serde_json::Value = c
-        .get(url(&gw, "/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(&gw, "/v1/models").await;
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], "remote");
     assert_eq!(v["data"][0]["object"], "model");

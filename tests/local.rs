@@ -28,25 +28,22 @@ fn local_backend(model: &str, extra: &str) -> String {
     )
 }
 
-async fn sse_events(resp: reqwest::Response) -> Vec<String> {
-    let text = resp.text().await.unwrap();
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| e.trim_start_matches("data: ").to_string())
-        .collect()
+/// The mock as `up` and the tiny model as backend `slm`, alias `local`.
+async fn local_gateway(mock: &Mock, m: &Local) -> slmgate_router::Running {
+    gateway(&one_backend(
+        mock,
+        &local_backend(&m.model, ""),
+        "  - name: local\n    backend: slm\n",
+        "",
+    ))
+    .await
 }
 
 #[tokio::test]
 async fn local_non_stream_answers_in_process() {
     let mock = Mock::start().await;
     let m = tiny();
-    let gw = gateway(&one_backend(
-        &mock,
-        &local_backend(&m.model, ""),
-        "  - name: local\n    backend: slm\n",
-        "",
-    ))
-    .await;
+    let gw = local_gateway(&mock, &m).await;
     let resp = client()
         .post(url(&gw, "/v1/chat/completions"))
         .json(&json!({
@@ -93,13 +90,7 @@ async fn local_non_stream_answers_in_process() {
 async fn local_stream_is_openai_sse_with_usage() {
     let mock = Mock::start().await;
     let m = tiny();
-    let gw = gateway(&one_backend(
-        &mock,
-        &local_backend(&m.model, ""),
-        "  - name: local\n    backend: slm\n",
-        "",
-    ))
-    .await;
+    let gw = local_gateway(&mock, &m).await;
     let resp = client()
         .post(url(&gw, "/v1/chat/completions"))
         .json(&json!({
@@ -138,13 +129,7 @@ async fn local_stream_is_openai_sse_with_usage() {
 async fn local_bad_requests_are_400() {
     let mock = Mock::start().await;
     let m = tiny();
-    let gw = gateway(&one_backend(
-        &mock,
-        &local_backend(&m.model, ""),
-        "  - name: local\n    backend: slm\n",
-        "",
-    ))
-    .await;
+    let gw = local_gateway(&mock, &m).await;
     for body in [
         json!({"model": "local", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
         json!({"model": "local", "messages": "hi"}),

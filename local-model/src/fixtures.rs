@@ -77,11 +77,13 @@ pub fn vocab() -> (Vec<String>, Vec<i32>) {
     (tokens, types)
 }
 
-/// Deterministic pseudo-random numbers in [-1, 1).
-struct Lcg(u64);
+/// Deterministic pseudo-random numbers in [-1, 1) (a 64-bit LCG), seeded by its field.
+pub struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self) -> f32 {
+    /// The next number in [-1, 1).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> f32 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)

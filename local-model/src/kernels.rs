@@ -680,16 +680,7 @@ simd_kernels!(avx2, "avx2,fma,f16c", 2, 4, dot_avx2);
 mod tests {
     use super::*;
 
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-    }
+    use crate::fixtures::Lcg;
 
     fn q4_1_matrix(rows: usize, cols: usize, rng: &mut Lcg) -> QMatrix {
         let mut bytes = Vec::new();

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::GatewayError;
-use crate::layers::body_limit::{is_too_large, BodyLimit};
+use crate::layers::body_limit::read_body;
 use crate::layers::snapshot::Snapshot;
 use crate::runtime::Caller;
 use crate::upstream::UpstreamClock;
@@ -157,19 +157,7 @@ async fn run(req: Request<Body>) -> Result<Response, GatewayError> {
         .get::<UpstreamClock>()
         .cloned()
         .unwrap_or_default();
-    let limit = parts
-        .extensions
-        .get::<BodyLimit>()
-        .map_or(usize::MAX, |l| l.0);
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) if is_too_large(&e) => return Err(GatewayError::PayloadTooLarge { limit }),
-        Err(e) => {
-            return Err(GatewayError::bad_request(format!(
-                "could not read the request body: {e}"
-            )))
-        }
-    };
+    let bytes = read_body(&parts, body).await?;
     let request = parse(&bytes)?;
     let Some(embedder) = gw.embedder.clone() else {
         return Err(GatewayError::ModelNotFound {

@@ -75,3 +75,24 @@ pub async fn error_body(resp: reqwest::Response) -> serde_json::Value {
     assert!(v["error"].get("code").is_some(), "{v}");
     v
 }
+
+/// The `data:` payloads of an SSE body, in order (`[DONE]` included).
+pub async fn sse_events(resp: reqwest::Response) -> Vec<String> {
+    let text = resp.text().await.unwrap();
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| e.trim_start_matches("data: ").to_string())
+        .collect()
+}
+
+/// `GET path` as JSON.
+pub async fn get_json(gw: &Running, path: &str) -> serde_json::Value {
+    client()
+        .get(url(gw, path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

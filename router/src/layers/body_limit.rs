@@ -82,6 +82,26 @@ where
     }
 }
 
+/// Reads a whole request body under the limit the [`BodyLimitLayer`] recorded in `parts`:
+/// 413 in OpenAI's shape when it is exceeded (a chunked body found too large while reading),
+/// 400 when the body cannot be read.
+pub async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+) -> Result<bytes::Bytes, GatewayError> {
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map_or(usize::MAX, |l| l.0);
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => Ok(b),
+        Err(e) if is_too_large(&e) => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(e) => Err(GatewayError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
 /// True when `err` (from reading a limited body) means the body was too large.
 pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);

@@ -11,11 +11,10 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, Request};
 use tower::{Layer, Service};
 
-use super::body_limit::is_too_large;
+use super::body_limit::read_body;
 use super::BoxFuture;
 use crate::api::ChatRequest;
 use crate::error::GatewayError;
-use crate::layers::body_limit::BodyLimit;
 
 /// Parses chat completion bodies.
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,21 +55,9 @@ where
                 return Ok(GatewayError::MethodNotAllowed.into_response());
             }
             let (mut parts, body) = req.into_parts();
-            let limit = parts
-                .extensions
-                .get::<BodyLimit>()
-                .map_or(usize::MAX, |l| l.0);
-            let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            let bytes = match read_body(&parts, body).await {
                 Ok(b) => b,
-                Err(e) if is_too_large(&e) => {
-                    return Ok(GatewayError::PayloadTooLarge { limit }.into_response())
-                }
-                Err(e) => {
-                    return Ok(GatewayError::bad_request(format!(
-                        "could not read the request body: {e}"
-                    ))
-                    .into_response())
-                }
+                Err(e) => return Ok(e.into_response()),
             };
             match ChatRequest::parse(bytes) {
                 Ok(chat) => {
