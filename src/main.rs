@@ -44,6 +44,27 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print the router's decision for a query (the same router as `serve`).
+    Classify {
+        /// The query text.
+        text: String,
+        /// YAML config file; the embedded default config when absent.
+        #[arg(long, short, env = "SLMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Score prompts: reads `{"id","prompt"}` JSONL, writes `{"id","score","target"}` JSONL
+    /// (higher score = more need for the large model).
+    Score {
+        /// Input JSONL.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Output JSONL.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// YAML config file; the embedded default config when absent.
+        #[arg(long, short, env = "SLMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +118,27 @@ fn init_tracing() {
     } else {
         builder.init();
     }
+}
+
+/// Loads `path` or the embedded default; prints every error and returns `None` when invalid.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<slmgate_config::Config>> {
+    let cfg = match path {
+        Some(p) => slmgate_config::load_file(p),
+        None => slmgate_config::default_config(),
+    };
+    match cfg {
+        Ok(c) => Ok(Some(c)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(None)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> ExitCode {
@@ -165,6 +207,34 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(!key.is_empty(), "the key is empty");
             use sha2::Digest as _;
             println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Classify { text, config } => {
+            let Some(cfg) = load_config(config.as_deref())? else {
+                return Ok(ExitCode::from(1));
+            };
+            let rt = runtime()?;
+            let out = rt.block_on(async {
+                let router = slmgate_router::routing::offline::load_router(&cfg)?;
+                slmgate_router::routing::offline::classify(&router, &text).await
+            })?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score {
+            input,
+            output,
+            config,
+        } => {
+            let Some(cfg) = load_config(config.as_deref())? else {
+                return Ok(ExitCode::from(1));
+            };
+            let rt = runtime()?;
+            let n = rt.block_on(async {
+                let router = slmgate_router::routing::offline::load_router(&cfg)?;
+                slmgate_router::routing::offline::score_file(&router, &input, &output).await
+            })?;
+            eprintln!("scored {n} prompts into {}", output.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config, listen } => {

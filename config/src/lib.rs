@@ -16,6 +16,7 @@
 mod interp;
 mod load;
 mod positions;
+pub mod routing;
 mod schema;
 mod validate;
 

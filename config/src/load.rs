@@ -107,6 +107,7 @@ pub(crate) fn load(
     });
 
     validate::validate(&cfg, &mut ctx);
+    crate::routing::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
         Ok(cfg)
     } else {
@@ -124,6 +125,7 @@ fn empty_config() -> Config {
         models: Vec::new(),
         embedder: None,
         keys: Vec::new(),
+        router: None,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Config {
     /// Client API keys. None configured = the gateway is open.
     #[serde(default)]
     pub keys: Vec<Key>,
+    /// Query routing between the local and the remote model (the `auto` alias).
+    #[serde(default)]
+    pub router: Option<crate::routing::Router>,
 }
 
 pub(crate) fn default_listen() -> String {

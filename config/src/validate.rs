@@ -190,7 +190,10 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
         }
     }
 
-    let model_names: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+    let mut model_names: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+    if let Some(r) = &cfg.router {
+        model_names.extend(r.aliases.iter().map(String::as_str));
+    }
     let mut key_names: HashMap<&str, usize> = HashMap::new();
     let mut secrets: HashMap<&str, usize> = HashMap::new();
     for (i, k) in cfg.keys.iter().enumerate() {

@@ -235,6 +235,8 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
     let mut models = HashMap::new();
     let mut model_order = Vec::new();
     let mut unavailable = HashMap::new();
+    // Aliases whose primary backend cannot serve (served by a fallback, or not at all).
+    let mut primary_missing: HashMap<String, String> = HashMap::new();
     for m in &cfg.models {
         let mut targets = Vec::new();
         let mut why_not = Vec::new();
@@ -253,6 +255,15 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
                         .unwrap_or_else(|| format!("backend `{backend}` does not exist")),
                 ),
             }
+        }
+        if !m.backend.is_empty() && !backends.contains_key(&m.backend) {
+            primary_missing.insert(
+                m.name.clone(),
+                disabled
+                    .get(&m.backend)
+                    .cloned()
+                    .unwrap_or_else(|| format!("backend `{}` does not exist", m.backend)),
+            );
         }
         if !targets.is_empty() && !why_not.is_empty() {
             tracing::warn!(
@@ -293,8 +304,23 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
         });
     }
 
+    let embedder = build_embedder(cfg)?;
+    let router = match &cfg.router {
+        Some(r) => Some(Arc::new(crate::routing::build::build_router(
+            r,
+            &models,
+            &unavailable,
+            &primary_missing,
+            embedder.as_ref(),
+        )?)),
+        None => None,
+    };
+    if let Some(r) = &router {
+        model_order.extend(r.aliases.iter().cloned());
+    }
     Ok(Gateway {
-        embedder: build_embedder(cfg)?,
+        embedder,
+        router,
         models,
         model_order,
         unavailable,

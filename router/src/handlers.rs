@@ -35,12 +35,23 @@ pub async fn models(
         .model_order
         .iter()
         .filter(|alias| allowed.is_empty() || allowed.contains(alias))
-        .filter_map(|alias| gw.models.get(alias))
-        .map(|route| ModelCard {
-            id: route.alias.clone(),
-            object: "model",
-            created: gw.created,
-            owned_by: route.targets[0].backend.name().to_string(),
+        .filter_map(|alias| match gw.models.get(alias) {
+            Some(route) => Some(ModelCard {
+                id: route.alias.clone(),
+                object: "model",
+                created: gw.created,
+                owned_by: route.targets[0].backend.name().to_string(),
+            }),
+            None => gw
+                .router
+                .as_ref()
+                .filter(|r| r.routes(alias))
+                .map(|_| ModelCard {
+                    id: alias.clone(),
+                    object: "model",
+                    created: gw.created,
+                    owned_by: "slmgate-router".to_string(),
+                }),
         })
         .collect();
     if let Some(e) = &gw.embedder {
@@ -95,4 +106,42 @@ pub async fn not_found(uri: Uri) -> Response {
 /// A known path with the wrong method.
 pub async fn method_not_allowed() -> Response {
     GatewayError::MethodNotAllowed.into_response()
+}
+
+/// `POST /v1/route`: the routing decision for a chat request, without executing it.
+///
+/// Runs after the chat parser, so it sees exactly what `/v1/chat/completions` would see and
+/// calls the same [`crate::layers::route::decide`].
+pub async fn route_dry_run(req: http::Request<axum::body::Body>) -> Result<Response, std::convert::Infallible> {
+    let ext = req.extensions();
+    let (Some(Snapshot(gw)), Some(chat)) = (
+        ext.get::<Snapshot>(),
+        ext.get::<crate::api::ChatRequest>(),
+    ) else {
+        return Ok(GatewayError::Internal("route dry run without request".into()).into_response());
+    };
+    let d = match crate::layers::route::decide(gw, ext.get::<Caller>(), chat).await {
+        Ok(d) => d,
+        Err(e) => return Ok(e.into_response()),
+    };
+    let body = json!({
+        "object": "route.decision",
+        "model": chat.model,
+        "target": d.target,
+        "strategy": d.strategy,
+        "category": d.category,
+        "score": d.score,
+        "threshold": d.threshold,
+        "reason": d.reason,
+        "backends": d.route.targets.iter().map(|t| json!({"backend": t.backend.name(), "model": t.model})).collect::<Vec<_>>(),
+        "cascade": d.cascade.as_ref().map(|(c, to)| json!({
+            "tokens": c.tokens,
+            "min_mean_logprob": c.min_mean_logprob,
+            "min_logprob": c.min_logprob,
+            "escalate_to": to,
+        })),
+    });
+    let mut resp = Json(body).into_response();
+    crate::layers::route::decision_headers(&d, resp.headers_mut());
+    Ok(resp)
 }

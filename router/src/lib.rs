@@ -11,6 +11,7 @@ pub mod embeddings;
 pub mod error;
 pub mod handlers;
 pub mod layers;
+pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod stack;

@@ -119,6 +119,8 @@ pub struct Gateway {
     pub created: u64,
     /// The sentence embedder behind `/v1/embeddings`, when configured and present.
     pub embedder: Option<Arc<crate::embeddings::LocalEmbedder>>,
+    /// The query router behind routed aliases (`auto`), when configured.
+    pub router: Option<Arc<crate::routing::engine::Router>>,
 }
 
 impl Gateway {

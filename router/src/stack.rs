@@ -53,8 +53,14 @@ pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -
         // Decision → upstream call with retries and fallbacks.
         .service(ForwardService);
 
+    // POST /v1/route: the same parse and decision, answered as JSON instead of executed.
+    let dry_run = ServiceBuilder::new()
+        .layer(ParseChatLayer)
+        .service(tower::service_fn(handlers::route_dry_run));
+
     let api = Router::new()
         .route_service("/v1/chat/completions", chat)
+        .route_service("/v1/route", dry_run)
         .route(
             "/v1/models",
             MethodRouter::new()

@@ -1,9 +1,9 @@
 //! The route step: decides where a parsed chat request goes.
 //!
-//! Today the decision is the configured alias: its primary target and ordered fallbacks,
-//! after checking the caller may use it. The router issue replaces this step's body with
-//! classification (`auto`) and the policy issue adds rules; both keep the same output, a
-//! [`Decision`] extension that the forwarding service executes.
+//! A plain alias resolves to its primary target and ordered fallbacks, after checking the
+//! caller may use it. A routed alias (`auto`) asks the router ([`crate::routing::engine`]),
+//! which classifies the query and picks the local or the remote side. Either way the output
+//! is a [`Decision`] extension that the forwarding service executes and reports in headers.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,17 +18,32 @@ use super::snapshot::Snapshot;
 use super::BoxFuture;
 use crate::api::ChatRequest;
 use crate::error::GatewayError;
+use crate::routing::cascade::CascadeCheck;
+use crate::routing::engine::Availability;
+use crate::routing::query::Query;
 use crate::runtime::{Caller, ModelRoute};
+use slmgate_config::routing::Side;
 
 /// Where a request goes, and why.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    /// The alias and its ordered targets.
+    /// The ordered targets to try (primary first, then fallbacks).
     pub route: Arc<ModelRoute>,
-    /// Which step decided (`alias` for a plain alias lookup).
+    /// The alias of the chosen side (`local`, `remote`, or the requested alias itself).
+    pub target: String,
+    /// Which step decided (`alias` for a plain alias lookup; `rules`, `semantic`,
+    /// `complexity`, `availability` or `default` for routed aliases).
     pub strategy: &'static str,
+    /// Category label, when the strategy gives one.
+    pub category: Option<String>,
+    /// The score behind the decision (complexity probability or semantic similarity).
+    pub score: Option<f32>,
+    /// The threshold the score was compared with.
+    pub threshold: Option<f32>,
     /// Human-readable reason (returned in `x-slmgate-reason`).
     pub reason: String,
+    /// The cascade check to run on a local answer, and the alias it escalates to.
+    pub cascade: Option<(CascadeCheck, String)>,
 }
 
 /// Resolves the requested model into a [`Decision`].
@@ -48,8 +63,9 @@ pub struct Route<S> {
     inner: S,
 }
 
-/// The pure decision function (no IO), shared with dry runs.
-pub fn decide(
+/// The decision function (no upstream IO; the router may embed the query), shared by the
+/// chat endpoint and the `/v1/route` dry run.
+pub async fn decide(
     gw: &crate::runtime::Gateway,
     caller: Option<&Caller>,
     req: &ChatRequest,
@@ -62,19 +78,86 @@ pub fn decide(
             )));
         }
     }
+    if let Some(router) = gw.router.as_ref().filter(|r| r.routes(&req.model)) {
+        let query = Query::from_chat(req)?;
+        let routed = router.decide(&query, Availability::Respect).await?;
+        let route = router.chain(routed.side).cloned().ok_or_else(|| {
+            GatewayError::Unavailable(format!("the model `{}` cannot serve", routed.target))
+        })?;
+        tracing::info!(
+            model = %req.model,
+            target = %routed.target,
+            strategy = routed.strategy,
+            category = routed.category.as_deref().unwrap_or(""),
+            score = routed.score.unwrap_or(f32::NAN),
+            threshold = routed.threshold.unwrap_or(f32::NAN),
+            reason = %routed.reason,
+            "routed"
+        );
+        let escalate_to = router.alias(Side::Remote).to_string();
+        return Ok(Decision {
+            route,
+            target: routed.target,
+            strategy: routed.strategy,
+            category: routed.category,
+            score: routed.score,
+            threshold: routed.threshold,
+            reason: routed.reason,
+            cascade: routed.cascade.map(|c| (c, escalate_to)),
+        });
+    }
     let route = gw
         .resolve(&req.model)
         .map_err(|message| GatewayError::ModelNotFound { message })?;
     Ok(Decision {
         route: route.clone(),
+        target: req.model.clone(),
         strategy: "alias",
-        reason: format!("alias `{}` → {:?}", req.model, route.targets[0]),
+        category: None,
+        score: None,
+        threshold: None,
+        reason: format!("alias `{}` -> {:?}", req.model, route.targets[0]),
+        cascade: None,
     })
 }
 
+/// Puts a decision into response headers: `x-slmgate-route`, `x-slmgate-strategy`,
+/// `x-slmgate-category`, `x-slmgate-score`, `x-slmgate-threshold`, `x-slmgate-reason`.
+pub fn decision_headers(d: &Decision, h: &mut http::HeaderMap) {
+    let mut put = |name: &'static str, value: &str| {
+        // Header values are visible ASCII: anything else is replaced, never an error.
+        let clean: String = value
+            .chars()
+            .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+            .collect();
+        if let Ok(v) = http::HeaderValue::from_str(&clean) {
+            h.insert(name, v);
+        }
+    };
+    put(ROUTE_HEADER, &d.target);
+    put("x-slmgate-strategy", d.strategy);
+    if let Some(c) = &d.category {
+        put("x-slmgate-category", c);
+    }
+    if let Some(s) = d.score {
+        put(SCORE_HEADER, &format!("{s:.4}"));
+    }
+    if let Some(t) = d.threshold {
+        put("x-slmgate-threshold", &format!("{t:.4}"));
+    }
+    put(REASON_HEADER, &d.reason);
+}
+
+/// The chosen target's alias.
+pub const ROUTE_HEADER: &str = "x-slmgate-route";
+/// The score behind the decision.
+pub const SCORE_HEADER: &str = "x-slmgate-score";
+/// Why.
+pub const REASON_HEADER: &str = "x-slmgate-reason";
+
 impl<S> Service<Request<Body>> for Route<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -86,19 +169,25 @@ where
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let ext = req.extensions();
-        let (Some(Snapshot(gw)), Some(chat)) = (ext.get::<Snapshot>(), ext.get::<ChatRequest>())
-        else {
-            return Box::pin(async {
-                Ok(GatewayError::Internal("route step without request".into()).into_response())
-            });
-        };
-        match decide(gw, ext.get::<Caller>(), chat) {
-            Ok(d) => {
-                req.extensions_mut().insert(d);
-                Box::pin(self.inner.call(req))
+        // Take the service that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let ext = req.extensions();
+            let (Some(Snapshot(gw)), Some(chat)) =
+                (ext.get::<Snapshot>(), ext.get::<ChatRequest>())
+            else {
+                return Ok(
+                    GatewayError::Internal("route step without request".into()).into_response()
+                );
+            };
+            match decide(gw, ext.get::<Caller>(), chat).await {
+                Ok(d) => {
+                    req.extensions_mut().insert(d);
+                    inner.call(req).await
+                }
+                Err(e) => Ok(e.into_response()),
             }
-            Err(e) => Box::pin(async move { Ok(e.into_response()) }),
-        }
+        })
     }
 }

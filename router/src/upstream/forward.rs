@@ -16,7 +16,7 @@ use super::openai::CallContext;
 use super::{Backend, Fallback, UpstreamClock};
 use crate::api::ChatRequest;
 use crate::error::GatewayError;
-use crate::layers::route::Decision;
+use crate::layers::route::{decision_headers, Decision};
 use crate::layers::BoxFuture;
 
 /// Header naming the backend that produced the answer.
@@ -42,14 +42,17 @@ impl Service<Request<Body>> for ForwardService {
 
 async fn forward(mut req: Request<Body>) -> Response {
     let ext = req.extensions_mut();
-    let (Some(decision), Some(chat)) = (ext.remove::<Decision>(), ext.remove::<ChatRequest>())
+    let (Some(mut decision), Some(chat)) =
+        (ext.remove::<Decision>(), ext.remove::<ChatRequest>())
     else {
         return GatewayError::Internal("forward without decision".into()).into_response();
     };
     let clock = ext.get::<UpstreamClock>().cloned().unwrap_or_default();
     let request_id = req.headers().get("x-request-id");
     let mut last = None;
-    for (i, target) in decision.route.targets.iter().enumerate() {
+    let route = decision.route.clone();
+    let mut resp = None;
+    for (i, target) in route.targets.iter().enumerate() {
         let result = match &*target.backend {
             Backend::OpenAi(b) => {
                 b.chat(CallContext {
@@ -61,24 +64,56 @@ async fn forward(mut req: Request<Body>) -> Response {
                 .await
             }
             #[cfg(feature = "local")]
-            Backend::Local(b) => b.chat(&chat, &clock).await,
+            Backend::Local(b) => {
+                // The cascade checks the first (local) target's answer only.
+                let check = decision.cascade.as_ref().filter(|_| i == 0).map(|c| c.0);
+                match b.chat_checked(&chat, &clock, check).await {
+                    Ok(super::local::LocalAnswer::Answer(r)) => Ok(r),
+                    Ok(super::local::LocalAnswer::Escalate(confidence)) => {
+                        let to = decision
+                            .cascade
+                            .as_ref()
+                            .map(|c| c.1.clone())
+                            .unwrap_or_default();
+                        tracing::info!(alias = %route.alias, %confidence, escalate_to = %to, "cascade: escalating");
+                        decision.reason = format!(
+                            "cascade: local answer not confident ({confidence}); escalated after: {}",
+                            decision.reason
+                        );
+                        decision.strategy = "cascade";
+                        decision.target = to;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
         match result {
-            Ok(mut resp) => {
+            Ok(mut r) => {
                 if let Ok(v) = HeaderValue::from_str(target.backend.name()) {
-                    resp.headers_mut().insert(BACKEND_HEADER, v);
+                    r.headers_mut().insert(BACKEND_HEADER, v);
                 }
                 if i > 0 {
-                    tracing::info!(alias = %decision.route.alias, backend = target.backend.name(), "served by fallback");
+                    tracing::info!(alias = %route.alias, backend = target.backend.name(), "served by fallback");
                 }
-                return resp;
+                resp = Some(r);
+                break;
             }
             Err(Fallback(e)) => {
-                tracing::warn!(alias = %decision.route.alias, backend = target.backend.name(), error = %e, "target failed");
+                tracing::warn!(alias = %route.alias, backend = target.backend.name(), error = %e, "target failed");
                 last = Some(e);
             }
         }
     }
-    last.unwrap_or_else(|| GatewayError::Internal("route without targets".into()))
+    let mut resp = resp.unwrap_or_else(|| {
+        last.unwrap_or_else(|| {
+            GatewayError::Unavailable(format!(
+                "no target could answer for `{}` ({})",
+                route.alias, decision.reason
+            ))
+        })
         .into_response()
+    });
+    decision_headers(&decision, resp.headers_mut());
+    resp
 }

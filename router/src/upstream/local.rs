@@ -23,7 +23,17 @@ use slmgate_local_model::sampling::{FinishReason, SamplingParams};
 use super::{Fallback, UpstreamClock};
 use crate::api::ChatRequest;
 use crate::error::GatewayError;
+use crate::routing::cascade::{CascadeCheck, Confidence};
 use crate::upstream::sse::error_event;
+
+/// What [`LocalBackend::chat_checked`] produced.
+#[derive(Debug)]
+pub enum LocalAnswer {
+    /// The answer (or the stream of it).
+    Answer(Response),
+    /// The cascade check failed: the answer was dropped.
+    Escalate(Confidence),
+}
 
 /// The embedded model behind a pool of workers.
 pub struct LocalBackend {
@@ -198,6 +208,24 @@ impl LocalBackend {
         req: &ChatRequest,
         clock: &UpstreamClock,
     ) -> Result<Response, Fallback> {
+        match self.chat_checked(req, clock, None).await? {
+            LocalAnswer::Answer(r) => Ok(r),
+            // Unreachable without a check; answer something sensible regardless.
+            LocalAnswer::Escalate(c) => Err(Fallback(GatewayError::Unavailable(format!(
+                "local answer not confident ({c})"
+            )))),
+        }
+    }
+
+    /// Answers a chat request with the local model; with a cascade `check`, the first tokens
+    /// are generated (and held back) first, and an unsure answer is dropped — cancelling the
+    /// generation — in favour of [`LocalAnswer::Escalate`].
+    pub async fn chat_checked(
+        self: &Arc<Self>,
+        req: &ChatRequest,
+        clock: &UpstreamClock,
+        check: Option<CascadeCheck>,
+    ) -> Result<LocalAnswer, Fallback> {
         let messages = messages(req).map_err(Fallback)?;
         let params = sampling(req, self.default_max_tokens).map_err(Fallback)?;
         let want_logprobs = params.logprobs;
@@ -208,17 +236,46 @@ impl LocalBackend {
             .await
             .map_err(|e| pool_error(&self.name, e));
         clock.add(started.elapsed());
-        let stream = stream?;
+        let mut stream = stream?;
+        // Cascade: generate the first tokens, check them, and either give up or replay them.
+        let mut held = Vec::new();
+        if let Some(check) = check {
+            let started = Instant::now();
+            let mut logprobs = Vec::with_capacity(check.tokens);
+            while logprobs.len() < check.tokens {
+                match stream.next().await {
+                    Some(ev) => {
+                        let end = !matches!(ev, Ok(GenerationEvent::Token { .. }));
+                        if let Ok(GenerationEvent::Token { logprob, .. }) = &ev {
+                            logprobs.push(*logprob);
+                        }
+                        held.push(ev);
+                        if end {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            clock.add(started.elapsed());
+            let failed = held.iter().any(|e| e.is_err());
+            let confidence = check.check(&logprobs);
+            if !failed && !confidence.confident {
+                // Dropping the stream cancels the generation and frees the worker.
+                return Ok(LocalAnswer::Escalate(confidence));
+            }
+        }
+        let stream = futures::stream::iter(held).chain(stream);
         let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
         let created = crate::runtime::unix_now();
         if req.stream {
-            return Ok(self.stream_response(
+            return Ok(LocalAnswer::Answer(self.stream_response(
                 stream,
                 id,
                 created,
                 req.client_wants_usage,
                 want_logprobs,
-            ));
+            )));
         }
         // Non-streaming: collect, then answer once.
         let started = Instant::now();
@@ -276,12 +333,15 @@ impl LocalBackend {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        Ok(resp)
+        Ok(LocalAnswer::Answer(resp))
     }
 
     fn stream_response(
         self: &Arc<Self>,
-        stream: slmgate_local_model::pool::GenerationStream,
+        stream: impl futures::Stream<
+                Item = Result<GenerationEvent, slmgate_local_model::generator::LocalModelError>,
+            > + Send
+            + 'static,
         id: String,
         created: u64,
         include_usage: bool,
