@@ -65,6 +65,44 @@ enum Command {
         #[arg(long, short, env = "SLMGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Train the complexity scorer on labelled JSONL (`{"prompt","label"}`,
+    /// `{"prompt","weak","strong"}`, or the `scores` files of ../shared/data) and write it.
+    Train {
+        /// Labelled JSONL files (repeat the flag).
+        #[arg(long = "data", required = true)]
+        data: Vec<PathBuf>,
+        /// Where to write the scorer JSON.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Also plot the held-out quality curves as SVG.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Seed of the train/test split by prompt id.
+        #[arg(long, default_value_t = 1)]
+        split_seed: u64,
+        /// Share of prompts held out (0 = train on everything).
+        #[arg(long, default_value_t = 0.3)]
+        test_fraction: f64,
+        /// YAML config file (for the embedder); the embedded default when absent.
+        #[arg(long, short, env = "SLMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Evaluate the scorer on labelled JSONL with RouteLLM's metrics (APGR, CPT(50%),
+    /// CPT(80%), AUC) against random and prompt-length routing.
+    Eval {
+        /// Labelled JSONL files (repeat the flag).
+        #[arg(long = "data", required = true)]
+        data: Vec<PathBuf>,
+        /// A scorer file; default: the config's `router.complexity.scorer`.
+        #[arg(long)]
+        scorer: Option<String>,
+        /// Write the quality-vs-%-strong-calls curves as SVG.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// YAML config file; the embedded default config when absent.
+        #[arg(long, short, env = "SLMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -236,6 +274,57 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             eprintln!("scored {n} prompts into {}", output.display());
             Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "local")]
+        Command::Train {
+            data,
+            out,
+            svg,
+            split_seed,
+            test_fraction,
+            config,
+        } => {
+            let Some(cfg) = load_config(config.as_deref())? else {
+                return Ok(ExitCode::from(1));
+            };
+            let opts = slmgate_router::routing::train::TrainOptions {
+                split_seed,
+                test_fraction,
+                ..Default::default()
+            };
+            let report = slmgate_router::routing::offline::train(
+                &cfg,
+                &data,
+                &out,
+                svg.as_deref(),
+                &opts,
+            )?;
+            println!("{report}");
+            eprintln!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "local")]
+        Command::Eval {
+            data,
+            scorer,
+            svg,
+            config,
+        } => {
+            let Some(cfg) = load_config(config.as_deref())? else {
+                return Ok(ExitCode::from(1));
+            };
+            let report = slmgate_router::routing::offline::eval(
+                &cfg,
+                scorer.as_deref(),
+                &data,
+                svg.as_deref(),
+            )?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(not(feature = "local"))]
+        Command::Train { .. } | Command::Eval { .. } => {
+            anyhow::bail!("slmgate was built without the `local` feature")
         }
         Command::Serve { config, listen } => {
             init_tracing();

@@ -361,3 +361,74 @@ async fn cascade_escalates_unsure_local_answers_and_keeps_confident_ones() {
         assert_eq!(mock.requests(), before + 1);
     }
 }
+
+/// A scorer over the cheap features only: P(remote) grows with the prompt's length.
+fn length_scorer(dir: &std::path::Path) -> String {
+    use slmgate_router::routing::features::{FEATURE_NAMES, NUM_FEATURES};
+    use slmgate_router::routing::scorer::{Scorer, TrainingInfo};
+    let mut weights = vec![0.0f32; NUM_FEATURES];
+    let i = FEATURE_NAMES.iter().position(|n| *n == "log_chars").unwrap();
+    weights[i] = 1.0;
+    let scorer = Scorer::logistic(
+        None,
+        true,
+        vec![0.0; NUM_FEATURES],
+        vec![1.0; NUM_FEATURES],
+        weights,
+        -3.5,
+        TrainingInfo::default(),
+    )
+    .unwrap();
+    let path = dir.join("scorer.json");
+    scorer.save(&path).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn complexity_scores_against_a_threshold_and_calibrates() {
+    let mock = Mock::start().await;
+    let m = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let scorer = length_scorer(tmp.path());
+    let fixed = format!(
+        "router:\n  strategies: [rules, complexity]\n  complexity: {{scorer: {scorer}, threshold: 0.5}}\n"
+    );
+    let gw = gateway(&config(&mock, &m, &fixed)).await;
+    let short = post(&gw, "/v1/chat/completions", &ask("hi")).await;
+    assert_eq!(header(&short, "x-slmgate-route"), "local");
+    assert_eq!(header(&short, "x-slmgate-strategy"), "complexity");
+    assert_eq!(header(&short, "x-slmgate-category"), "simple");
+    let s: f32 = header(&short, "x-slmgate-score").parse().unwrap();
+    assert!(s < 0.5, "{s}");
+    assert_eq!(header(&short, "x-slmgate-threshold"), "0.5000");
+    let long_text = "Explain in detail how a compiler turns source code into machine code, ".repeat(3);
+    let long = post(&gw, "/v1/chat/completions", &ask(&long_text)).await;
+    assert_eq!(header(&long, "x-slmgate-route"), "remote");
+    assert_eq!(header(&long, "x-slmgate-category"), "complex");
+    assert_eq!(header(&long, "x-slmgate-backend"), "up");
+
+    // Calibrated: half of a 10-prompt sample local → the threshold sits at its median.
+    let sample = tmp.path().join("sample.jsonl");
+    let lines: Vec<String> = (1..=10)
+        .map(|i| json!({"prompt": "word ".repeat(i * i)}).to_string())
+        .collect();
+    std::fs::write(&sample, lines.join("\n")).unwrap();
+    let calibrated = format!(
+        "router:\n  strategies: [complexity]\n  complexity: {{scorer: {scorer}, target_local_share: 0.5, calibration: {}}}\n",
+        sample.display()
+    );
+    let gw = gateway(&config(&mock, &m, &calibrated)).await;
+    let mut local = 0;
+    for i in 1..=10 {
+        let d: Value = post(&gw, "/v1/route", &ask(&"word ".repeat(i * i)))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(d["reason"].as_str().unwrap().contains("calibrated"), "{d}");
+        if d["target"] == "local" {
+            local += 1;
+        }
+    }
+    assert_eq!(local, 5);
+}

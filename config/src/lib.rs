@@ -15,6 +15,7 @@
 
 mod interp;
 mod load;
+pub mod policy;
 mod positions;
 pub mod routing;
 mod schema;
@@ -25,6 +26,8 @@ use std::path::Path;
 
 pub use interp::interpolate;
 pub use schema::*;
+/// The policy engine whose YAML types the config embeds.
+pub use slmgate_policies as policies;
 
 /// The embedded default config (`slmgate config default` prints it).
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../default.yaml");

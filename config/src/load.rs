@@ -108,6 +108,7 @@ pub(crate) fn load(
 
     validate::validate(&cfg, &mut ctx);
     crate::routing::validate(&cfg, &mut ctx);
+    crate::policy::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
         Ok(cfg)
     } else {
@@ -126,6 +127,9 @@ fn empty_config() -> Config {
         embedder: None,
         keys: Vec::new(),
         router: None,
+        policies: None,
+        pricing: Default::default(),
+        teams: Vec::new(),
     }
 }
 

@@ -31,6 +31,16 @@ pub struct Config {
     /// Query routing between the local and the remote model (the `auto` alias).
     #[serde(default)]
     pub router: Option<crate::routing::Router>,
+    /// Policy rules (see [`crate::policy`]). Absent = no rules.
+    #[serde(default)]
+    pub policies: Option<slmgate_policies::PoliciesConfig>,
+    /// USD per 1M tokens by upstream model name; the entry `local` prices `kind: local`
+    /// backends (default 0). Unpriced models cost 0.
+    #[serde(default)]
+    pub pricing: slmgate_policies::pricing::PriceTable,
+    /// Teams with shared budgets.
+    #[serde(default)]
+    pub teams: Vec<crate::policy::Team>,
 }
 
 pub(crate) fn default_listen() -> String {
@@ -398,6 +408,12 @@ pub struct Key {
     /// Aliases this key may use; empty = all.
     #[serde(default)]
     pub models: Vec<String>,
+    /// USD per day / month. Absent = unlimited.
+    #[serde(default)]
+    pub budget: Option<slmgate_policies::budget::BudgetLimits>,
+    /// Requests and tokens per minute. Absent = unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<slmgate_policies::ratelimit::RateLimits>,
 }
 
 /// Accepts a string, or a number/bool written where a string was meant (e.g. an env var

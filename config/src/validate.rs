@@ -22,7 +22,7 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
 }
 
 /// The path of field `field` of the `i`th parsed item of `section`.
-fn item_path(ctx: &Ctx, section: &'static str, i: usize, field: &str) -> Vec<Seg> {
+pub(crate) fn item_path(ctx: &Ctx, section: &'static str, i: usize, field: &str) -> Vec<Seg> {
     let i = ctx
         .indices
         .get(section)

@@ -238,6 +238,41 @@ impl ChatRequest {
         out.push(b'}');
         out
     }
+
+    /// A copy with top-level fields changed: each `(name, Some(raw JSON))` replaces the field
+    /// in place (or is appended), each `(name, None)` removes it. Every other field is kept
+    /// byte for byte. Used by the policy step (parameter caps, redaction) and the limits step
+    /// (asking for usage on streams); the result is re-validated like a client body.
+    pub fn with_fields(&self, changes: &[(&str, Option<String>)]) -> Result<Self, GatewayError> {
+        let mut out = Vec::with_capacity(self.body.len() + 64);
+        out.push(b'{');
+        let mut first = true;
+        let mut push = |out: &mut Vec<u8>, k: &str, v: &[u8]| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let _ = serde_json::to_writer(&mut *out, k);
+            out.push(b':');
+            out.extend_from_slice(v);
+        };
+        for (k, r) in &self.fields {
+            match changes.iter().find(|(n, _)| *n == k.as_ref()) {
+                Some((_, Some(v))) => push(&mut out, k, v.as_bytes()),
+                Some((_, None)) => {}
+                None => push(&mut out, k, &self.body[r.clone()]),
+            }
+        }
+        for (n, v) in changes {
+            if let Some(v) = v {
+                if !self.fields.iter().any(|(k, _)| k.as_ref() == *n) {
+                    push(&mut out, n, v.as_bytes());
+                }
+            }
+        }
+        out.push(b'}');
+        ChatRequest::parse(Bytes::from(out))
+    }
 }
 
 /// Token usage as OpenAI reports it.

@@ -12,6 +12,8 @@ use anyhow::Context as _;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 use slmgate_config as cfgs;
 
+use crate::layers::limits::{Accounting, LimitState};
+use crate::layers::policy::Policies;
 use crate::runtime::{
     parse_sha256, sha256, unix_now, ClientKey, Gateway, Keys, Limits, ModelRoute, Target,
 };
@@ -189,8 +191,16 @@ fn build_embedder(
     Ok(None)
 }
 
-/// Resolves a validated config into a runtime gateway.
+/// Resolves a validated config into a runtime gateway, with fresh budget and rate-limit
+/// state.
 pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
+    build_gateway_with(cfg, LimitState::default())
+}
+
+/// Resolves a validated config into a runtime gateway that keeps `state` (budgets spent,
+/// rate-limit cells). A reload passes the running snapshot's `accounting.state`, so spend
+/// and limits survive the swap.
+pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Result<Gateway> {
     let connect_timeout = cfg
         .backends
         .iter()
@@ -301,8 +311,28 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
             team: k.team.clone(),
             tags: k.tags.clone(),
             models: k.models.clone(),
+            budget: k.budget,
+            rate_limit: k.rate_limit,
         });
     }
+    let policy_set = cfgs::policy::compile(cfg).map_err(|errs| {
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid policies: {}", all.join("; "))
+    })?;
+    let policies = Policies {
+        set: policy_set,
+        active: cfg.policies.is_some(),
+        backends: backends.clone(),
+    };
+    let accounting = Accounting {
+        prices: cfg.pricing.clone(),
+        teams: cfg
+            .teams
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.budget?)))
+            .collect(),
+        state,
+    };
 
     let embedder = build_embedder(cfg)?;
     let router = match &cfg.router {
@@ -332,5 +362,7 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
             shutdown_timeout: cfg.limits.shutdown_timeout,
         },
         created: unix_now(),
+        policies,
+        accounting,
     })
 }

@@ -48,6 +48,10 @@ pub struct ClientKey {
     pub tags: Vec<String>,
     /// Allowed aliases; empty = all.
     pub models: Vec<String>,
+    /// USD budget (`keys[].budget`).
+    pub budget: Option<slmgate_policies::budget::BudgetLimits>,
+    /// Requests and tokens per minute (`keys[].rate_limit`).
+    pub rate_limit: Option<slmgate_policies::ratelimit::RateLimits>,
 }
 
 /// The identity of an authenticated caller, put in request extensions by the auth layer.
@@ -121,6 +125,11 @@ pub struct Gateway {
     pub embedder: Option<Arc<crate::embeddings::LocalEmbedder>>,
     /// The query router behind routed aliases (`auto`), when configured.
     pub router: Option<Arc<crate::routing::engine::Router>>,
+    /// Compiled `policies:` (see [`crate::layers::policy`]).
+    pub policies: crate::layers::policy::Policies,
+    /// Prices, team budgets, and the budget / rate-limit state that outlives this snapshot
+    /// (see [`crate::layers::limits`]).
+    pub accounting: crate::layers::limits::Accounting,
 }
 
 impl Gateway {
@@ -175,6 +184,8 @@ mod tests {
             team: None,
             tags: vec![],
             models: vec![],
+            budget: None,
+            rate_limit: None,
         }
     }
 

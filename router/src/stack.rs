@@ -20,9 +20,11 @@ use crate::error::GatewayError;
 use crate::handlers::{self, AppState};
 use crate::layers::auth::AuthLayer;
 use crate::layers::body_limit::BodyLimitLayer;
+use crate::layers::limits::LimitsLayer;
 use crate::layers::load_shed::LoadShedLayer;
 use crate::layers::overhead::OverheadLayer;
 use crate::layers::parse::ParseChatLayer;
+use crate::layers::policy::PolicyLayer;
 use crate::layers::route::RouteLayer;
 use crate::layers::snapshot::{SharedGateway, SnapshotLayer};
 use crate::layers::timeout::RequestTimeoutLayer;
@@ -48,8 +50,15 @@ pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -
     let chat = ServiceBuilder::new()
         // Body → typed request; 400/413 for bad input. Everything below sees a valid request.
         .layer(ParseChatLayer)
-        // Alias → Decision (targets + reason); 403/404. Later: classify, policy.
+        // Alias → Decision (targets + reason); 403/404; the router classifies `auto`.
         .layer(RouteLayer)
+        // Policy rules, after routing because rules may look at the decision (target,
+        // category, score): deny, re-route, cap parameters, redact PII (restored on the way
+        // back).
+        .layer(PolicyLayer)
+        // Rate limits and budgets, after the policy because its caps and routes change the
+        // cost; last before the upstream, so every admitted request is settled.
+        .layer(LimitsLayer)
         // Decision → upstream call with retries and fallbacks.
         .service(ForwardService);
 

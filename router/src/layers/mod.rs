@@ -6,11 +6,14 @@
 
 pub mod auth;
 pub mod body_limit;
+pub mod limits;
 pub mod load_shed;
 pub mod overhead;
 pub mod parse;
+pub mod policy;
 pub mod route;
 pub mod snapshot;
+pub mod sse_map;
 pub mod timeout;
 
 use std::convert::Infallible;

@@ -57,6 +57,10 @@ pub struct Example {
     pub weak: f64,
     /// Quality of the strong (large) model's answer, in `[0, 1]`.
     pub strong: f64,
+    /// The label of a `{"prompt","label"}` line (1 = needs the large model), which is then
+    /// also the training target; `None` for rows with model scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<f64>,
 }
 
 impl Example {
@@ -212,7 +216,9 @@ pub fn load_file(
             None | Some(Value::Null) => prompt_id(&prompt),
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(x)) => x.to_string(),
-            Some(other) => return Err(line_err(n, format!("\"id\" must be a string, not {other}"))),
+            Some(other) => {
+                return Err(line_err(n, format!("\"id\" must be a string, not {other}")))
+            }
         };
         let kind = if let Some(label) = obj.get("label") {
             RawKind::Label(parse_label(label).map_err(|m| line_err(n, m))?)
@@ -224,19 +230,18 @@ pub fn load_file(
             };
             RawKind::Pair(num("weak")?, num("strong")?)
         } else if let Some(scores) = obj.get("scores").and_then(Value::as_object) {
-            let (weak_names, strong_names) = pick_pair(scores, options)
-                .ok_or_else(|| {
-                    let mut models: Vec<&str> = scores.keys().map(String::as_str).collect();
-                    models.sort_unstable();
-                    line_err(
-                        n,
-                        format!(
-                            "a \"scores\" map from an unknown layout: name the weak and strong \
+            let (weak_names, strong_names) = pick_pair(scores, options).ok_or_else(|| {
+                let mut models: Vec<&str> = scores.keys().map(String::as_str).collect();
+                models.sort_unstable();
+                line_err(
+                    n,
+                    format!(
+                        "a \"scores\" map from an unknown layout: name the weak and strong \
                              models (models here: {})",
-                            models.join(", ")
-                        ),
-                    )
-                })?;
+                        models.join(", ")
+                    ),
+                )
+            })?;
             pair.get_or_insert_with(|| (weak_names.join("+"), strong_names.join("+")));
             let avg = |names: &[String]| -> Option<f64> {
                 let vals: Vec<f64> = names
@@ -280,6 +285,10 @@ pub fn load_file(
     let ten_scale = any_pair && max > 1.0;
     let mut examples = Vec::with_capacity(rows.len());
     for r in rows {
+        let label = match r.kind {
+            RawKind::Label(l) => Some(l),
+            RawKind::Pair(..) => None,
+        };
         let (weak, strong) = match r.kind {
             RawKind::Label(l) => (1.0 - l, 1.0),
             RawKind::Pair(w, s) if ten_scale => {
@@ -316,6 +325,7 @@ pub fn load_file(
             dataset: dataset.clone(),
             weak,
             strong,
+            label,
         });
     }
     if examples.is_empty() {
@@ -474,6 +484,7 @@ mod tests {
         assert_eq!(ex.len(), 2);
         assert_eq!((ex[0].weak, ex[0].strong), (1.0, 1.0));
         assert_eq!((ex[1].weak, ex[1].strong), (0.0, 1.0));
+        assert_eq!((ex[0].label, ex[1].label), (Some(0.0), Some(1.0)));
         assert!(ex[1].id.starts_with("sha256:"));
         assert_eq!(s.scale, "label");
         assert_eq!(s.dataset, "labels");
@@ -535,11 +546,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         for (text, want) in [
-            ("{\"prompt\":\"x\",\"label\":0}\nnot json\n", ":2: invalid JSON"),
+            (
+                "{\"prompt\":\"x\",\"label\":0}\nnot json\n",
+                ":2: invalid JSON",
+            ),
             ("{\"label\":0}\n", ":1: missing string field \"prompt\""),
             ("{\"prompt\":\"x\",\"label\":2}\n", "must be in [0, 1]"),
-            ("{\"prompt\":\"x\",\"weak\":1}\n", "\"strong\" must be a number"),
-            ("{\"prompt\":\"x\",\"weak\":0,\"strong\":11}\n", "outside 1–10"),
+            (
+                "{\"prompt\":\"x\",\"weak\":1}\n",
+                "\"strong\" must be a number",
+            ),
+            (
+                "{\"prompt\":\"x\",\"weak\":0,\"strong\":11}\n",
+                "outside 1–10",
+            ),
             ("{\"prompt\":\"x\"}\n", "needs \"label\""),
             ("\n\n", "no usable labelled rows"),
         ] {
@@ -562,6 +582,7 @@ mod tests {
                 dataset: "d".into(),
                 weak: 0.0,
                 strong: 1.0,
+                label: None,
             })
             .collect();
         let (train, test) = split(&ex, 7, 0.3);
@@ -569,7 +590,11 @@ mod tests {
         assert!((250..350).contains(&test.len()), "{}", test.len());
         let (_, test2) = split(&ex[..500], 7, 0.3);
         let first_half: Vec<_> = test.iter().filter(|e| ex[..500].contains(e)).collect();
-        assert_eq!(first_half.len(), test2.len(), "membership does not depend on the rest");
+        assert_eq!(
+            first_half.len(),
+            test2.len(),
+            "membership does not depend on the rest"
+        );
         let (_, other) = split(&ex, 8, 0.3);
         assert_ne!(test, other);
         assert!((0.0..1.0).contains(&unit_hash(0, "")));

@@ -147,7 +147,9 @@ impl Curve {
         Some(
             self.points
                 .windows(2)
-                .map(|w| (w[1].strong_share - w[0].strong_share) * (w[0].quality + w[1].quality) / 2.0)
+                .map(|w| {
+                    (w[1].strong_share - w[0].strong_share) * (w[0].quality + w[1].quality) / 2.0
+                })
                 .sum(),
         )
     }

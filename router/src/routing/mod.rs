@@ -8,9 +8,6 @@ pub mod plot;
 pub mod scorer;
 pub mod train;
 
-#[cfg(all(test, feature = "local"))]
-mod experiments;
-
 // The router runtime (lead's modules: strategies, cascade, query facts, CLI helpers).
 pub mod build;
 pub mod cascade;

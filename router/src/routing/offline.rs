@@ -91,3 +91,63 @@ pub async fn score_file(router: &Router, input: &Path, output: &Path) -> anyhow:
     w.flush()?;
     Ok(n)
 }
+
+/// Loads the embedder the config names (`embedder.model`), for training and evaluation.
+#[cfg(feature = "local")]
+pub fn load_embedder(
+    cfg: &slmgate_config::Config,
+) -> anyhow::Result<slmgate_local_model::embed::Embedder> {
+    use slmgate_local_model::{embed, hub};
+    let e = cfg
+        .embedder
+        .as_ref()
+        .context("the config has no `embedder:` section")?;
+    let dir = hub::resolve_model_dir(&e.model, &embed::REQUIRED_FILES)
+        .with_context(|| format!("embedder `{}` (run scripts/fetch-models.sh)", e.model))?;
+    Ok(embed::Embedder::load(&embed::EmbedderOptions::new(dir))?)
+}
+
+/// `slmgate train`: fits a scorer on labelled files and writes it (see
+/// [`super::train::train_command`]); returns the report to print.
+#[cfg(feature = "local")]
+pub fn train(
+    cfg: &slmgate_config::Config,
+    data: &[std::path::PathBuf],
+    out: &Path,
+    svg: Option<&Path>,
+    opts: &super::train::TrainOptions,
+) -> anyhow::Result<String> {
+    let embedder = load_embedder(cfg)?;
+    let report = super::train::train_command(data, &embedder, out, svg, opts)?;
+    Ok(report.to_string())
+}
+
+/// `slmgate eval`: RouteLLM metrics of the configured scorer (or `scorer`) on labelled
+/// files, against the random and prompt-length baselines; rows the scorer was trained on are
+/// left out. Returns the report to print.
+#[cfg(feature = "local")]
+pub fn eval(
+    cfg: &slmgate_config::Config,
+    scorer: Option<&str>,
+    data: &[std::path::PathBuf],
+    svg: Option<&Path>,
+) -> anyhow::Result<String> {
+    let spec = scorer.map(str::to_string).unwrap_or_else(|| {
+        cfg.router
+            .as_ref()
+            .map(|r| r.complexity.scorer.clone())
+            .unwrap_or_else(|| "builtin".into())
+    });
+    let scorer = super::scoring::load_scorer(&spec)?;
+    let embedder = load_embedder(cfg)?;
+    let opts = super::train::EvalOptions::for_scorer(&scorer);
+    let report = super::train::eval_command(
+        data,
+        &opts,
+        &mut |p| {
+            super::train::score_prompts(&embedder, &scorer, p).map_err(|e| e.to_string())
+        },
+        svg,
+    )?;
+    Ok(report.to_string())
+}

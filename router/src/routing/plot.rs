@@ -134,18 +134,29 @@ mod tests {
         ];
         let curves = vec![
             ("scorer".to_string(), Curve::new(&rows)),
-            ("random".to_string(), Curve::new(&rows.map(|r| Routed { score: 0.0, ..r }))),
+            (
+                "random".to_string(),
+                Curve::new(&rows.map(|r| Routed { score: 0.0, ..r })),
+            ),
             ("empty".to_string(), Curve::new(&[])),
         ];
         let svg = curves_svg("test plot", &curves).expect("svg");
         assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
-        for text in ["test plot", "scorer", "random", "calls to the strong model (%)", "average quality"] {
+        for text in [
+            "test plot",
+            "scorer",
+            "random",
+            "calls to the strong model (%)",
+            "average quality",
+        ] {
             assert!(svg.contains(text), "missing {text}");
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.svg");
         write_curves_svg(&p, "t", &curves).expect("write");
-        assert!(std::fs::metadata(&p).map(|m| m.len() > 100).unwrap_or(false));
+        assert!(std::fs::metadata(&p)
+            .map(|m| m.len() > 100)
+            .unwrap_or(false));
         let e = write_curves_svg(Path::new("/nonexistent/dir/c.svg"), "t", &curves)
             .expect_err("bad path");
         assert!(e.to_string().contains("/nonexistent/dir/c.svg"));

@@ -22,9 +22,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::data::{FileSummary, LoadOptions};
-use super::features::{features, FEATURE_NAMES};
 #[cfg(test)]
 use super::features::NUM_FEATURES;
+use super::features::{features, FEATURE_NAMES};
 use super::metrics::RouteMetrics;
 
 /// The `format` value of scorer files this build reads and writes.
@@ -235,9 +235,7 @@ impl Scorer {
             source,
         })?;
         Scorer::from_json(&text).map_err(|e| match e {
-            ScorerError::Json(err) => {
-                ScorerError::Invalid(format!("{}: {err}", path.display()))
-            }
+            ScorerError::Json(err) => ScorerError::Invalid(format!("{}: {err}", path.display())),
             ScorerError::Invalid(msg) => ScorerError::Invalid(format!("{}: {msg}", path.display())),
             other => other,
         })
@@ -280,7 +278,9 @@ impl Scorer {
                 )));
             }
             if v.iter().any(|x| !x.is_finite()) {
-                return Err(ScorerError::Invalid(format!("model.{name} has non-finite values")));
+                return Err(ScorerError::Invalid(format!(
+                    "model.{name} has non-finite values"
+                )));
             }
         }
         if std.iter().any(|s| *s <= 0.0) {
@@ -298,27 +298,31 @@ impl Scorer {
         })
     }
 
-    /// Serialises the scorer (compact JSON, one line per top-level key for readable diffs).
-    pub fn to_json(&self) -> String {
-        let v = match serde_json::to_value(&self.file) {
-            Ok(v) => v,
-            Err(e) => return format!("{{\"error\":\"{e}\"}}"),
-        };
+    /// Serialises the scorer: compact JSON with one line per top-level key (readable diffs),
+    /// floats in their shortest round-trip form.
+    pub fn to_json(&self) -> Result<String, ScorerError> {
+        let f = &self.file;
+        let parts = [
+            ("format", serde_json::to_string(&f.format)),
+            ("embedder", serde_json::to_string(&f.embedder)),
+            ("features", serde_json::to_string(&f.features)),
+            ("model", serde_json::to_string(&f.model)),
+            ("calibration", serde_json::to_string(&f.calibration)),
+            ("training", serde_json::to_string(&f.training)),
+        ];
         let mut out = String::from("{\n");
-        if let serde_json::Value::Object(map) = v {
-            let n = map.len();
-            for (i, (k, v)) in map.iter().enumerate() {
-                out.push_str(&format!("  {}: {}", serde_json::Value::from(k.as_str()), v));
-                out.push_str(if i + 1 < n { ",\n" } else { "\n" });
-            }
+        for (i, (key, value)) in parts.into_iter().enumerate() {
+            let value = value?;
+            out.push_str(&format!("  \"{key}\": {value}"));
+            out.push_str(if i + 1 < 6 { ",\n" } else { "\n" });
         }
         out.push_str("}\n");
-        out
+        Ok(out)
     }
 
     /// Writes the scorer file.
     pub fn save(&self, path: &Path) -> Result<(), ScorerError> {
-        std::fs::write(path, self.to_json()).map_err(|source| ScorerError::Io {
+        std::fs::write(path, self.to_json()?).map_err(|source| ScorerError::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -432,7 +436,12 @@ impl Scorer {
     }
 
     /// [`Scorer::score`] computing the features from the text (`turns` user turns).
-    pub fn score_text(&self, embedding: &[f32], text: &str, turns: usize) -> Result<f32, ScorerError> {
+    pub fn score_text(
+        &self,
+        embedding: &[f32],
+        text: &str,
+        turns: usize,
+    ) -> Result<f32, ScorerError> {
         if self.uses_features() {
             self.score(embedding, &features(text, turns))
         } else {
@@ -443,11 +452,10 @@ impl Scorer {
 
 impl fmt::Display for Scorer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let emb = self
-            .file
-            .embedder
-            .as_ref()
-            .map_or_else(|| "no embedding".to_string(), |e| format!("{} ({}-d)", e.name, e.dim));
+        let emb = self.file.embedder.as_ref().map_or_else(
+            || "no embedding".to_string(),
+            |e| format!("{} ({}-d)", e.name, e.dim),
+        );
         write!(
             f,
             "logistic scorer over {emb} + {} features",
@@ -502,7 +510,7 @@ mod tests {
         assert!((p - sigmoid(4.0)).abs() < 1e-6, "{p}");
         let p0 = s.score(&[0.5, 9.0, 9.0], &f).expect("score");
         assert!((p0 - 0.5).abs() < 1e-6);
-        let back = Scorer::from_json(&s.to_json()).expect("round trip");
+        let back = Scorer::from_json(&s.to_json().expect("json")).expect("round trip");
         assert_eq!(back, s);
         assert_eq!(s.score_text(&[1.5, 0.0, 0.0], "hello", 1).ok(), Some(p));
         assert!(s.to_string().contains("tiny-embedder"));
@@ -524,7 +532,7 @@ mod tests {
         let e = s.check_embedder("tiny-embedder", 384).expect_err("dim");
         assert!(matches!(e, ScorerError::EmbeddingDim { got: 384, .. }));
 
-        let json = s.to_json();
+        let json = s.to_json().expect("json");
         for (from, to, want) in [
             ("slmgate-scorer/1", "slmgate-scorer/9", "format"),
             ("\"log_chars\"", "\"chars\"", "retrain"),
@@ -547,7 +555,9 @@ mod tests {
         let s = tiny(0);
         assert_eq!(s.embedding_dim(), 0);
         assert!(s.check_embedder("anything", 7).is_ok());
-        let p = s.score_text(&[], "a longer prompt with several words", 1).expect("score");
+        let p = s
+            .score_text(&[], "a longer prompt with several words", 1)
+            .expect("score");
         assert!((0.0..=1.0).contains(&p));
     }
 
@@ -565,5 +575,21 @@ mod tests {
         assert!(s.check_embedder("all-MiniLM-L6-v2", 384).is_ok());
         let p = s.score_text(&[0.0; 384], "What is 2+2?", 1).expect("score");
         assert!((0.0..=1.0).contains(&p));
+        assert!(!s.calibration_scores().is_empty());
+        // Its recorded held-out metrics beat the prompt-length baseline on every data set.
+        let t = s.training();
+        assert!(t.test_rows > 0 && t.train_rows > 0);
+        let apgr = |d: &str, r: &str| {
+            t.test_metrics
+                .iter()
+                .find(|m| m.dataset == d && m.router == r)
+                .and_then(|m| m.metrics.apgr)
+        };
+        for d in ["arena-bench-v1", "routerarena-809", "all"] {
+            let (Some(s), Some(l)) = (apgr(d, "scorer"), apgr(d, "length")) else {
+                panic!("no held-out metrics for {d}");
+            };
+            assert!(s > l, "{d}: scorer {s} vs length {l}");
+        }
     }
 }

@@ -9,8 +9,8 @@
 //!
 //! [`evaluate`] computes the RouteLLM metrics of any score on labelled prompts, next to the
 //! baselines: random routing (its expected value), prompt length (score = characters) and the
-//! oracle, per data set and for all of them together. [`train_command`] and
-//! [`eval_command`] (feature `local`) are what `slmgate train` and `slmgate eval` run.
+//! oracle, per data set and for all of them together. `train_command` (feature `local`: it
+//! embeds the prompts) and [`eval_command`] are what `slmgate train` and `slmgate eval` run.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,16 +61,29 @@ pub enum Target {
         /// The smallest gain (on the 0–1 quality scale) that counts as "needs the large model".
         margin: f64,
     },
+    /// `(1 − alpha)·(1 + strong − weak)/2 + alpha·(1 − weak)`: the gain, mixed with how badly
+    /// the weak model does (a difficulty signal that transfers to other model pairs).
+    Mixed {
+        /// Weight of the weak model's failure, in `[0, 1]`.
+        alpha: f64,
+    },
 }
 
 impl Target {
     /// The target of one example.
+    /// Rows read from `{"prompt","label"}` lines train on their label whatever the kind.
     pub fn of(&self, e: &Example) -> f64 {
+        if let Some(label) = e.label {
+            return label.clamp(0.0, 1.0);
+        }
         let g = e.gain();
         match *self {
             Target::Gain => ((1.0 + g) / 2.0).clamp(0.0, 1.0),
             Target::PositiveGain => g.clamp(0.0, 1.0),
             Target::Margin { margin } => f64::from(u8::from(g >= margin)),
+            Target::Mixed { alpha } => {
+                ((1.0 - alpha) * (1.0 + g) / 2.0 + alpha * (1.0 - e.weak)).clamp(0.0, 1.0)
+            }
         }
     }
 }
@@ -81,6 +94,10 @@ impl fmt::Display for Target {
             Target::Gain => write!(f, "soft label (1 + strong − weak)/2, qualities in 0–1"),
             Target::PositiveGain => write!(f, "soft label max(0, strong − weak), qualities in 0–1"),
             Target::Margin { margin } => write!(f, "label 1 if strong − weak ≥ {margin}"),
+            Target::Mixed { alpha } => write!(
+                f,
+                "soft label (1 − {alpha})·(1 + strong − weak)/2 + {alpha}·(1 − weak), qualities in 0–1"
+            ),
         }
     }
 }
@@ -112,8 +129,11 @@ pub struct TrainOptions {
     pub l2_grid: Vec<f64>,
     /// Cross-validation folds.
     pub folds: usize,
-    /// Seed of the fold assignment.
+    /// Seed of the fold assignment (repeat `r` uses `cv_seed + r`).
     pub cv_seed: u64,
+    /// Cross-validation repeats with different fold assignments, averaged (less noise in the
+    /// choice of penalty).
+    pub cv_repeats: usize,
     /// Among penalties whose CV APGR is within this of the best, the strongest is chosen
     /// (prefers the simpler model when the difference is noise).
     pub cv_tolerance: f64,
@@ -133,10 +153,11 @@ impl Default for TrainOptions {
             split_seed: 1,
             test_fraction: 0.3,
             load: LoadOptions::default(),
-            target: Target::Gain,
-            l2_grid: vec![0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
+            target: Target::Mixed { alpha: 0.25 },
+            l2_grid: vec![0.03, 0.1, 0.3, 1.0],
             folds: 5,
             cv_seed: 2,
+            cv_repeats: 3,
             cv_tolerance: 0.005,
             use_embedding: true,
             use_features: true,
@@ -215,7 +236,7 @@ pub fn train(
             "neither embeddings nor features enabled".into(),
         ));
     }
-    if opts.l2_grid.is_empty() || opts.l2_grid.iter().any(|l| !(*l > 0.0)) {
+    if opts.l2_grid.is_empty() || opts.l2_grid.iter().any(|l| !l.is_finite() || *l <= 0.0) {
         return Err(TrainError::Invalid(
             "the L2 grid needs at least one positive value".into(),
         ));
@@ -230,10 +251,18 @@ pub fn train(
     let l2 = if opts.l2_grid.len() == 1 || opts.folds < 2 {
         opts.l2_grid[0]
     } else {
+        let repeats = opts.cv_repeats.max(1);
         for &l2 in &opts.l2_grid {
-            let oof = oof_scores(train, &rows, &targets, &weights, dim, l2, opts)?;
-            let score = mean_dataset_apgr(train.iter().map(|s| &s.example), &oof);
-            cv.push((l2, score));
+            let mut score = 0.0;
+            for r in 0..repeats {
+                let o = TrainOptions {
+                    cv_seed: opts.cv_seed.wrapping_add(r as u64),
+                    ..opts.clone()
+                };
+                let oof = oof_scores(train, &rows, &targets, &weights, dim, l2, &o)?;
+                score += mean_dataset_apgr(train.iter().map(|s| &s.example), &oof);
+            }
+            cv.push((l2, score / repeats as f64));
         }
         let best = cv.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
         cv.iter()
@@ -256,16 +285,17 @@ pub fn train(
     };
     let spec = if opts.use_embedding { embedder } else { None };
     let scorer = Scorer::logistic(spec, opts.use_features, mean, std, w, b, info)?;
-    Ok((
-        scorer,
-        FitReport { l2, cv, iterations },
-    ))
+    Ok((scorer, FitReport { l2, cv, iterations }))
 }
 
 /// Out-of-fold scores of the training samples: `opts.folds` folds by a hash of the prompt
 /// id (seed `opts.cv_seed`), each scored by a model fitted on the other folds with penalty
 /// `l2`.
-pub fn cross_validate(train: &[Sample], l2: f64, opts: &TrainOptions) -> Result<Vec<f32>, TrainError> {
+pub fn cross_validate(
+    train: &[Sample],
+    l2: f64,
+    opts: &TrainOptions,
+) -> Result<Vec<f32>, TrainError> {
     let dim = if opts.use_embedding {
         train.first().map_or(0, |s| s.embedding.len())
     } else {
@@ -290,7 +320,9 @@ fn oof_scores(
     let folds = opts.folds.max(2);
     let fold_of: Vec<usize> = train
         .iter()
-        .map(|s| ((data::unit_hash(opts.cv_seed, &s.example.id) * folds as f64) as usize).min(folds - 1))
+        .map(|s| {
+            ((data::unit_hash(opts.cv_seed, &s.example.id) * folds as f64) as usize).min(folds - 1)
+        })
         .collect();
     let mut oof = vec![0f32; train.len()];
     for k in 0..folds {
@@ -369,8 +401,8 @@ struct Linear {
 impl Linear {
     fn apply(&self, x: &[f32]) -> f32 {
         let mut z = self.b;
-        for j in 0..self.w.len() {
-            z += self.w[j] * (f64::from(x[j]) - self.mean[j]) / self.scale[j];
+        for (((w, x), m), s) in self.w.iter().zip(x).zip(&self.mean).zip(&self.scale) {
+            z += w * (f64::from(*x) - m) / s;
         }
         super::scorer::sigmoid(z as f32)
     }
@@ -378,7 +410,12 @@ impl Linear {
     /// The scorer's (mean, std, weights, bias), in its input layout.
     fn into_parts(self) -> (Vec<f32>, Vec<f32>, Vec<f32>, f32) {
         let f32v = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
-        (f32v(&self.mean), f32v(&self.scale), f32v(&self.w), self.b as f32)
+        (
+            f32v(&self.mean),
+            f32v(&self.scale),
+            f32v(&self.w),
+            self.b as f32,
+        )
     }
 }
 
@@ -415,7 +452,9 @@ fn fit_linear(
         .map(|v| if *v > 1e-12 { v.sqrt() } else { 1.0 })
         .collect();
     if opts.use_embedding && opts.embedding_scaling == EmbeddingScaling::Shared && dim > 0 {
-        let rms = (var[..dim].iter().sum::<f64>() / dim as f64).sqrt().max(1e-12);
+        let rms = (var[..dim].iter().sum::<f64>() / dim as f64)
+            .sqrt()
+            .max(1e-12);
         scale[..dim].iter_mut().for_each(|s| *s = rms);
     }
     let x: Vec<Vec<f64>> = idx
@@ -544,7 +583,7 @@ fn cholesky_solve(a: &mut [f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
         for k in 0..j {
             s -= a[j * n + k] * a[j * n + k];
         }
-        if !(s > 0.0) {
+        if s.is_nan() || s <= 0.0 {
             return None;
         }
         let l = s.sqrt();
@@ -657,7 +696,11 @@ impl fmt::Display for EvalReport {
 /// Evaluates `scores` (one per example, higher = more need for the strong model) against the
 /// baselines, per data set and for all examples together (`all`, only when there are several
 /// data sets).
-pub fn evaluate(title: &str, examples: &[Example], scores: &[f32]) -> Result<EvalReport, TrainError> {
+pub fn evaluate(
+    title: &str,
+    examples: &[Example],
+    scores: &[f32],
+) -> Result<EvalReport, TrainError> {
     if examples.len() != scores.len() {
         return Err(TrainError::Invalid(format!(
             "{} examples but {} scores",
@@ -666,7 +709,9 @@ pub fn evaluate(title: &str, examples: &[Example], scores: &[f32]) -> Result<Eva
         )));
     }
     if examples.is_empty() {
-        return Err(TrainError::Invalid("nothing to evaluate: no examples".into()));
+        return Err(TrainError::Invalid(
+            "nothing to evaluate: no examples".into(),
+        ));
     }
     let routed = |pick: &dyn Fn(usize) -> f32, which: &[usize]| -> Vec<Routed> {
         which
@@ -748,7 +793,11 @@ pub struct TrainReport {
 impl fmt::Display for TrainReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for s in &self.files {
-            writeln!(f, "data: {s} (sha256 {})", &s.sha256[..16.min(s.sha256.len())])?;
+            writeln!(
+                f,
+                "data: {s} (sha256 {})",
+                &s.sha256[..16.min(s.sha256.len())]
+            )?;
         }
         writeln!(
             f,
@@ -762,7 +811,11 @@ impl fmt::Display for TrainReport {
             .map(|(l, a)| format!("{l}: {a:.3}"))
             .collect();
         if !cv.is_empty() {
-            writeln!(f, "cross-validation on train (L2: mean APGR): {}", cv.join(", "))?;
+            writeln!(
+                f,
+                "cross-validation on train (L2: mean APGR): {}",
+                cv.join(", ")
+            )?;
         }
         writeln!(f, "chosen L2 penalty: {}", self.fit.l2)?;
         if let Some(test) = &self.test {
@@ -832,7 +885,11 @@ pub fn score_samples(scorer: &Scorer, samples: &[Sample]) -> Result<Vec<f32>, Tr
             } else {
                 &[]
             };
-            let feats: &[f32] = if scorer.uses_features() { &s.features } else { &[] };
+            let feats: &[f32] = if scorer.uses_features() {
+                &s.features
+            } else {
+                &[]
+            };
             Ok(scorer.score(emb, feats)?)
         })
         .collect()
@@ -885,6 +942,10 @@ impl EvalOptions {
     }
 }
 
+/// Scores a batch of prompts (one score per prompt, higher = more need for the large model),
+/// or says why it cannot.
+pub type PromptScorer<'a> = dyn FnMut(&[&str]) -> Result<Vec<f32>, String> + 'a;
+
 /// `slmgate eval`: loads labelled files, keeps the rows [`EvalOptions::split`] selects, scores
 /// their prompts with `score` (one call with every prompt, returning one score per prompt,
 /// higher = more need for the large model), and reports the RouteLLM metrics of the scores and
@@ -893,7 +954,7 @@ impl EvalOptions {
 pub fn eval_command(
     data_files: &[PathBuf],
     opts: &EvalOptions,
-    score: &mut dyn FnMut(&[&str]) -> Result<Vec<f32>, String>,
+    score: &mut PromptScorer<'_>,
     svg_out: Option<&Path>,
 ) -> Result<EvalReport, TrainError> {
     let mut examples = Vec::new();
@@ -917,7 +978,11 @@ pub fn eval_command(
             EvalSplit::Train => "train split",
             EvalSplit::All | EvalSplit::Auto => "all rows",
         };
-        parts.push(format!("{} ({which}, {})", summary.dataset, examples.len() - before));
+        parts.push(format!(
+            "{} ({which}, {})",
+            summary.dataset,
+            examples.len() - before
+        ));
     }
     if examples.is_empty() {
         return Err(TrainError::Invalid(
@@ -1140,6 +1205,7 @@ mod tests {
                     dataset: if i % 2 == 0 { "a" } else { "b" }.into(),
                     weak: if hard { 0.0 } else { 1.0 },
                     strong: 1.0,
+                    label: None,
                 };
                 Sample::new(example, e)
             })
@@ -1166,16 +1232,26 @@ mod tests {
         assert_eq!(ntrain + ntest, 400);
         assert_eq!(fit.cv.len(), 2);
         let test = test.expect("test split");
-        let s = test.get("all", "scorer").and_then(|m| m.apgr).expect("apgr");
-        let l = test.get("all", "length").and_then(|m| m.apgr).expect("apgr");
+        let s = test
+            .get("all", "scorer")
+            .and_then(|m| m.apgr)
+            .expect("apgr");
+        let l = test
+            .get("all", "length")
+            .and_then(|m| m.apgr)
+            .expect("apgr");
         assert!(s > 0.7 && s > l + 0.1, "scorer {s} length {l}\n{test}");
-        let r = test.get("all", "random").and_then(|m| m.apgr).expect("apgr");
+        let r = test
+            .get("all", "random")
+            .and_then(|m| m.apgr)
+            .expect("apgr");
         assert!((r - 0.5).abs() < 1e-9);
         assert!(test.to_string().contains("| all |"));
         // Deterministic, and the file round-trips with its training info.
         let (again, ..) = train_and_evaluate(samples, Vec::new(), spec(), &opts).expect("train");
-        assert_eq!(scorer.to_json(), again.to_json());
-        let back = Scorer::from_json(&scorer.to_json()).expect("parse");
+        let json = scorer.to_json().expect("json");
+        assert_eq!(json, again.to_json().expect("json"));
+        let back = Scorer::from_json(&json).expect("parse");
         assert_eq!(back.training().train_rows, ntrain);
         assert!(!back.training().test_metrics.is_empty());
     }
@@ -1196,6 +1272,134 @@ mod tests {
         let e = train(&bad, spec(), &TrainOptions::default()).expect_err("dim");
         assert!(e.to_string().contains("7-dimensional"), "{e}");
         assert!(evaluate("x", &[], &[]).is_err());
+    }
+
+    /// Retrains the built-in scorer from `shared/data` and prints the held-out table. Run from
+    /// anywhere (it works in the workspace root):
+    /// `cargo test --release -p slmgate-router --lib reproduce_builtin_scorer -- --ignored --nocapture`
+    /// Writes `target/scorer.json` and `target/scorer-curve.svg` (copy the former to
+    /// `router/assets/scorer.json` to ship it).
+    #[cfg(feature = "local")]
+    #[test]
+    #[ignore = "needs models/all-MiniLM-L6-v2 and ../shared/data; takes a minute or two"]
+    fn reproduce_builtin_scorer() {
+        use slmgate_local_model::embed::{Embedder, EmbedderOptions};
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::env::set_current_dir(&root).expect("cd to the workspace root");
+        let embedder = Embedder::load(&EmbedderOptions::new("models/all-MiniLM-L6-v2"))
+            .expect("embedder (run scripts/fetch-models.sh)");
+        let data = [
+            PathBuf::from("../shared/data/arena-bench-v1.jsonl"),
+            PathBuf::from("../shared/data/routerarena-809.jsonl"),
+        ];
+        std::fs::create_dir_all("target").expect("target dir");
+        let out = Path::new("target/scorer.json");
+        let svg = Path::new("target/scorer-curve.svg");
+        let report = train_command(&data, &embedder, out, Some(svg), &TrainOptions::default())
+            .expect("train");
+        println!("{report}");
+        let trained = Scorer::load(out).expect("load trained");
+        let builtin = Scorer::default_builtin().expect("builtin");
+        let apgr = |s: &Scorer| {
+            s.training()
+                .test_metrics
+                .iter()
+                .find(|m| m.dataset == "all" && m.router == "scorer")
+                .and_then(|m| m.metrics.apgr)
+        };
+        println!(
+            "held-out APGR (all): retrained {:?}, built-in {:?}",
+            apgr(&trained),
+            apgr(&builtin)
+        );
+    }
+
+    #[test]
+    fn label_rows_train_on_their_label() {
+        let mut e = synthetic(1).remove(0).example;
+        e.label = Some(1.0);
+        for t in [
+            Target::Gain,
+            Target::PositiveGain,
+            Target::Mixed { alpha: 0.25 },
+            Target::Margin { margin: 0.5 },
+        ] {
+            assert_eq!(t.of(&e), 1.0, "{t}");
+        }
+        e.label = None;
+        e.weak = 0.0;
+        e.strong = 1.0;
+        assert_eq!(Target::Gain.of(&e), 1.0);
+        assert_eq!(Target::Mixed { alpha: 0.25 }.of(&e), 1.0);
+        e.weak = 1.0;
+        assert_eq!(Target::Gain.of(&e), 0.5);
+        assert_eq!(Target::Mixed { alpha: 0.25 }.of(&e), 0.375);
+        e.strong = 0.0;
+        assert_eq!(Target::Mixed { alpha: 0.25 }.of(&e), 0.0);
+    }
+
+    #[test]
+    fn eval_command_reads_files_and_picks_the_split() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pairs.jsonl");
+        let mut text = String::new();
+        for i in 0..40 {
+            // Long prompts need the strong model: length is a perfect router here.
+            let long = i % 2 == 0;
+            let prompt = if long {
+                "word ".repeat(50)
+            } else {
+                format!("hi {i}")
+            };
+            let weak = if long { 1 } else { 9 };
+            text.push_str(&format!(
+                "{{\"id\":\"p{i}\",\"prompt\":\"{prompt}\",\"weak\":{weak},\"strong\":10}}\n"
+            ));
+        }
+        std::fs::write(&path, text).expect("write");
+        let sha = data::load_file(&path, &LoadOptions::default())
+            .expect("load")
+            .1
+            .sha256;
+        let mut by_length = |p: &[&str]| -> Result<Vec<f32>, String> {
+            Ok(p.iter().map(|s| s.len() as f32).collect())
+        };
+        let svg = dir.path().join("curve.svg");
+        let opts = EvalOptions {
+            split_seed: 1,
+            test_fraction: 0.3,
+            ..EvalOptions::default()
+        };
+        let all = eval_command(
+            std::slice::from_ref(&path),
+            &opts,
+            &mut by_length,
+            Some(&svg),
+        )
+        .expect("eval");
+        let m = all.get("pairs", "scorer").expect("row");
+        assert_eq!(m.n, 40);
+        assert!(m.apgr.is_some_and(|a| a > 0.7), "{all}");
+        assert!(std::fs::read_to_string(&svg).is_ok_and(|s| s.contains("scorer")));
+        assert!(
+            all.get("all", "scorer").is_none(),
+            "one data set: no `all` row"
+        );
+
+        // A file the scorer was trained on: only its test split.
+        let trained = EvalOptions {
+            trained_on: vec![sha],
+            ..opts.clone()
+        };
+        let held = eval_command(std::slice::from_ref(&path), &trained, &mut by_length, None)
+            .expect("eval");
+        let n = held.get("pairs", "scorer").expect("row").n;
+        assert!(n > 0 && n < 40, "{n}");
+        assert!(held.title.contains("test split"), "{}", held.title);
+
+        let mut failing = |_: &[&str]| -> Result<Vec<f32>, String> { Err("no model".into()) };
+        let e = eval_command(&[path], &opts, &mut failing, None).expect_err("score error");
+        assert!(e.to_string().contains("no model"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | `retry-after-<s>`    | first request answers 429 with `Retry-After: <s>`, then 200        |
 //! | `drip-<ms>`          | streams 50 chunks, `<ms>` apart (for cancellation tests)           |
 //! | `cut`                | streams two chunks then drops the connection mid-stream            |
+//! | `echo`               | answers the last message's text (streamed 3 characters a chunk)    |
 //!
 //! Every request is counted and the last one recorded ([`Mock::last_request`]).
 
@@ -160,13 +161,24 @@ fn error(status: StatusCode, msg: &str) -> Response {
         .into_response()
 }
 
-fn completion_body(model: &str) -> String {
+/// The text of the last message (for `echo`).
+fn last_text(body: &Value) -> String {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+fn completion_body(model: &str, reply: &str) -> String {
     json!({
         "id": "chatcmpl-mock",
         "object": "chat.completion",
         "created": 1_700_000_000u64,
         "model": model,
-        "choices": [{"index":0,"message":{"role":"assistant","content":REPLY},"finish_reason":"stop","logprobs":null}],
+        "choices": [{"index":0,"message":{"role":"assistant","content":reply},"finish_reason":"stop","logprobs":null}],
         "usage": {"prompt_tokens":PROMPT_TOKENS,"completion_tokens":COMPLETION_TOKENS,"total_tokens":PROMPT_TOKENS+COMPLETION_TOKENS}
     })
     .to_string()
@@ -279,7 +291,14 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
         return (
             StatusCode::OK,
             [("content-type", "application/json")],
-            completion_body(&model),
+            completion_body(
+                &model,
+                &if model == "echo" {
+                    last_text(&parsed)
+                } else {
+                    REPLY.to_string()
+                },
+            ),
         )
             .into_response();
     }
@@ -328,8 +347,16 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
         Body::from_stream(s)
     } else {
         let mut pieces = vec![chunk(&m, json!({"role":"assistant","content":""}), None)];
-        for c in REPLY_CHUNKS {
-            pieces.push(chunk(&m, json!({"content":c}), None));
+        if model == "echo" {
+            let text: Vec<char> = last_text(&parsed).chars().collect();
+            for c in text.chunks(3) {
+                let c: String = c.iter().collect();
+                pieces.push(chunk(&m, json!({"content":c}), None));
+            }
+        } else {
+            for c in REPLY_CHUNKS {
+                pieces.push(chunk(&m, json!({"content":c}), None));
+            }
         }
         pieces.push(chunk(&m, json!({}), Some("stop")));
         if include_usage {

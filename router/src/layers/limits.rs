@@ -1,0 +1,391 @@
+//! The limits step: per-key rate limits and per-key / per-team USD budgets.
+//!
+//! It runs after the policy step (whose caps and routes change what a request may cost) and
+//! right before forwarding, so admission happens as late as possible and nothing after it
+//! can refuse the request without going through settlement.
+//!
+//! - **Rate limits** (`keys[].rate_limit`): one request, and estimated prompt tokens +
+//!   `max_tokens` (or [`DEFAULT_COMPLETION_TOKENS`]), are counted against the key's GCRA
+//!   quotas; over → 429 with `Retry-After`.
+//! - **Budgets** (`keys[].budget`, `teams[].budget`): the estimated cost — prompt estimate
+//!   × input price + `max_tokens` × output price, for the most expensive target of the
+//!   decision's chain — is reserved in every budget the request is subject to, atomically
+//!   ([`BudgetLedger::admit`]); over → 429 `insufficient_quota` naming the budget. When the
+//!   answer is complete the reservation is settled with the real cost from the answer's
+//!   `usage` and the backend that answered (`pricing.local` for `kind: local` backends):
+//!   for a JSON answer at once, for a stream when its last event has passed (the step asks
+//!   upstream for the usage chunk and hides it again from clients that did not ask). An
+//!   error answer releases the reservation without cost; an answer without usage (a stream
+//!   cut short, a client that went away) is charged the estimated prompt plus one token per
+//!   streamed chunk, at most the estimate.
+//!
+//! State lives in [`LimitState`], a cheap handle that [`crate::build::build_gateway_with`]
+//! takes from the previous configuration, so spend and rate-limit cells survive a reload.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, Request, StatusCode};
+use slmgate_policies::budget::{BudgetLedger, BudgetLimits, Budgeted, Reservation};
+use slmgate_policies::pricing::{Price, PriceTable};
+use slmgate_policies::ratelimit::RateLimiters;
+use tower::{Layer, Service};
+
+use super::route::Decision;
+use super::snapshot::Snapshot;
+use super::sse_map::{map_events, EventFilter};
+use super::BoxFuture;
+use crate::api::{extract_usage, ChatRequest, Usage};
+use crate::error::{openai_error, GatewayError};
+use crate::routing::query::Query;
+use crate::runtime::{Caller, Target};
+use crate::upstream::forward::BACKEND_HEADER;
+use crate::upstream::Backend;
+
+/// Completion tokens assumed for estimates when a request sets no `max_tokens`.
+pub const DEFAULT_COMPLETION_TOKENS: u64 = 1024;
+
+/// Budget and rate-limit state. Cloning gives another handle to the same state; keep one
+/// across configuration reloads.
+#[derive(Debug, Clone, Default)]
+pub struct LimitState {
+    /// Spend and reservations per key and team.
+    pub budgets: BudgetLedger,
+    /// GCRA cells per key.
+    pub rates: RateLimiters,
+}
+
+/// Prices, team budgets and the shared state, for one configuration.
+#[derive(Debug, Default)]
+pub struct Accounting {
+    /// `pricing:`; the entry `local` prices `kind: local` backends.
+    pub prices: PriceTable,
+    /// Team budgets by team name.
+    pub teams: HashMap<String, BudgetLimits>,
+    /// The state (shared with earlier and later configurations).
+    pub state: LimitState,
+}
+
+impl Accounting {
+    /// The price of an answer from `target` (`None` = free).
+    pub fn price(&self, target: &Target) -> Option<Price> {
+        match &*target.backend {
+            Backend::OpenAi(_) => self.prices.price(&target.model).copied(),
+            #[cfg(feature = "local")]
+            Backend::Local(_) => self.prices.models.get("local").copied(),
+        }
+    }
+}
+
+/// USD for `prompt` tokens in and `completion` tokens out at `price`.
+pub fn cost(price: Option<Price>, prompt: u64, completion: u64) -> f64 {
+    price.map_or(0.0, |p| {
+        ((prompt as f64 * p.input + completion as f64 * p.output) / 1e6).max(0.0)
+    })
+}
+
+/// Estimated prompt tokens of a request (an extension, computed once per request).
+#[derive(Debug, Clone, Copy)]
+pub struct PromptTokens(pub u64);
+
+/// A quick estimate of a request's prompt tokens (see [`Query::estimated_tokens`]).
+pub fn prompt_estimate(chat: &ChatRequest) -> u64 {
+    Query::from_chat(chat)
+        .map(|q| q.estimated_tokens() as u64)
+        .unwrap_or(chat.body().len() as u64 / 4)
+}
+
+/// The completion budget the request asks for.
+fn max_tokens(chat: &ChatRequest) -> u64 {
+    chat.field::<u64>("max_completion_tokens")
+        .ok()
+        .flatten()
+        .or(chat.field::<u64>("max_tokens").ok().flatten())
+        .unwrap_or(DEFAULT_COMPLETION_TOKENS)
+}
+
+/// Enforces rate limits and budgets of the caller's key (and team).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LimitsLayer;
+
+impl<S> Layer<S> for LimitsLayer {
+    type Service = Limits<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Limits { inner }
+    }
+}
+
+/// See [`LimitsLayer`].
+#[derive(Clone, Debug)]
+pub struct Limits<S> {
+    inner: S,
+}
+
+fn budget_response(e: &slmgate_policies::budget::BudgetExceeded) -> Response {
+    tracing::info!(scope = %e.scope, name = %e.name, period = %e.period, "budget exhausted");
+    let mut resp = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &e.to_string(),
+        "insufficient_quota",
+        None,
+        "budget_exceeded",
+    );
+    let wait = e
+        .resets_at
+        .duration_since(SystemTime::now())
+        .map_or(1, |d| d.as_secs().max(1));
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+impl<S> Service<Request<Body>> for Limits<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // Take the service that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let ext = req.extensions();
+            let (Some(Snapshot(gw)), Some(key)) = (
+                ext.get::<Snapshot>().cloned(),
+                ext.get::<Caller>().and_then(|c| c.key.clone()),
+            ) else {
+                // An open gateway has no keys, so nothing to limit.
+                return inner.call(req).await;
+            };
+            let acc = &gw.accounting;
+            let key_budget = key.budget.filter(|b| !b.is_unlimited());
+            let team = key
+                .team
+                .as_deref()
+                .and_then(|t| acc.teams.get(t).map(|b| (t, b)))
+                .filter(|(_, b)| !b.is_unlimited());
+            if key.rate_limit.is_none() && key_budget.is_none() && team.is_none() {
+                return inner.call(req).await;
+            }
+            let (Some(chat), Some(decision)) = (ext.get::<ChatRequest>(), ext.get::<Decision>())
+            else {
+                return Ok(
+                    GatewayError::Internal("limits step without decision".into()).into_response(),
+                );
+            };
+            let prompt = ext
+                .get::<PromptTokens>()
+                .map_or_else(|| prompt_estimate(chat), |p| p.0);
+            let completion = max_tokens(chat);
+
+            if let Some(rl) = &key.rate_limit {
+                let tokens = u32::try_from(prompt + completion).unwrap_or(u32::MAX);
+                if let Err(e) = acc.state.rates.check(&key.name, rl, tokens) {
+                    tracing::info!(key = %key.name, kind = %e.kind, "rate limited");
+                    return Ok(GatewayError::RateLimited {
+                        message: format!("key `{}`: {e}", key.name),
+                        retry_after: e.retry_after,
+                    }
+                    .into_response());
+                }
+            }
+            if key_budget.is_none() && team.is_none() {
+                return inner.call(req).await;
+            }
+
+            let estimate = decision
+                .route
+                .targets
+                .iter()
+                .map(|t| cost(acc.price(t), prompt, completion))
+                .fold(0.0, f64::max);
+            let mut subjects = Vec::with_capacity(2);
+            if let Some(b) = &key_budget {
+                subjects.push(Budgeted::key(&key.name, b));
+            }
+            if let Some((t, b)) = team {
+                subjects.push(Budgeted::team(t, b));
+            }
+            let now = SystemTime::now();
+            let reservation = match acc.state.budgets.admit(&subjects, estimate, now) {
+                Ok(r) => r,
+                Err(e) => return Ok(budget_response(&e)),
+            };
+            let route = decision.route.clone();
+            // Streams: ask upstream for the usage chunk (hidden again below).
+            let hide_usage = chat.stream && !chat.client_wants_usage;
+            if hide_usage {
+                let mut so = chat
+                    .field::<serde_json::Map<String, serde_json::Value>>("stream_options")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                so.insert("include_usage".into(), serde_json::Value::Bool(true));
+                let so = serde_json::Value::Object(so).to_string();
+                let changed = chat.with_fields(&[("stream_options", Some(so))]);
+                match changed {
+                    Ok(c) => {
+                        req.extensions_mut().insert(c);
+                    }
+                    Err(e) => return Ok(e.into_response()),
+                }
+            }
+
+            let resp = inner.call(req).await?;
+            let settle = Settle {
+                reservation: Some(reservation),
+                price: None,
+                prompt,
+                completion,
+                usage: None,
+                chunks: 0,
+            };
+            Ok(settle_response(resp, settle, &gw.accounting, &route, hide_usage).await)
+        })
+    }
+}
+
+/// A reservation waiting for the answer's real cost. Settles when dropped.
+struct Settle {
+    reservation: Option<Reservation>,
+    price: Option<Price>,
+    prompt: u64,
+    completion: u64,
+    usage: Option<Usage>,
+    chunks: u64,
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        let Some(r) = self.reservation.take() else {
+            return;
+        };
+        let usd = match self.usage {
+            Some(u) => cost(self.price, u.prompt_tokens, u.completion_tokens),
+            None => {
+                let guess = cost(self.price, self.prompt, self.chunks.min(self.completion));
+                guess.min(r.estimate_usd())
+            }
+        };
+        r.settle(usd, SystemTime::now());
+    }
+}
+
+async fn settle_response(
+    resp: Response,
+    mut settle: Settle,
+    acc: &Accounting,
+    route: &Arc<crate::runtime::ModelRoute>,
+    hide_usage: bool,
+) -> Response {
+    if !resp.status().is_success() {
+        // Nothing was generated: release without cost.
+        drop(settle.reservation.take());
+        return resp;
+    }
+    let backend = resp
+        .headers()
+        .get(BACKEND_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let target = route
+        .targets
+        .iter()
+        .find(|t| Some(t.backend.name()) == backend)
+        .or(route.targets.first());
+    settle.price = target.and_then(|t| acc.price(t));
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let (mut parts, body) = resp.into_parts();
+    if is_sse {
+        let filter = UsageFilter { settle, hide_usage };
+        return Response::from_parts(parts, map_events(body, filter));
+    }
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return GatewayError::Upstream(format!("reading the answer failed: {e}"))
+                .into_response()
+        }
+    };
+    settle.usage = extract_usage(&bytes);
+    if settle.usage.is_none() {
+        // No usage reported: charge what was reserved.
+        settle.chunks = settle.completion;
+    }
+    drop(settle);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Reads the usage chunk of a stream (hiding it from clients that did not ask for it) and
+/// counts chunks; the reservation settles when the stream is dropped.
+struct UsageFilter {
+    settle: Settle,
+    hide_usage: bool,
+}
+
+/// True when a chunk carries nothing but usage (`choices` empty or absent).
+fn usage_only(data: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v.get("choices").and_then(|c| c.as_array()).map(Vec::len))
+        .is_none_or(|n| n == 0)
+}
+
+impl EventFilter for UsageFilter {
+    fn event(&mut self, data: &str, out: &mut Vec<String>) {
+        if data.contains("\"usage\"") {
+            if let Some(u) = extract_usage(data.as_bytes()) {
+                self.settle.usage = Some(u);
+                if self.hide_usage && usage_only(data) {
+                    return;
+                }
+            }
+        }
+        if data != "[DONE]" {
+            self.settle.chunks += 1;
+        }
+        out.push(data.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_per_million() {
+        let p = Price {
+            input: 2.0,
+            output: 10.0,
+            cached_input: None,
+        };
+        assert!((cost(Some(p), 1_000_000, 100_000) - 3.0).abs() < 1e-12);
+        assert_eq!(cost(None, 10, 10), 0.0);
+    }
+
+    #[test]
+    fn usage_only_chunks() {
+        assert!(usage_only(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
+        assert!(!usage_only(
+            r#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#
+        ));
+    }
+}
