@@ -185,7 +185,10 @@ async fn http_concurrent(addr: std::net::SocketAddr, qs: Arc<Vec<String>>, clien
 fn config(bench: bool, tmp: &Path) -> Option<slmgate_config::Config> {
     if bench {
         let models = std::env::var("SLMGATE_MODELS_DIR").unwrap_or_else(|_| "models".into());
-        if !Path::new(&models).join("all-MiniLM-L6-v2/model.safetensors").exists() {
+        if !Path::new(&models)
+            .join("all-MiniLM-L6-v2/model.safetensors")
+            .exists()
+        {
             eprintln!("classify bench: {models}/all-MiniLM-L6-v2 missing (run scripts/fetch-models.sh); skipped");
             return None;
         }
@@ -233,7 +236,11 @@ fn main() {
     let Some(cfg) = config(bench, tmp.path()) else {
         return;
     };
-    let (n1, n16, nlong) = if bench { (400, 4000, 200) } else { (20, 64, 10) };
+    let (n1, n16, nlong) = if bench {
+        (400, 4000, 200)
+    } else {
+        (20, 64, 10)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -249,7 +256,10 @@ fn main() {
         let t1 = sequential(&router, one).await;
         let tl = sequential(&router, &long).await;
         let rate = concurrent(router.clone(), Arc::new(many.to_vec()), 16).await;
-        println!("classify (in-process Router::decide, distinct queries, {} strategies)", router.strategies.len());
+        println!(
+            "classify (in-process Router::decide, distinct queries, {} strategies)",
+            router.strategies.len()
+        );
         println!(
             "  1 client, short queries (CLINC150, n={}): p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms",
             t1.len(),
@@ -263,7 +273,10 @@ fn main() {
             pct(&tl, 0.5),
             pct(&tl, 0.9)
         );
-        println!("  16 clients (n={}): {rate:.0} classifications/s", many.len());
+        println!(
+            "  16 clients (n={}): {rate:.0} classifications/s",
+            many.len()
+        );
 
         // Over HTTP: the real server's /v1/route.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -284,6 +297,9 @@ fn main() {
             pct(&th, 0.5),
             pct(&th, 0.9)
         );
-        println!("  16 clients (n={}): {hrate:.0} classifications/s", many.len());
+        println!(
+            "  16 clients (n={}): {hrate:.0} classifications/s",
+            many.len()
+        );
     });
 }

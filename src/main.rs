@@ -292,13 +292,8 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 test_fraction,
                 ..Default::default()
             };
-            let report = slmgate_router::routing::offline::train(
-                &cfg,
-                &data,
-                &out,
-                svg.as_deref(),
-                &opts,
-            )?;
+            let report =
+                slmgate_router::routing::offline::train(&cfg, &data, &out, svg.as_deref(), &opts)?;
             println!("{report}");
             eprintln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)

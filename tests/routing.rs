@@ -62,7 +62,12 @@ fn ask(text: &str) -> Value {
 }
 
 async fn post(gw: &slmgate_router::Running, path: &str, body: &Value) -> reqwest::Response {
-    client().post(url(gw, path)).json(body).send().await.unwrap()
+    client()
+        .post(url(gw, path))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> String {
@@ -165,9 +170,8 @@ async fn dry_run_matches_what_the_request_then_does() {
 async fn rules_send_tools_images_and_long_prompts_remote() {
     let mock = Mock::start().await;
     let m = models();
-    let router = format!(
-        "{SEMANTIC}  rules:\n    max_local_prompt_tokens: 300\n    max_local_turns: 3\n"
-    );
+    let router =
+        format!("{SEMANTIC}  rules:\n    max_local_prompt_tokens: 300\n    max_local_turns: 3\n");
     let gw = gateway(&config(&mock, &m, &router)).await;
     let cases = [
         (
@@ -235,7 +239,10 @@ async fn odd_inputs_get_a_decision_or_a_clear_400() {
     let resp = client()
         .post(url(&gw, "/v1/chat/completions"))
         .header("content-type", "application/json")
-        .body(b"{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}".to_vec())
+        .body(
+            b"{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"
+                .to_vec(),
+        )
         .send()
         .await
         .unwrap();
@@ -351,12 +358,19 @@ async fn cascade_escalates_unsure_local_answers_and_keeps_confident_ones() {
                 .iter()
                 .filter(|e| e.starts_with('{'))
                 .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-                .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(String::from))
+                .filter_map(|v| {
+                    v["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(String::from)
+                })
                 .collect();
             assert!(!content.is_empty());
         } else {
             let v: Value = resp.json().await.unwrap();
-            assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 1, "{v}");
+            assert!(
+                v["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+                "{v}"
+            );
         }
         assert_eq!(mock.requests(), before + 1);
     }
@@ -367,7 +381,10 @@ fn length_scorer(dir: &std::path::Path) -> String {
     use slmgate_router::routing::features::{FEATURE_NAMES, NUM_FEATURES};
     use slmgate_router::routing::scorer::{Scorer, TrainingInfo};
     let mut weights = vec![0.0f32; NUM_FEATURES];
-    let i = FEATURE_NAMES.iter().position(|n| *n == "log_chars").unwrap();
+    let i = FEATURE_NAMES
+        .iter()
+        .position(|n| *n == "log_chars")
+        .unwrap();
     weights[i] = 1.0;
     let scorer = Scorer::logistic(
         None,
@@ -395,13 +412,19 @@ async fn complexity_scores_against_a_threshold_and_calibrates() {
     );
     let gw = gateway(&config(&mock, &m, &fixed)).await;
     let short = post(&gw, "/v1/chat/completions", &ask("hi")).await;
-    assert_eq!(header(&short, "x-slmgate-route"), "local");
+    assert_eq!(
+        header(&short, "x-slmgate-route"),
+        "local",
+        "{}",
+        header(&short, "x-slmgate-reason")
+    );
     assert_eq!(header(&short, "x-slmgate-strategy"), "complexity");
     assert_eq!(header(&short, "x-slmgate-category"), "simple");
     let s: f32 = header(&short, "x-slmgate-score").parse().unwrap();
     assert!(s < 0.5, "{s}");
     assert_eq!(header(&short, "x-slmgate-threshold"), "0.5000");
-    let long_text = "Explain in detail how a compiler turns source code into machine code, ".repeat(3);
+    let long_text =
+        "Explain in detail how a compiler turns source code into machine code, ".repeat(3);
     let long = post(&gw, "/v1/chat/completions", &ask(&long_text)).await;
     assert_eq!(header(&long, "x-slmgate-route"), "remote");
     assert_eq!(header(&long, "x-slmgate-category"), "complex");

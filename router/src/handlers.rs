@@ -112,12 +112,13 @@ pub async fn method_not_allowed() -> Response {
 ///
 /// Runs after the chat parser, so it sees exactly what `/v1/chat/completions` would see and
 /// calls the same [`crate::layers::route::decide`].
-pub async fn route_dry_run(req: http::Request<axum::body::Body>) -> Result<Response, std::convert::Infallible> {
+pub async fn route_dry_run(
+    req: http::Request<axum::body::Body>,
+) -> Result<Response, std::convert::Infallible> {
     let ext = req.extensions();
-    let (Some(Snapshot(gw)), Some(chat)) = (
-        ext.get::<Snapshot>(),
-        ext.get::<crate::api::ChatRequest>(),
-    ) else {
+    let (Some(Snapshot(gw)), Some(chat)) =
+        (ext.get::<Snapshot>(), ext.get::<crate::api::ChatRequest>())
+    else {
         return Ok(GatewayError::Internal("route dry run without request".into()).into_response());
     };
     let d = match crate::layers::route::decide(gw, ext.get::<Caller>(), chat).await {

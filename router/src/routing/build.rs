@@ -36,11 +36,7 @@ fn side(
 }
 
 /// `first`'s targets, then `then`'s targets that are not already there.
-fn chain(
-    alias: &str,
-    first: &Arc<ModelRoute>,
-    then: Option<&Arc<ModelRoute>>,
-) -> Arc<ModelRoute> {
+fn chain(alias: &str, first: &Arc<ModelRoute>, then: Option<&Arc<ModelRoute>>) -> Arc<ModelRoute> {
     let mut targets: Vec<Target> = first.targets.clone();
     for t in then.map(|r| r.targets.as_slice()).unwrap_or_default() {
         let dup = targets
@@ -136,9 +132,7 @@ pub fn build_router(
 ) -> anyhow::Result<Router> {
     let (local, local_why) = side(&r.local, models, unavailable, primary_missing);
     let (remote, remote_why) = side(&r.remote, models, unavailable, primary_missing);
-    let local_chain = local
-        .as_ref()
-        .map(|l| chain(&r.local, l, remote.as_ref()));
+    let local_chain = local.as_ref().map(|l| chain(&r.local, l, remote.as_ref()));
     let remote_chain = remote
         .as_ref()
         .map(|rm| chain(&r.remote, rm, models.get(&r.local)));

@@ -401,7 +401,14 @@ impl Router {
                 c.threshold, c.threshold_source
             ),
         );
-        d.category = Some(if side == Side::Remote { "complex" } else { "simple" }.into());
+        d.category = Some(
+            if side == Side::Remote {
+                "complex"
+            } else {
+                "simple"
+            }
+            .into(),
+        );
         d.score = Some(score);
         d.threshold = Some(c.threshold);
         d
@@ -461,7 +468,9 @@ mod tests {
         let mut x = 12345u64;
         let scores: Vec<f32> = (0..1000)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (x >> 40) as f32 / (1u64 << 24) as f32
             })
             .collect();

@@ -53,7 +53,8 @@ pub async fn score_file(router: &Router, input: &Path, output: &Path) -> anyhow:
         router.complexity.is_some(),
         "the router has no complexity scorer (add `complexity` to router.strategies)"
     );
-    let file = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let mut lines = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("{}: reading line {}", input.display(), n + 1))?;
@@ -80,8 +81,8 @@ pub async fn score_file(router: &Router, input: &Path, output: &Path) -> anyhow:
         .buffered(32)
         .collect()
         .await;
-    let out = std::fs::File::create(output)
-        .with_context(|| format!("creating {}", output.display()))?;
+    let out =
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut w = std::io::BufWriter::new(out);
     let mut n = 0;
     for r in results {
@@ -144,9 +145,7 @@ pub fn eval(
     let report = super::train::eval_command(
         data,
         &opts,
-        &mut |p| {
-            super::train::score_prompts(&embedder, &scorer, p).map_err(|e| e.to_string())
-        },
+        &mut |p| super::train::score_prompts(&embedder, &scorer, p).map_err(|e| e.to_string()),
         svg,
     )?;
     Ok(report.to_string())

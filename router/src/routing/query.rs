@@ -209,9 +209,11 @@ mod tests {
         .unwrap();
         assert!(got.has_tools && got.has_media);
         assert_eq!(got.text, "");
-        let got = q(r#"{"model":"auto","messages":[{"role":"user","content":"hi"},
+        let got = q(
+            r#"{"model":"auto","messages":[{"role":"user","content":"hi"},
             {"role":"assistant","content":null,"tool_calls":[{"id":"1"}]},
-            {"role":"tool","content":"42","tool_call_id":"1"}]}"#)
+            {"role":"tool","content":"42","tool_call_id":"1"}]}"#,
+        )
         .unwrap();
         assert!(got.has_tools);
         assert_eq!(got.text, "hi");

@@ -30,8 +30,8 @@ fn read_prompts(path: &str) -> anyhow::Result<Vec<String>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("`{path}`:{}: not JSON", n + 1))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("`{path}`:{}: not JSON", n + 1))?;
         let p = v
             .get("prompt")
             .and_then(|p| p.as_str())
@@ -45,11 +45,21 @@ fn read_prompts(path: &str) -> anyhow::Result<Vec<String>> {
 /// The scorer as a routing function: embedding + the query's cheap features.
 pub fn score_fn(scorer: Arc<Scorer>) -> Arc<super::engine::ComplexityFn> {
     Arc::new(move |embedding: &[f32], q: &Query| {
-        scorer
-            .score_text(embedding, &q.text, q.user_turns.max(1))
-            // Shapes were checked when the router was built; a failure here is a
-            // non-finite input, which is treated as "unsure": remote.
-            .unwrap_or(1.0)
+        // A features-only scorer reads no embedding.
+        let embedding = if scorer.embedding_dim() == 0 {
+            &[][..]
+        } else {
+            embedding
+        };
+        match scorer.score_text(embedding, &q.text, q.user_turns.max(1)) {
+            Ok(s) => s,
+            Err(e) => {
+                // Shapes were checked when the router was built; what is left is a
+                // non-finite input, treated as "unsure": remote.
+                tracing::warn!(error = %e, "complexity scorer failed; routing remote");
+                1.0
+            }
+        }
     })
 }
 

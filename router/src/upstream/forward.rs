@@ -42,8 +42,7 @@ impl Service<Request<Body>> for ForwardService {
 
 async fn forward(mut req: Request<Body>) -> Response {
     let ext = req.extensions_mut();
-    let (Some(mut decision), Some(chat)) =
-        (ext.remove::<Decision>(), ext.remove::<ChatRequest>())
+    let (Some(mut decision), Some(chat)) = (ext.remove::<Decision>(), ext.remove::<ChatRequest>())
     else {
         return GatewayError::Internal("forward without decision".into()).into_response();
     };
