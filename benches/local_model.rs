@@ -1,4 +1,5 @@
-//! Local-model benchmark: slmgate's generator vs llama.cpp on the same GGUF, in one run.
+//! Local-model benchmark: slmgate's generator vs llama.cpp on the same GGUF, and the sentence
+//! embedder's fast backend vs candle, in one run.
 //!
 //! ```text
 //! scripts/bench-local.sh                       # installs llama-cpp-python if needed, then:
@@ -6,7 +7,10 @@
 //! BENCH_QUANTS=keep,q8_0 cargo bench --bench local_model
 //! BENCH_LLAMACPP=0 cargo bench --bench local_model   # skip the llama.cpp reference
 //! BENCH_CANDLE=1 cargo bench --bench local_model     # add rows for candle's llama path
+//! BENCH_GROUPS=embed cargo bench --bench local_model # only the embedder group
 //! ```
+//!
+//! `BENCH_GROUPS` lists the groups to run (`generate,embed` by default).
 //!
 //! The model is `SLMGATE_GGUF` or `models/SmolLM2-135M-Instruct.Q4_1.gguf`; threads are
 //! `BENCH_THREADS` or every CPU. For each quantization (`q8_0`, `q4k`, `keep`) it measures,
@@ -21,14 +25,23 @@
 //! the `q8_0` row, through the repository's `.venv` (or `SLMGATE_PYTHON`). Without
 //! llama-cpp-python the llama.cpp columns say so and the rest still runs.
 //!
-//! Run without `--bench` (as `cargo test --all-targets` does), it only loads a generated tiny
-//! model and runs a few tokens: a smoke test that finishes in well under a second.
+//! The **embed** group loads `SLMGATE_EMBEDDER` or `models/all-MiniLM-L6-v2` three times
+//! (candle's `BertModel`, the fast backend with `f32` weights, and with `q8_0` weights) and
+//! measures, on `BENCH_THREADS` threads (candle uses its own pool):
+//!
+//! - the median latency of embedding one ~10-token and one ~60-token query;
+//! - the median time of one call with a batch of 16 queries of ~14 tokens, and texts/s;
+//! - the smallest cosine similarity to candle's embeddings over those texts.
+//!
+//! Run without `--bench` (as `cargo test --all-targets` does), it only loads generated tiny
+//! models and runs a few tokens and embeddings: a smoke test that finishes in about a second.
 
 use slmgate_local_model::sampling::argmax;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use slmgate_local_model::embed::{EmbedBackend, Embedder, EmbedderOptions, WeightFormat};
 use slmgate_local_model::generator::{ChatMessage, Generator, GeneratorOptions};
 use slmgate_local_model::models::{ModelInstance, Quantize};
 
@@ -167,6 +180,126 @@ fn smoke() -> anyhow::Result<()> {
         f.decode_tps,
         f.prefill_ms
     );
+    let bert = dir.path().join("tiny-bert");
+    slmgate_local_model::embed_fixtures::write_tiny_bert(&bert);
+    for (backend, weights) in EMBEDDERS {
+        let e = load_embedder(&bert, backend, weights, 1)?;
+        let t = Instant::now();
+        let v = e.embed(&["the quick brown fox", "hello world"])?;
+        anyhow::ensure!(v.len() == 2 && v[0].len() == e.dim(), "bad embeddings");
+        println!(
+            "embed smoke run (tiny random bert, {}): {:.2} ms for 2 texts",
+            e.backend(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedder group
+// ---------------------------------------------------------------------------------------------
+
+/// The embedder configurations compared, reference (candle) first.
+const EMBEDDERS: [(EmbedBackend, WeightFormat); 3] = [
+    (EmbedBackend::Candle, WeightFormat::F32),
+    (EmbedBackend::Fast, WeightFormat::F32),
+    (EmbedBackend::Fast, WeightFormat::Q8_0),
+];
+
+/// A ~10-token query (11 tokens with [CLS]/[SEP]).
+const QUERY_10: &str = "How do I reverse a list in Python?";
+/// A ~60-token query.
+const QUERY_60: &str = "I have a large CSV file with several million rows of sensor readings, \
+    and I would like to compute a rolling average per device over a five minute window without \
+    loading the entire file into memory; what is the most efficient way to do this in Python \
+    with pandas or another library?";
+
+fn load_embedder(
+    dir: &Path,
+    backend: EmbedBackend,
+    weights: WeightFormat,
+    threads: usize,
+) -> anyhow::Result<Embedder> {
+    let mut opts = EmbedderOptions::new(dir);
+    opts.backend = backend;
+    opts.weights = weights;
+    opts.threads = threads;
+    Ok(Embedder::load(&opts)?)
+}
+
+/// The median duration of `f` in ms, over `iterations` runs after 3 warm-up runs.
+fn median_ms(iterations: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        f()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}
+
+fn bench_embed(threads: usize) -> anyhow::Result<()> {
+    let dir = std::env::var_os("SLMGATE_EMBEDDER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
+    if !dir.join("model.safetensors").is_file() {
+        println!(
+            "embed group skipped: {} not found (run scripts/fetch-models.sh or set SLMGATE_EMBEDDER)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let batch: Vec<String> = (0..16)
+        .map(|i| format!("What is the capital of country number {i} on the list?"))
+        .collect();
+    let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+    let all: Vec<&str> = [QUERY_10, QUERY_60]
+        .into_iter()
+        .chain(batch.clone())
+        .collect();
+    println!(
+        "\nembedder {} · {threads} threads · kernels {:?}",
+        dir.display(),
+        slmgate_local_model::kernels::detected_isa()
+    );
+    let mut reference: Option<Vec<Vec<f32>>> = None;
+    let mut rows = Vec::new();
+    for (backend, weights) in EMBEDDERS {
+        let e = load_embedder(&dir, backend, weights, threads)?;
+        let tokens = [QUERY_10, QUERY_60, batch[0]].map(|t| e.count_tokens(t));
+        let vectors = e.embed(&all)?;
+        let min_cos = match &reference {
+            None => 1.0,
+            Some(r) => r
+                .iter()
+                .zip(&vectors)
+                .map(|(a, b)| slmgate_local_model::embed::cosine(a, b))
+                .fold(1f32, f32::min),
+        };
+        reference.get_or_insert(vectors);
+        eprintln!("embed: {} measuring…", e.backend());
+        let q10 = median_ms(200, || e.embed(&[QUERY_10]).map(drop).map_err(Into::into))?;
+        let q60 = median_ms(100, || e.embed(&[QUERY_60]).map(drop).map_err(Into::into))?;
+        let b16 = median_ms(30, || e.embed(&batch).map(drop).map_err(Into::into))?;
+        rows.push((e.backend(), tokens, q10, q60, b16, min_cos));
+    }
+    println!();
+    println!(
+        "| embedder | 1 query, {} tok: p50 ms | 1 query, {} tok: p50 ms | batch 16 × {} tok: p50 ms | texts/s (batch 16) | min cosine vs candle |",
+        rows[0].1[0], rows[0].1[1], rows[0].1[2]
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, _, q10, q60, b16, min_cos) in &rows {
+        println!(
+            "| {name} | {q10:.2} | {q60:.2} | {b16:.1} | {:.0} | {min_cos:.6} |",
+            16.0 / (b16 / 1e3)
+        );
+    }
     Ok(())
 }
 
@@ -174,6 +307,22 @@ fn main() -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return smoke();
     }
+    let groups = std::env::var("BENCH_GROUPS").unwrap_or_else(|_| "generate,embed".into());
+    let groups: Vec<&str> = groups.split(',').map(str::trim).collect();
+    let threads = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(slmgate_local_model::threads::default_threads);
+    if groups.contains(&"generate") {
+        bench_generate(threads)?;
+    }
+    if groups.contains(&"embed") {
+        bench_embed(threads)?;
+    }
+    Ok(())
+}
+
+fn bench_generate(threads: usize) -> anyhow::Result<()> {
     let model = std::env::var_os("SLMGATE_GGUF")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
@@ -183,10 +332,6 @@ fn main() -> anyhow::Result<()> {
             model.display()
         );
     }
-    let threads = std::env::var("BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(slmgate_local_model::threads::default_threads);
     let quants: Vec<String> = std::env::var("BENCH_QUANTS")
         .unwrap_or_else(|_| "q8_0,q4k,keep".into())
         .split(',')

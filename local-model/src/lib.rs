@@ -8,6 +8,7 @@
 pub mod device;
 pub mod embed;
 pub mod embed_fixtures;
+pub mod fast_bert;
 pub mod fast_llama;
 pub mod fixtures;
 pub mod generator;

@@ -7,6 +7,12 @@
 //! llama.cpp's thread pool does. Helpers spin for [`SPIN`] after their last job (long enough to
 //! span the gap between two tokens, sampling included), then yield, then sleep on a condition
 //! variable, so an idle model does not burn CPU.
+//!
+//! [`ComputePool::run`] waits for every helper, so one helper that the OS has not scheduled (a
+//! busy or oversubscribed machine) stalls every parallel section for a time slice.
+//! [`ComputePool::run_dynamic`] instead hands out chunks of work to whichever threads come to
+//! take them: the caller works through the chunks itself and waits only for the helpers that
+//! joined in time.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,14 +24,24 @@ pub const SPIN: Duration = Duration::from_millis(2);
 
 type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
+/// Bit 0 of [`Shared::epoch`]: the job is a [`ComputePool::run_dynamic`] one.
+const DYNAMIC: u64 = 1;
+/// In [`Shared::joined`]: the dynamic job takes no more helpers.
+const CLOSED: u64 = 1 << 31;
+
 struct Shared {
-    /// Incremented for every published job.
+    /// Advanced by 2 for every published job; bit 0 is [`DYNAMIC`].
     epoch: AtomicU64,
+    /// For the current dynamic job: its epoch's counter (`epoch >> 1`, low 32 bits) in the high
+    /// half, [`CLOSED`] and the number of helpers working on it in the low half.
+    joined: AtomicU64,
     /// Points at a `Job` on the stack of the thread inside [`ComputePool::run`].
     job: AtomicPtr<()>,
     /// Helpers that have not finished the current job.
     pending: AtomicUsize,
     panicked: AtomicBool,
+    /// Set by [`ComputePool::rest`]: idle helpers sleep at once instead of spinning.
+    resting: AtomicBool,
     shutdown: AtomicBool,
     sleepers: Mutex<usize>,
     wake: Condvar,
@@ -59,9 +75,11 @@ impl ComputePool {
     pub fn new(threads: usize) -> Self {
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
             pending: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
+            resting: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             sleepers: Mutex::new(0),
             wake: Condvar::new(),
@@ -105,15 +123,12 @@ impl ComputePool {
         }
         let job: Job<'_> = &f;
         let s = &*self.shared;
+        s.resting.store(false, Ordering::Relaxed);
         s.pending.store(self.threads - 1, Ordering::Relaxed);
         s.job
             .store(&job as *const Job<'_> as *mut (), Ordering::Relaxed);
-        s.epoch.fetch_add(1, Ordering::Release);
-        if let Ok(sleepers) = s.sleepers.lock() {
-            if *sleepers > 0 {
-                s.wake.notify_all();
-            }
-        }
+        s.epoch.store(s.next_epoch(), Ordering::Release);
+        s.wake_sleepers();
         // The helpers borrow `f` and `job`: wait for them even if `f(0)` panics.
         struct WaitHelpers<'a>(&'a Shared);
         impl Drop for WaitHelpers<'_> {
@@ -134,6 +149,108 @@ impl ComputePool {
         drop(wait);
         if s.panicked.swap(false, Ordering::Relaxed) {
             panic!("a compute thread panicked");
+        }
+    }
+
+    /// Runs `f(c)` once for every chunk `c` in `0..chunks`, in parallel, and returns when all
+    /// calls have returned. Chunks are taken in increasing order by the calling thread and by
+    /// the helpers that arrive while chunks remain; a helper that is not running at the time
+    /// (descheduled, or busy elsewhere) is not waited for. Which thread runs a chunk varies from
+    /// call to call, so `f` must not depend on it.
+    ///
+    /// # Panics
+    /// If any call panics (after every started call has finished).
+    pub fn run_dynamic<F: Fn(usize) + Sync>(&self, chunks: usize, f: F) {
+        if self.threads == 1 || chunks <= 1 {
+            (0..chunks).for_each(f);
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        let work = |_: usize| loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= chunks {
+                break;
+            }
+            f(c);
+        };
+        let job: Job<'_> = &work;
+        let s = &*self.shared;
+        s.resting.store(false, Ordering::Relaxed);
+        let epoch = s.next_epoch() | DYNAMIC;
+        s.joined
+            .store(((epoch >> 1) & 0xFFFF_FFFF) << 32, Ordering::Relaxed);
+        s.job
+            .store(&job as *const Job<'_> as *mut (), Ordering::Relaxed);
+        s.epoch.store(epoch, Ordering::Release);
+        s.wake_sleepers();
+        // Helpers that joined borrow `work` and `job`: close the job and wait for them, even if
+        // the caller's share panics.
+        struct CloseAndWait<'a>(&'a Shared);
+        impl Drop for CloseAndWait<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.joined.fetch_or(CLOSED, Ordering::AcqRel);
+                let mut spins = 0u32;
+                while state & (CLOSED - 1) != 0 {
+                    spins += 1;
+                    if spins < 1 << 16 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                    state = self.0.joined.load(Ordering::Acquire);
+                }
+            }
+        }
+        let wait = CloseAndWait(s);
+        work(0);
+        drop(wait);
+        if s.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a compute thread panicked");
+        }
+    }
+
+    /// Tells the helpers that no job is coming soon: instead of spinning for [`SPIN`] after
+    /// their last job, they go to sleep at once (until the next `run` or `run_dynamic`, which
+    /// wakes them). For callers whose bursts of parallel sections are separated by idle
+    /// periods (an embedder between requests), so that the helpers leave the cores to other
+    /// threads.
+    pub fn rest(&self) {
+        self.shared.resting.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// The epoch of the next job (before its [`DYNAMIC`] bit). Only the thread inside `run` or
+    /// `run_dynamic` publishes jobs.
+    fn next_epoch(&self) -> u64 {
+        ((self.epoch.load(Ordering::Relaxed) >> 1) + 1) << 1
+    }
+
+    fn wake_sleepers(&self) {
+        if let Ok(sleepers) = self.sleepers.lock() {
+            if *sleepers > 0 {
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    /// Joins the dynamic job of `epoch` if it is still open.
+    fn join(&self, epoch: u64) -> bool {
+        let tag = ((epoch >> 1) & 0xFFFF_FFFF) << 32;
+        let mut state = self.joined.load(Ordering::Acquire);
+        loop {
+            if state & !(CLOSED | (CLOSED - 1)) != tag || state & CLOSED != 0 {
+                return false;
+            }
+            match self.joined.compare_exchange_weak(
+                state,
+                state + 1,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
         }
     }
 }
@@ -159,9 +276,10 @@ fn helper(index: usize, s: &Shared) {
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             let idle = since.elapsed();
-            if idle < SPIN {
+            let resting = s.resting.load(Ordering::Relaxed);
+            if idle < SPIN && !resting {
                 std::hint::spin_loop();
-            } else if idle < SPIN * 4 {
+            } else if idle < SPIN * 4 && !resting {
                 std::thread::yield_now();
             } else {
                 let Ok(mut sleepers) = s.sleepers.lock() else {
@@ -177,6 +295,22 @@ fn helper(index: usize, s: &Shared) {
                 }
                 idle_since = None;
             }
+        }
+        if seen & DYNAMIC != 0 {
+            // The caller may have finished this job (and even published others) already: work
+            // on it only if it still takes helpers.
+            if !s.join(seen) {
+                continue;
+            }
+            let ptr = s.job.load(Ordering::Relaxed) as *const Job<'_>;
+            // SAFETY: the job was open when this thread joined, so `job` still points at its
+            // `Job`, which `run_dynamic` keeps alive until every joined helper has left.
+            let job = unsafe { &*ptr };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(index))).is_err() {
+                s.panicked.store(true, Ordering::Relaxed);
+            }
+            s.joined.fetch_sub(1, Ordering::Release);
+            continue;
         }
         let ptr = s.job.load(Ordering::Relaxed) as *const Job<'_>;
         // SAFETY: `run` stored a pointer to a live `Job` before bumping the epoch, and keeps it
@@ -237,6 +371,76 @@ mod tests {
             total.fetch_add(i + 1, Ordering::Relaxed);
         });
         assert_eq!(total.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn run_dynamic_runs_every_chunk_once() {
+        for threads in [1, 2, 3] {
+            let pool = ComputePool::new(threads);
+            for round in 0..500 {
+                let chunks = round % 37;
+                let hits: Vec<AtomicUsize> = (0..chunks).map(|_| AtomicUsize::new(0)).collect();
+                pool.run_dynamic(chunks, |c| {
+                    hits[c].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                // Interleaved with static jobs, which must still reach every thread once.
+                if round % 3 == 0 {
+                    let total = AtomicUsize::new(0);
+                    pool.run(|_| {
+                        total.fetch_add(1, Ordering::Relaxed);
+                    });
+                    assert_eq!(total.load(Ordering::Relaxed), pool.threads());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn run_dynamic_does_not_wait_for_sleeping_helpers_and_survives_panics() {
+        let pool = ComputePool::new(2);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run_dynamic(8, |c| assert_ne!(c, 5, "boom"))
+        }));
+        assert!(r.is_err());
+        // Helpers asleep: the caller does the chunks without waiting for them to wake up.
+        std::thread::sleep(SPIN * 6);
+        let done = AtomicUsize::new(0);
+        pool.run_dynamic(4, |_| {
+            done.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(done.load(Ordering::Relaxed), 4);
+        let total = AtomicUsize::new(0);
+        pool.run(|i| {
+            total.fetch_add(i + 1, Ordering::Relaxed);
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn resting_helpers_sleep_and_wake_for_the_next_job() {
+        let pool = ComputePool::new(2);
+        pool.run(|_| {});
+        pool.rest();
+        // (Within microseconds on an idle machine; the bound leaves room for a busy one.)
+        let start = Instant::now();
+        while pool.shared.sleepers.lock().map(|n| *n).unwrap_or(0) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the helper never slept"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let total = AtomicUsize::new(0);
+        pool.run(|i| {
+            total.fetch_add(i + 1, Ordering::Relaxed);
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 3);
+        let done = AtomicUsize::new(0);
+        pool.run_dynamic(16, |_| {
+            done.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(done.load(Ordering::Relaxed), 16);
     }
 
     #[test]
