@@ -41,6 +41,35 @@ pub struct Config {
     /// Teams with shared budgets.
     #[serde(default)]
     pub teams: Vec<crate::policy::Team>,
+    /// Who may use the operator endpoints (`/admin/*`, `/v1/usage`, `/dashboard`) and
+    /// whether `/metrics` is open.
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+/// Operator access (`admin:`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// The admin key (`Authorization: Bearer <key>`) for `/admin/*`, `/v1/usage` and
+    /// `/dashboard`. Empty or absent = those endpoints answer only to loopback clients.
+    /// The embedded default reads `${SLMGATE_ADMIN_KEY}`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The admin key as a sha256 hex digest (`slmgate keys hash`), instead of `key`.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// `/metrics` needs the admin key too (default false: open on the listen address, as
+    /// Prometheus scrapers expect).
+    #[serde(default)]
+    pub protect_metrics: bool,
+}
+
+impl Admin {
+    /// The configured admin secret, if any (empty strings count as none).
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref().filter(|k| !k.is_empty())
+    }
 }
 
 pub(crate) fn default_listen() -> String {

@@ -243,4 +243,18 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
             }
         }
     }
+    if let (Some(_), Some(_)) = (cfg.admin.key(), &cfg.admin.key_sha256) {
+        ctx.err(
+            &[key("admin"), key("key")],
+            "set either `key` or `key_sha256`, not both",
+        );
+    }
+    if let Some(h) = &cfg.admin.key_sha256 {
+        if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            ctx.err(
+                &[key("admin"), key("key_sha256")],
+                "must be 64 hex digits (a sha256)",
+            );
+        }
+    }
 }

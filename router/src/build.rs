@@ -364,5 +364,15 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
         created: unix_now(),
         policies,
         accounting,
+        admin: crate::layers::admin_auth::AdminAccess {
+            sha256: match (cfg.admin.key(), cfg.admin.key_sha256.as_deref()) {
+                (Some(secret), _) => Some(sha256(secret)),
+                (None, Some(h)) => {
+                    Some(parse_sha256(h).context("admin.key_sha256 is not 64 hex digits")?)
+                }
+                (None, None) => None,
+            },
+            protect_metrics: cfg.admin.protect_metrics,
+        },
     })
 }

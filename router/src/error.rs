@@ -29,6 +29,9 @@ pub enum GatewayError {
     /// The key is valid but may not use this model.
     #[error("{0}")]
     Forbidden(String),
+    /// An operator endpoint was called from the network while no admin key is configured.
+    #[error("{0}")]
+    AdminOnly(String),
     /// The requested model is not served here.
     #[error("{message}")]
     ModelNotFound {
@@ -102,7 +105,7 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::Forbidden(_) | GatewayError::AdminOnly(_) => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,7 +129,9 @@ impl GatewayError {
             | GatewayError::NotFound(_)
             | GatewayError::MethodNotAllowed
             | GatewayError::PayloadTooLarge { .. } => "invalid_request_error",
-            GatewayError::Unauthorized(_) | GatewayError::Forbidden(_) => "authentication_error",
+            GatewayError::Unauthorized(_)
+            | GatewayError::Forbidden(_)
+            | GatewayError::AdminOnly(_) => "authentication_error",
             GatewayError::Overloaded { .. }
             | GatewayError::RateLimited { .. }
             | GatewayError::Unavailable(_) => "rate_limit_error",
@@ -143,6 +148,7 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => "invalid_request",
             GatewayError::Unauthorized(_) => "invalid_api_key",
             GatewayError::Forbidden(_) => "model_not_allowed",
+            GatewayError::AdminOnly(_) => "admin_only",
             GatewayError::ModelNotFound { .. } => "model_not_found",
             GatewayError::NotFound(_) => "unknown_url",
             GatewayError::MethodNotAllowed => "method_not_allowed",

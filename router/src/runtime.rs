@@ -130,6 +130,8 @@ pub struct Gateway {
     /// Prices, team budgets, and the budget / rate-limit state that outlives this snapshot
     /// (see [`crate::layers::limits`]).
     pub accounting: crate::layers::limits::Accounting,
+    /// Who may use the operator endpoints.
+    pub admin: crate::layers::admin_auth::AdminAccess,
 }
 
 impl Gateway {

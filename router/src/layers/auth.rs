@@ -37,7 +37,7 @@ pub struct Auth<S> {
 }
 
 /// Extracts the bearer token (also accepts `x-api-key`, as some SDKs send).
-fn presented_key(req: &Request<Body>) -> Option<&str> {
+pub(crate) fn presented_key(req: &Request<Body>) -> Option<&str> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION) {
         let s = v.to_str().ok()?.trim();
         let (scheme, rest) = s.split_once(' ')?;

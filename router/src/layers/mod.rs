@@ -4,6 +4,7 @@
 //! failure becomes an OpenAI-shaped error response at the layer that detects it, so the layers
 //! compose in any order without error plumbing.
 
+pub mod admin_auth;
 pub mod auth;
 pub mod body_limit;
 pub mod limits;
