@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod build;
+pub mod dashboard;
 pub mod embed_batcher;
 pub mod embeddings;
 pub mod error;
