@@ -374,5 +374,19 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
             },
             protect_metrics: cfg.admin.protect_metrics,
         },
+        cache: crate::layers::cache::Caching::new(&cfg.cache, None),
     })
+}
+
+/// Like [`build_gateway_with`], also keeping the response cache's stores of the running
+/// snapshot (`gw.cache.state`) when the new config's cache bounds are the same, so cached
+/// answers survive a reload.
+pub fn build_gateway_reusing(
+    cfg: &cfgs::Config,
+    state: LimitState,
+    cache: &crate::layers::cache::CacheState,
+) -> anyhow::Result<Gateway> {
+    let mut gw = build_gateway_with(cfg, state)?;
+    gw.cache = crate::layers::cache::Caching::new(&cfg.cache, Some(cache));
+    Ok(gw)
 }
