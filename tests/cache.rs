@@ -17,7 +17,11 @@ fn header(resp: &reqwest::Response, name: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn post_raw(gw: &slmgate_router::Running, body: String, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn post_raw(
+    gw: &slmgate_router::Running,
+    body: String,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = client()
         .post(url(gw, "/v1/chat/completions"))
         .header("content-type", "application/json")
@@ -28,7 +32,11 @@ async fn post_raw(gw: &slmgate_router::Running, body: String, headers: &[(&str, 
     req.send().await.unwrap()
 }
 
-async fn post(gw: &slmgate_router::Running, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn post(
+    gw: &slmgate_router::Running,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     post_raw(gw, body.to_string(), headers).await
 }
 
@@ -53,7 +61,11 @@ fn stream_text(events: &[String]) -> String {
         .iter()
         .filter(|e| *e != "[DONE]")
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
         .collect()
 }
 
@@ -99,7 +111,10 @@ async fn exact_hit_is_served_without_the_upstream() {
         assert_eq!(header(&resp, "x-slmgate-cache"), "bypass");
     }
     let mut default_temperature = ask("remote", "Say hello");
-    default_temperature.as_object_mut().unwrap().remove("temperature");
+    default_temperature
+        .as_object_mut()
+        .unwrap()
+        .remove("temperature");
     let resp = post(&gw, &default_temperature, &[]).await;
     assert_eq!(header(&resp, "x-slmgate-cache"), "bypass");
     assert_eq!(mock.requests(), 6);
@@ -165,7 +180,11 @@ async fn cache_control_no_cache_and_no_store() {
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-slmgate-cache"), "bypass");
     let resp = post(&gw, &q, &[]).await;
-    assert_eq!(header(&resp, "x-slmgate-cache"), "miss", "no-store stored the answer");
+    assert_eq!(
+        header(&resp, "x-slmgate-cache"),
+        "miss",
+        "no-store stored the answer"
+    );
     assert_eq!(mock.requests(), 2);
     // no-cache: not read (the upstream answers again), but the fresh answer is stored.
     let resp = post(&gw, &q, &[("cache-control", "no-cache")]).await;
@@ -202,9 +221,17 @@ keys:
     };
     assert_eq!(go("sk-a1").await, "miss");
     assert_eq!(go("sk-a2").await, "hit", "same team shares");
-    assert_eq!(go("sk-b1").await, "miss", "another team must not see team a's answer");
+    assert_eq!(
+        go("sk-b1").await,
+        "miss",
+        "another team must not see team a's answer"
+    );
     assert_eq!(go("sk-solo").await, "miss");
-    assert_eq!(go("sk-solo2").await, "miss", "keys without a team are their own tenant");
+    assert_eq!(
+        go("sk-solo2").await,
+        "miss",
+        "keys without a team are their own tenant"
+    );
     assert_eq!(go("sk-solo").await, "hit");
     assert_eq!(mock.requests(), 4);
 }
@@ -229,7 +256,10 @@ async fn streams_are_replayed_as_sse_and_shared_with_json_requests() {
     let replayed = sse_events(resp).await;
     assert_eq!(stream_text(&replayed), REPLY);
     assert_eq!(replayed.last().unwrap(), "[DONE]");
-    assert!(replayed.iter().all(|e| !e.contains("\"usage\"")), "{replayed:?}");
+    assert!(
+        replayed.iter().all(|e| !e.contains("\"usage\"")),
+        "{replayed:?}"
+    );
     let chunk: Value = serde_json::from_str(&replayed[0]).unwrap();
     assert_eq!(chunk["object"], "chat.completion.chunk");
     assert_eq!(chunk["choices"][0]["delta"]["role"], "assistant");
@@ -345,9 +375,15 @@ keys:
     let resp = post(&gw, &s, &auth).await;
     assert_eq!(header(&resp, "x-slmgate-cache"), "hit");
     let events = sse_events(resp).await;
-    assert!(events.iter().all(|e| !e.contains("\"usage\"")), "{events:?}");
+    assert!(
+        events.iter().all(|e| !e.contains("\"usage\"")),
+        "{events:?}"
+    );
     let (spent_usd, reserved) = spent();
-    assert!((spent_usd - per_request).abs() < 1e-9, "hits were charged: {spent_usd}");
+    assert!(
+        (spent_usd - per_request).abs() < 1e-9,
+        "hits were charged: {spent_usd}"
+    );
     assert_eq!(reserved, 0.0);
     assert_eq!(mock.requests(), 1);
 }
@@ -381,7 +417,10 @@ mod semantic {
 
     async fn answer(resp: reqwest::Response) -> String {
         let v: Value = resp.json().await.unwrap();
-        v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     #[tokio::test]
@@ -410,10 +449,17 @@ mod semantic {
 
         // Same last question, another conversation: never a hit.
         let mut with_tools = base.clone();
-        with_tools["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {}}}]);
+        with_tools["tools"] =
+            json!([{"type": "function", "function": {"name": "lookup", "parameters": {}}}]);
         for (what, other) in [
-            ("system prompt", conversation("You are verbose.", "My name is Ann.", "What is Rust?")),
-            ("earlier turn", conversation("You are terse.", "My name is Bob.", "What is Rust?")),
+            (
+                "system prompt",
+                conversation("You are verbose.", "My name is Ann.", "What is Rust?"),
+            ),
+            (
+                "earlier turn",
+                conversation("You are terse.", "My name is Bob.", "What is Rust?"),
+            ),
             ("tools", with_tools),
         ] {
             let resp = post(&gw, &other, &a).await;
@@ -440,7 +486,10 @@ mod semantic {
         if dir.join("model.safetensors").exists() {
             Some(dir)
         } else {
-            eprintln!("SKIPPED: {} not found (scripts/fetch-models.sh fetches it)", dir.display());
+            eprintln!(
+                "SKIPPED: {} not found (scripts/fetch-models.sh fetches it)",
+                dir.display()
+            );
             None
         }
     }
@@ -450,7 +499,8 @@ mod semantic {
         let Some(model) = real_minilm() else { return };
         let mock = Mock::start().await;
         let gw = gateway(&config(&mock, &model, 0.9, "")).await;
-        let q = |text: &str| json!({"model": "echo", "messages": [{"role": "user", "content": text}]});
+        let q =
+            |text: &str| json!({"model": "echo", "messages": [{"role": "user", "content": text}]});
         let resp = post(&gw, &q("What is the capital of France?"), &[]).await;
         assert_eq!(header(&resp, "x-slmgate-cache"), "miss");
         let _ = resp.bytes().await;

@@ -162,8 +162,8 @@ mod tests {
         assert!(!cfg.cache.exact.enabled && !cfg.cache.semantic.enabled);
         assert!(cfg.cache.exact.temperature_zero_only);
         assert_eq!(cfg.cache.semantic.threshold, 0.95);
-        let cfg = load_str_with_env(crate::DEFAULT_CONFIG_YAML, "<embedded default>", &|_| None)
-            .unwrap();
+        let cfg =
+            load_str_with_env(crate::DEFAULT_CONFIG_YAML, "<embedded default>", &|_| None).unwrap();
         assert!(cfg.cache.exact.enabled);
         assert!(!cfg.cache.semantic.enabled);
     }

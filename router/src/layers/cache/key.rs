@@ -269,7 +269,10 @@ pub(crate) mod tests {
         assert_eq!(a, b);
         let mut out = Vec::new();
         canonical(&json!({"b": [1.5, 2.0, 1e2], "a": null}), &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":null,"b":[1.5,2,100]}"#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":null,"b":[1.5,2,100]}"#
+        );
     }
 
     #[test]
@@ -288,7 +291,11 @@ pub(crate) mod tests {
         }
         assert_ne!(exact("u", base, &d), k, "tenant");
         assert_ne!(exact("t", base, &decision("other", "gpt")), k, "backend");
-        assert_ne!(exact("t", base, &decision("up", "gpt-2")), k, "upstream model");
+        assert_ne!(
+            exact("t", base, &decision("up", "gpt-2")),
+            k,
+            "upstream model"
+        );
     }
 
     #[test]

@@ -369,7 +369,12 @@ async fn embed(e: &crate::embeddings::LocalEmbedder, text: &str) -> Option<Arc<[
 }
 
 /// A cached answer as a response to `chat`.
-fn replay(a: &store::Answer, chat: &ChatRequest, decision: &Decision, label: &'static str) -> Response {
+fn replay(
+    a: &store::Answer,
+    chat: &ChatRequest,
+    decision: &Decision,
+    label: &'static str,
+) -> Response {
     let mut resp = if chat.stream {
         let Ok(completion) = serde_json::from_slice::<Value>(&a.json) else {
             return GatewayError::Internal("cached answer is not JSON".into()).into_response();
@@ -380,13 +385,18 @@ fn replay(a: &store::Answer, chat: &ChatRequest, decision: &Decision, label: &'s
         }
         let mut r = Response::new(Body::from(body));
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         r
     } else {
         let mut r = Response::new(Body::from(a.json.clone()));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         r
     };
     decision_headers(decision, resp.headers_mut());
@@ -541,7 +551,14 @@ mod tests {
         assert!(!p.exact && !p.used());
         let p = plan(&on(), None, none, None, false).unwrap();
         assert!(!p.exact, "absent temperature is OpenAI's default 1");
-        let p = plan(&on(), Some(&directive(true, Some(5), None)), none, Some(0.7), false).unwrap();
+        let p = plan(
+            &on(),
+            Some(&directive(true, Some(5), None)),
+            none,
+            Some(0.7),
+            false,
+        )
+        .unwrap();
         assert!(p.exact);
         assert_eq!(p.exact_ttl, Duration::from_secs(5));
         let mut any = on();
@@ -552,26 +569,55 @@ mod tests {
     #[test]
     fn off_by_config_or_policy() {
         let none = ClientDirectives::default();
-        assert_eq!(plan(&CacheConfig::default(), None, none, Some(0.0), true), None);
+        assert_eq!(
+            plan(&CacheConfig::default(), None, none, Some(0.0), true),
+            None
+        );
         // A policy turns a cache that the config leaves off on for its requests...
-        let p = plan(&CacheConfig::default(), Some(&directive(true, None, None)), none, None, true)
-            .unwrap();
+        let p = plan(
+            &CacheConfig::default(),
+            Some(&directive(true, None, None)),
+            none,
+            None,
+            true,
+        )
+        .unwrap();
         assert!(p.exact && !p.semantic);
         // ...and off for requests the config would cache (reported as `bypass`).
-        let p = plan(&on(), Some(&directive(false, None, None)), none, Some(0.0), true).unwrap();
+        let p = plan(
+            &on(),
+            Some(&directive(false, None, None)),
+            none,
+            Some(0.0),
+            true,
+        )
+        .unwrap();
         assert!(!p.used());
         let mut sem = on();
         sem.semantic.enabled = true;
         assert!(plan(&sem, None, none, Some(0.0), true).unwrap().semantic);
-        assert!(!plan(&sem, None, none, Some(0.0), false).unwrap().semantic, "no embedder");
-        let p = plan(&sem, Some(&directive(true, None, Some(false))), none, None, true).unwrap();
+        assert!(
+            !plan(&sem, None, none, Some(0.0), false).unwrap().semantic,
+            "no embedder"
+        );
+        let p = plan(
+            &sem,
+            Some(&directive(true, None, Some(false))),
+            none,
+            None,
+            true,
+        )
+        .unwrap();
         assert!(p.exact && !p.semantic);
     }
 
     #[test]
     fn client_directives() {
         let mut h = HeaderMap::new();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=0, No-Cache"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=0, No-Cache"),
+        );
         let d = ClientDirectives::from_headers(&h);
         assert!(d.no_cache && !d.no_store);
         let p = plan(&on(), None, d, Some(0.0), false).unwrap();
@@ -605,8 +651,10 @@ mod tests {
         };
         let sse = |body: &'static str| {
             let mut r = Response::new(Body::from(body));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
             r
         };
         let chunk = r#"data: {"id":"x","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
@@ -634,25 +682,35 @@ data: [DONE]
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let body = Body::from_stream(tokio_stream_from(rx));
         let mut r = Response::new(body);
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         let resp = record(r, sink(&state), true).await;
         let mut body = resp.into_body();
-        tx.send(Ok(Bytes::from_static(whole.split("\n\n").next().unwrap().as_bytes())))
-            .await
-            .unwrap();
+        tx.send(Ok(Bytes::from_static(
+            whole.split("\n\n").next().unwrap().as_bytes(),
+        )))
+        .await
+        .unwrap();
         tx.send(Ok(Bytes::from_static(b"\n\n"))).await.unwrap();
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.data_ref().is_some());
         drop(body);
         drop(tx);
-        assert!(state.get_exact(&[9; 32]).is_none(), "abandoned stream stored");
+        assert!(
+            state.get_exact(&[9; 32]).is_none(),
+            "abandoned stream stored"
+        );
 
         // The same stream read to the end is stored, and its usage chunk hidden.
         let resp = record(sse(whole), sink(&state), true).await;
         let out = resp.into_body().collect().await.unwrap().to_bytes();
         let text = std::str::from_utf8(&out).unwrap();
-        assert!(!text.contains("usage") && text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert!(
+            !text.contains("usage") && text.ends_with("data: [DONE]\n\n"),
+            "{text}"
+        );
         let a = state.get_exact(&[9; 32]).expect("complete stream stored");
         let v: Value = serde_json::from_slice(&a.json).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "hi");

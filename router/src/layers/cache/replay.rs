@@ -110,7 +110,13 @@ impl Assembler {
             self.failed = true;
             return;
         }
-        for k in ["id", "created", "model", "system_fingerprint", "service_tier"] {
+        for k in [
+            "id",
+            "created",
+            "model",
+            "system_fingerprint",
+            "service_tier",
+        ] {
             if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
                 self.head.entry(k).or_insert_with(|| x.clone());
             }
@@ -186,7 +192,13 @@ impl Assembler {
 /// then the usage chunk when `include_usage` and the completion has usage.
 pub fn completion_events(completion: &Value, include_usage: bool) -> Vec<String> {
     let mut head = Map::new();
-    for k in ["id", "created", "model", "system_fingerprint", "service_tier"] {
+    for k in [
+        "id",
+        "created",
+        "model",
+        "system_fingerprint",
+        "service_tier",
+    ] {
         if let Some(v) = completion.get(k) {
             head.insert(k.into(), v.clone());
         }
@@ -265,8 +277,14 @@ mod tests {
         let events = [
             chunk(json!({"role": "assistant", "content": ""}), Value::Null),
             chunk(json!({"content": "Hel"}), Value::Null),
-            chunk(json!({"content": "lo", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\""}}]}), Value::Null),
-            chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}), Value::Null),
+            chunk(
+                json!({"content": "lo", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\""}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
+                Value::Null,
+            ),
             chunk(json!({}), json!("tool_calls")),
             json!({"id": "c1", "object": "chat.completion.chunk", "created": 7, "model": "gpt", "choices": [],
                    "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}),
@@ -295,7 +313,10 @@ mod tests {
         assert!(feed(&ok, false).is_none(), "no [DONE]");
         assert!(feed(&ok[..1], true).is_none(), "no finish_reason");
         let mut err = ok.to_vec();
-        err.insert(1, json!({"error": {"message": "boom", "type": "upstream_error"}}));
+        err.insert(
+            1,
+            json!({"error": {"message": "boom", "type": "upstream_error"}}),
+        );
         assert!(feed(&err, true).is_none(), "error event");
         let filtered = [chunk(json!({"content": "x"}), json!("content_filter"))];
         assert!(feed(&filtered, true).is_none());
@@ -307,8 +328,12 @@ mod tests {
 
     #[test]
     fn json_completeness() {
-        assert!(is_complete(&json!({"choices": [{"message": {}, "finish_reason": "length"}]})));
-        assert!(!is_complete(&json!({"choices": [{"message": {}, "finish_reason": null}]})));
+        assert!(is_complete(
+            &json!({"choices": [{"message": {}, "finish_reason": "length"}]})
+        ));
+        assert!(!is_complete(
+            &json!({"choices": [{"message": {}, "finish_reason": null}]})
+        ));
         assert!(!is_complete(&json!({"choices": []})));
         assert!(!is_complete(&json!({"error": {"message": "x"}})));
     }

@@ -164,7 +164,12 @@ impl CacheState {
 
     /// The answer in `scope` whose vector is most similar to `v`, if that similarity is at
     /// least `threshold`, with the similarity.
-    pub fn get_semantic(&self, scope: &Key, v: &[f32], threshold: f32) -> Option<(Arc<Answer>, f32)> {
+    pub fn get_semantic(
+        &self,
+        scope: &Key,
+        v: &[f32],
+        threshold: f32,
+    ) -> Option<(Arc<Answer>, f32)> {
         let s = self.semantic.get(scope)?;
         let now = Instant::now();
         s.entries
@@ -279,9 +284,16 @@ mod tests {
         assert_eq!(scope.entries.len(), MAX_PER_SCOPE);
         let mut first = vec![0.0f32; MAX_PER_SCOPE + 10];
         first[0] = 1.0;
-        assert!(s.get_semantic(&[3; 32], &first, 0.9).is_none(), "oldest dropped");
+        assert!(
+            s.get_semantic(&[3; 32], &first, 0.9).is_none(),
+            "oldest dropped"
+        );
 
-        s.put_semantic([4; 32], Arc::from(vec![1.0]), answer("old", Duration::from_millis(1)));
+        s.put_semantic(
+            [4; 32],
+            Arc::from(vec![1.0]),
+            answer("old", Duration::from_millis(1)),
+        );
         std::thread::sleep(Duration::from_millis(5));
         assert!(s.get_semantic(&[4; 32], &[1.0], 0.5).is_none());
     }
