@@ -388,6 +388,36 @@ keys:
     assert_eq!(mock.requests(), 1);
 }
 
+#[tokio::test]
+async fn a_reload_that_keeps_the_cache_state_keeps_the_answers() {
+    let mock = Mock::start().await;
+    let yaml = one_backend(&mock, "", ALIASES, EXACT);
+    let gw = gateway(&yaml).await;
+    let resp = post(&gw, &ask("remote", "Say hello"), &[]).await;
+    assert_eq!(header(&resp, "x-slmgate-cache"), "miss");
+    let _ = resp.bytes().await;
+    let cfg = slmgate_config::load_str_with_env(&yaml, "test.yaml", &|_| None).unwrap();
+
+    // A rebuilt snapshot without the state starts empty...
+    let fresh = slmgate_router::build::build_gateway(&cfg).unwrap();
+    let old = gw.shared.swap(std::sync::Arc::new(fresh));
+    let resp = post(&gw, &ask("remote", "Say hello"), &[]).await;
+    assert_eq!(header(&resp, "x-slmgate-cache"), "miss");
+    let _ = resp.bytes().await;
+
+    // ...one built with the previous state keeps its answers.
+    let kept = slmgate_router::build::build_gateway_reusing(
+        &cfg,
+        old.accounting.state.clone(),
+        &old.cache.state,
+    )
+    .unwrap();
+    gw.shared.store(std::sync::Arc::new(kept));
+    let resp = post(&gw, &ask("remote", "Say hello"), &[]).await;
+    assert_eq!(header(&resp, "x-slmgate-cache"), "hit");
+    assert_eq!(mock.requests(), 2);
+}
+
 /// The semantic cache with a tiny random-weight BERT: identical last questions are similar
 /// (cosine 1), so every miss below is the scope at work, not the model.
 #[cfg(feature = "local")]

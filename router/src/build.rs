@@ -348,6 +348,11 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
     if let Some(r) = &router {
         model_order.extend(r.aliases.iter().cloned());
     }
+    if cfg.cache.semantic.enabled && embedder.is_none() {
+        tracing::warn!(
+            "cache.semantic is enabled but the embedder is not loaded: semantic cache off"
+        );
+    }
     Ok(Gateway {
         embedder,
         router,
