@@ -109,6 +109,7 @@ pub(crate) fn load(
     validate::validate(&cfg, &mut ctx);
     crate::routing::validate(&cfg, &mut ctx);
     crate::policy::validate(&cfg, &mut ctx);
+    crate::cache::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
         Ok(cfg)
     } else {
@@ -131,6 +132,7 @@ fn empty_config() -> Config {
         pricing: Default::default(),
         teams: Vec::new(),
         admin: Default::default(),
+        cache: Default::default(),
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Config {
     /// whether `/metrics` is open.
     #[serde(default)]
     pub admin: Admin,
+    /// Response caching (exact and semantic); see [`crate::cache`]. Absent = off.
+    #[serde(default)]
+    pub cache: crate::cache::Cache,
 }
 
 /// Operator access (`admin:`).

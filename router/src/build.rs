@@ -348,6 +348,11 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
     if let Some(r) = &router {
         model_order.extend(r.aliases.iter().cloned());
     }
+    if cfg.cache.semantic.enabled && embedder.is_none() {
+        tracing::warn!(
+            "cache.semantic is enabled but the embedder is not loaded: semantic cache off"
+        );
+    }
     Ok(Gateway {
         embedder,
         router,
@@ -374,5 +379,19 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
             },
             protect_metrics: cfg.admin.protect_metrics,
         },
+        cache: crate::layers::cache::Caching::new(&cfg.cache, None),
     })
+}
+
+/// Like [`build_gateway_with`], also keeping the response cache's stores of the running
+/// snapshot (`gw.cache.state`) when the new config's cache bounds are the same, so cached
+/// answers survive a reload.
+pub fn build_gateway_reusing(
+    cfg: &cfgs::Config,
+    state: LimitState,
+    cache: &crate::layers::cache::CacheState,
+) -> anyhow::Result<Gateway> {
+    let mut gw = build_gateway_with(cfg, state)?;
+    gw.cache = crate::layers::cache::Caching::new(&cfg.cache, Some(cache));
+    Ok(gw)
 }

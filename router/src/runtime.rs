@@ -132,6 +132,9 @@ pub struct Gateway {
     pub accounting: crate::layers::limits::Accounting,
     /// Who may use the operator endpoints.
     pub admin: crate::layers::admin_auth::AdminAccess,
+    /// `cache:` and the response cache's stores (which outlive this snapshot; see
+    /// [`crate::layers::cache`]).
+    pub cache: crate::layers::cache::Caching,
 }
 
 impl Gateway {

@@ -20,6 +20,7 @@ use crate::error::GatewayError;
 use crate::handlers::{self, AppState};
 use crate::layers::auth::AuthLayer;
 use crate::layers::body_limit::BodyLimitLayer;
+use crate::layers::cache::CacheLayer;
 use crate::layers::limits::LimitsLayer;
 use crate::layers::load_shed::LoadShedLayer;
 use crate::layers::overhead::OverheadLayer;
@@ -59,6 +60,10 @@ pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -
         // Rate limits and budgets, after the policy because its caps and routes change the
         // cost; last before the upstream, so every admitted request is settled.
         .layer(LimitsLayer)
+        // Response cache, below the limits (a hit is still admitted and rate-counted, and
+        // settled at cost 0) and right above forwarding: the key is the request as policy
+        // and routing shaped it.
+        .layer(CacheLayer)
         // Decision → upstream call with retries and fallbacks.
         .service(ForwardService);
 

@@ -7,6 +7,7 @@
 pub mod admin_auth;
 pub mod auth;
 pub mod body_limit;
+pub mod cache;
 pub mod limits;
 pub mod load_shed;
 pub mod overhead;
