@@ -130,6 +130,7 @@ fn empty_config() -> Config {
         policies: None,
         pricing: Default::default(),
         teams: Vec::new(),
+        admin: Admin::default(),
     }
 }
 

@@ -132,6 +132,8 @@ pub struct Gateway {
     pub accounting: crate::layers::limits::Accounting,
     /// Who may use the operator endpoints.
     pub admin: crate::layers::admin_auth::AdminAccess,
+    /// Loaded models and clients, which a reload reuses when their config is unchanged.
+    pub loaded: crate::build::Loaded,
 }
 
 impl Gateway {
