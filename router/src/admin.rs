@@ -168,3 +168,61 @@ pub fn status_report(reloader: &Reloader, gw: &Gateway) -> Value {
         "loaded": gw.loaded.describe(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicBool;
+
+    use arc_swap::ArcSwap;
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::reload::ConfigSource;
+
+    async fn status_from(yaml: &str, peer: &str, key: Option<&str>) -> (StatusCode, Value) {
+        let cfg = slmgate_config::load_str_with_env(yaml, "t.yaml", &|_| None).expect("valid");
+        let gw = crate::build::build_gateway(&cfg).expect("builds");
+        let limits = gw.limits;
+        let shared = Arc::new(ArcSwap::from_pointee(gw));
+        let reloader = Arc::new(Reloader::new(shared.clone(), &cfg, ConfigSource::Memory));
+        let app = crate::stack::build(shared, limits, Arc::new(AtomicBool::new(false)), reloader);
+        let mut req = Request::get("/admin/status");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let mut req = req.body(Body::empty()).expect("request");
+        let peer: SocketAddr = peer.parse().expect("addr");
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let resp = app.oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("json"))
+    }
+
+    #[tokio::test]
+    async fn loopback_only_without_an_admin_key() {
+        let (status, v) = status_from("{}", "127.0.0.1:5000", None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["config"]["source"], "memory");
+        let (status, v) = status_from("{}", "[::1]:5000", None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let (status, v) = status_from("{}", "10.1.2.3:5000", Some("anything")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+        assert_eq!(v["error"]["code"], "admin_only", "{v}");
+    }
+
+    #[tokio::test]
+    async fn the_admin_key_opens_it_from_anywhere() {
+        let yaml = "admin:\n  key: adm\n";
+        let (status, v) = status_from(yaml, "10.1.2.3:5000", Some("adm")).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let (status, v) = status_from(yaml, "127.0.0.1:5000", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    }
+}
