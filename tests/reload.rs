@@ -523,3 +523,58 @@ async fn a_gateway_started_from_memory_has_nothing_to_reload() {
     assert!(v["config"]["path"].is_null(), "{v}");
     assert_eq!(chat_status(&gw, "remote").await, 200);
 }
+
+/// The `kind: local` backend serving `alias` in the live snapshot.
+#[cfg(feature = "local")]
+fn local_of(gw: &Running, alias: &str) -> Arc<slmgate_router::upstream::local::LocalBackend> {
+    match &*gw.shared.load().models[alias].targets[0].backend {
+        slmgate_router::upstream::Backend::Local(b) => b.clone(),
+        _ => panic!("`{alias}` is not served by a local backend"),
+    }
+}
+
+#[cfg(feature = "local")]
+#[tokio::test]
+async fn an_unchanged_local_model_is_reused_and_a_changed_one_reloaded() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let model = slmgate_local_model::fixtures::write_tiny_model(dir.path(), "llama", 7);
+    let local = |max_tokens: u32, more_models: &str| {
+        one_backend(
+            &mock,
+            &format!(
+                "  - name: slm\n    kind: local\n    enabled: true\n    model: {}\n    max_tokens: {max_tokens}\n",
+                model.display()
+            ),
+            &format!("  - name: local\n    backend: slm\n{more_models}"),
+            "",
+        )
+    };
+    let (_cfg_dir, path) = temp_config(&local(8, ""));
+    let gw = start(&path, manual(&path)).await;
+    let first = local_of(&gw, "local");
+
+    // Another alias, same backend section: the loaded model is the same object.
+    save(&path, &local(8, "  - name: extra\n    backend: up\n"));
+    assert_eq!(post_reload(&gw, None).await.status(), 200);
+    assert!(
+        Arc::ptr_eq(&first, &local_of(&gw, "local")),
+        "model loaded twice"
+    );
+    assert_eq!(chat_status(&gw, "local").await, 200);
+    let v = get_json(&gw, "/admin/status").await;
+    assert_eq!(v["loaded"][0], "local backend `slm`", "{v}");
+    assert_eq!(v["backends"][0]["name"], "slm", "{v}");
+    assert_eq!(v["backends"][0]["kind"], "local", "{v}");
+
+    // The backend section changed: loaded anew with the new settings.
+    save(&path, &local(4, ""));
+    assert_eq!(post_reload(&gw, None).await.status(), 200);
+    let second = local_of(&gw, "local");
+    assert!(
+        !Arc::ptr_eq(&first, &second),
+        "a changed backend must be rebuilt"
+    );
+    assert_eq!(second.default_max_tokens, 4);
+    assert_eq!(chat_status(&gw, "local").await, 200);
+}
