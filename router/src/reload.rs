@@ -84,6 +84,17 @@ pub enum Trigger {
     Api,
 }
 
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trigger::File => "file",
+            Trigger::Sighup => "sighup",
+            Trigger::Admin => "admin",
+            Trigger::Api => "api",
+        })
+    }
+}
+
 /// One problem of a rejected config, for the status and the reload answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigIssue {
@@ -350,7 +361,7 @@ impl Reloader {
                 };
                 tracing::info!(
                     generation = st.generation,
-                    ?trigger,
+                    %trigger,
                     duration_ms,
                     "config reloaded"
                 );
@@ -364,7 +375,7 @@ impl Reloader {
             Err(err) => {
                 st.failed += 1;
                 tracing::error!(
-                    ?trigger,
+                    %trigger,
                     error = %err,
                     "config reload rejected; the previous configuration keeps serving"
                 );
