@@ -406,10 +406,9 @@ async fn a_reload_that_keeps_the_cache_state_keeps_the_answers() {
     let _ = resp.bytes().await;
 
     // ...one built with the previous state keeps its answers.
-    let kept = slmgate_router::build::build_gateway_reusing(
+    let kept = slmgate_router::build::build_gateway_from(
         &cfg,
-        old.accounting.state.clone(),
-        &old.cache.state,
+        slmgate_router::build::Carry::from_gateway(&old),
     )
     .unwrap();
     gw.shared.store(std::sync::Arc::new(kept));

@@ -135,6 +135,8 @@ pub struct Gateway {
     /// `cache:` and the response cache's stores (which outlive this snapshot; see
     /// [`crate::layers::cache`]).
     pub cache: crate::layers::cache::Caching,
+    /// Loaded models and clients, which a reload reuses when their config is unchanged.
+    pub loaded: crate::build::Loaded,
 }
 
 impl Gateway {

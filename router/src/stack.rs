@@ -29,6 +29,7 @@ use crate::layers::policy::PolicyLayer;
 use crate::layers::route::RouteLayer;
 use crate::layers::snapshot::{SharedGateway, SnapshotLayer};
 use crate::layers::timeout::RequestTimeoutLayer;
+use crate::reload::Reloader;
 use crate::runtime::Limits;
 use crate::upstream::forward::ForwardService;
 
@@ -45,8 +46,13 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
-/// Builds the gateway's HTTP service.
-pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -> Router {
+/// Builds the gateway's HTTP service. `reloader` serves `/admin/reload` and `/admin/status`.
+pub fn build(
+    shared: SharedGateway,
+    limits: Limits,
+    draining: Arc<AtomicBool>,
+    reloader: Arc<Reloader>,
+) -> Router {
     // POST /v1/chat/completions: its own small pipeline, innermost last.
     let chat = ServiceBuilder::new()
         // Body → typed request; 400/413 for bad input. Everything below sees a valid request.
@@ -92,6 +98,8 @@ pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -
 
     Router::new()
         .merge(api)
+        // Operator endpoints: admin key (or loopback only), inside the snapshot layer.
+        .merge(crate::admin::routes(reloader))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)
