@@ -180,7 +180,9 @@ const BENCH_KEYS: usize = 100;
 fn bench_keys_yaml() -> String {
     let mut y = String::from("teams:\n");
     for t in 0..10 {
-        y.push_str(&format!("  - {{ name: team-{t}, budget: {{ daily_usd: 100000 }} }}\n"));
+        y.push_str(&format!(
+            "  - {{ name: team-{t}, budget: {{ daily_usd: 100000 }} }}\n"
+        ));
     }
     y.push_str("keys:\n");
     for k in 0..BENCH_KEYS {
@@ -236,7 +238,12 @@ fn scenarios() -> Vec<Scenario> {
     out
 }
 
-fn start_gateway(mock_addr: SocketAddr, extra: &str, dir: &std::path::Path, name: &str) -> (Gateway, SocketAddr) {
+fn start_gateway(
+    mock_addr: SocketAddr,
+    extra: &str,
+    dir: &std::path::Path,
+    name: &str,
+) -> (Gateway, SocketAddr) {
     let port = free_port();
     let cfg_path = dir.join(format!("{name}.yaml"));
     let data_dir = dir.join(name);
@@ -254,7 +261,10 @@ fn start_gateway(mock_addr: SocketAddr, extra: &str, dir: &std::path::Path, name
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start slmgate");
-    (Gateway(child), format!("127.0.0.1:{port}").parse().expect("addr"))
+    (
+        Gateway(child),
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+    )
 }
 
 fn main() {

@@ -520,4 +520,3 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         cache: crate::layers::cache::Caching::new(&cfg.cache, previous_cache.as_ref()),
     })
 }
-

@@ -30,7 +30,9 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     // The page loads nothing from elsewhere; say so to the browser.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"),
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+        ),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -110,7 +112,10 @@ pub async fn login(
         return login_page(Some("wrong admin key"));
     }
     // A cookie value cannot hold `;`, `,`, spaces or control characters.
-    if !key.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',') {
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+    {
         return login_page(Some(
             "this admin key cannot be stored in a cookie; send it as a bearer header",
         ));
