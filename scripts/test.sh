@@ -14,6 +14,8 @@ log() { printf '\n==> %s\n' "$*"; }
 log "python venv with the openai SDK (.venv)"
 scripts/python-env.sh
 export SLMGATE_PYTHON="$PWD/.venv/bin/python"
+# The dashboard's browser test must run here (not be skipped): services.sh installs Chromium.
+export SLMGATE_REQUIRE_BROWSER=1
 
 # 2. Real model weights for the real-model tests (skipped when absent; present in CI).
 if [ -x scripts/fetch-models.sh ]; then
