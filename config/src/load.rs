@@ -109,6 +109,7 @@ pub(crate) fn load(
     validate::validate(&cfg, &mut ctx);
     crate::routing::validate(&cfg, &mut ctx);
     crate::policy::validate(&cfg, &mut ctx);
+    crate::usage::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
         Ok(cfg)
     } else {
@@ -130,6 +131,8 @@ fn empty_config() -> Config {
         policies: None,
         pricing: Default::default(),
         teams: Vec::new(),
+        admin: Default::default(),
+        usage: None,
     }
 }
 

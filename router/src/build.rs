@@ -325,7 +325,7 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
         backends: backends.clone(),
     };
     let accounting = Accounting {
-        prices: cfg.pricing.clone(),
+        prices: crate::usage::pricing::merged(&cfg.pricing),
         teams: cfg
             .teams
             .iter()
@@ -348,7 +348,9 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
     if let Some(r) = &router {
         model_order.extend(r.aliases.iter().cloned());
     }
+    let usage_reference = reference_model(cfg);
     Ok(Gateway {
+        usage_reference,
         embedder,
         router,
         models,
@@ -375,4 +377,16 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
             protect_metrics: cfg.admin.protect_metrics,
         },
     })
+}
+
+/// The counterfactual's reference model: `usage.reference_model`, else the configured
+/// upstream model of the router's `remote` side (else of the alias `remote`), whether or not
+/// its backend is enabled right now: the question is what the large model would cost.
+fn reference_model(cfg: &cfgs::Config) -> Option<String> {
+    if let Some(m) = cfg.usage.as_ref().and_then(|u| u.reference_model.clone()) {
+        return Some(m);
+    }
+    let remote = cfg.router.as_ref().map_or("remote", |r| r.remote.as_str());
+    let m = cfg.models.iter().find(|m| m.name == remote)?;
+    Some(m.model.clone().unwrap_or_else(|| m.name.clone()))
 }

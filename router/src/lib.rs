@@ -11,11 +11,13 @@ pub mod embeddings;
 pub mod error;
 pub mod handlers;
 pub mod layers;
+pub mod metrics;
 pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod stack;
 pub mod upstream;
+pub mod usage;
 
 pub use error::GatewayError;
 pub use server::{serve, start, start_on, Running};

@@ -20,6 +20,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The live configuration (swapped on reload).
     pub shared: SharedGateway,
+    /// The usage writer, when `usage:` is configured (process-wide: survives reloads).
+    pub usage: Option<crate::usage::UsageWriter>,
     token: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -45,7 +47,13 @@ pub async fn start_on(
     let limits = built.limits;
     let shared: SharedGateway = Arc::new(ArcSwap::from_pointee(built));
     let draining = Arc::new(AtomicBool::new(false));
-    let app = stack::build(shared.clone(), limits, draining.clone());
+    // Install the metrics recorder before the first request records anything.
+    let _ = crate::metrics::handle();
+    let usage = match cfg.usage.as_ref().filter(|u| u.enabled) {
+        Some(u) => Some(crate::usage::UsageWriter::start(u).await?),
+        None => None,
+    };
+    let app = stack::build_with_usage(shared.clone(), limits, draining.clone(), usage.clone());
     let addr = listener.local_addr()?;
     let token = CancellationToken::new();
     let drain = limits.shutdown_timeout;
@@ -56,10 +64,33 @@ pub async fn start_on(
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { server_token.cancelled().await });
-    let mut serve_task = tokio::spawn(async move { serve.await });
+    let serve_task = tokio::spawn(async move { serve.await });
 
     let outer_token = token.clone();
+    let writer = usage.clone();
     let task = tokio::spawn(async move {
+        let served = serve_and_drain(serve_task, outer_token, draining, drain).await;
+        // Every request has finished (or was cut off): write the records still queued.
+        if let Some(w) = writer {
+            w.shutdown().await;
+        }
+        served
+    });
+    Ok(Running {
+        addr,
+        shared,
+        usage,
+        token,
+        task,
+    })
+}
+
+async fn serve_and_drain(
+    mut serve_task: JoinHandle<std::io::Result<()>>,
+    outer_token: CancellationToken,
+    draining: Arc<AtomicBool>,
+    drain: std::time::Duration,
+) -> anyhow::Result<()> {
         tokio::select! {
             r = &mut serve_task => return r.context("server")?.context("serve"),
             _ = outer_token.cancelled() => {}
@@ -77,16 +108,12 @@ pub async fn start_on(
                     "drain timeout reached; closing remaining connections"
                 );
                 serve_task.abort();
+                // Let the aborted connections drop their bodies (and with them their
+                // pending usage records) before the writer is closed.
+                let _ = serve_task.await;
                 Ok(())
             }
         }
-    });
-    Ok(Running {
-        addr,
-        shared,
-        token,
-        task,
-    })
 }
 
 /// Binds `listen` (or the config's `listen`) and starts serving.

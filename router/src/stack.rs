@@ -18,8 +18,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::GatewayError;
 use crate::handlers::{self, AppState};
+use crate::layers::account::AccountLayer;
 use crate::layers::auth::AuthLayer;
 use crate::layers::body_limit::BodyLimitLayer;
+use crate::layers::http_metrics::HttpMetricsLayer;
 use crate::layers::limits::LimitsLayer;
 use crate::layers::load_shed::LoadShedLayer;
 use crate::layers::overhead::OverheadLayer;
@@ -46,10 +48,23 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
 
 /// Builds the gateway's HTTP service.
 pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -> Router {
+    build_with_usage(shared, limits, draining, None)
+}
+
+/// [`build`], recording usage into `usage` (the process-wide writer, see [`crate::usage`]).
+pub fn build_with_usage(
+    shared: SharedGateway,
+    limits: Limits,
+    draining: Arc<AtomicBool>,
+    usage: Option<crate::usage::UsageWriter>,
+) -> Router {
     // POST /v1/chat/completions: its own small pipeline, innermost last.
     let chat = ServiceBuilder::new()
         // Body → typed request; 400/413 for bad input. Everything below sees a valid request.
         .layer(ParseChatLayer)
+        // One usage record per valid request, above every step that may refuse it, so
+        // refusals are recorded too; asks streams for their usage chunk.
+        .layer(AccountLayer::new(usage.as_ref().map(|u| u.sink.clone())))
         // Alias → Decision (targets + reason); 403/404; the router classifies `auto`.
         .layer(RouteLayer)
         // Policy rules, after routing because rules may look at the decision (target,
@@ -87,6 +102,10 @@ pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -
 
     Router::new()
         .merge(api)
+        // Operator endpoints: the admin key (or loopback when none is set).
+        .merge(crate::usage::http::router(usage.map(|u| u.store)))
+        // Open unless `admin.protect_metrics`.
+        .route("/metrics", get(crate::usage::http::metrics))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)
@@ -103,6 +122,8 @@ pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -
                 .map_response(|r: Response<_>| r.map(Body::new))
                 // A bug answers 500 in OpenAI's shape instead of dropping the connection.
                 .layer(CatchPanicLayer::custom(panic_response))
+                // Request counts and durations (to the last byte) by route/target/status.
+                .layer(HttpMetricsLayer)
                 // Shed before doing any work for a request we cannot take.
                 .layer(LoadShedLayer::new(limits.max_concurrent_requests))
                 // Deadline for the whole request (to the response head).
