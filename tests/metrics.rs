@@ -98,7 +98,11 @@ async fn metric_families_have_the_right_values_after_traffic() {
 
     let chat = [("route", "/v1/chat/completions"), ("target", "m-alias")];
     let text = scrape_until(&gw, |t| {
-        value(t, "slmgate_requests_total", &[chat[0], chat[1], ("status", "200")]) == Some(3.0)
+        value(
+            t,
+            "slmgate_requests_total",
+            &[chat[0], chat[1], ("status", "200")],
+        ) == Some(3.0)
     })
     .await;
     let v = |name: &str, labels: &[(&str, &str)]| {
@@ -118,7 +122,12 @@ async fn metric_families_have_the_right_values_after_traffic() {
         ),
         3.0
     );
-    assert!(v("slmgate_request_duration_seconds_bucket", &[chat[0], chat[1], ("le", "+Inf")]) >= 3.0);
+    assert!(
+        v(
+            "slmgate_request_duration_seconds_bucket",
+            &[chat[0], chat[1], ("le", "+Inf")]
+        ) >= 3.0
+    );
     assert_eq!(
         v(
             "slmgate_tokens_total",
@@ -173,11 +182,21 @@ async fn metric_families_have_the_right_values_after_traffic() {
         value(t, "slmgate_requests_total", &[("route", "/healthz")]).is_some()
     })
     .await;
-    assert!(value(&text, "slmgate_requests_total", &[("route", "/healthz"), ("status", "200")]).is_some());
+    assert!(value(
+        &text,
+        "slmgate_requests_total",
+        &[("route", "/healthz"), ("status", "200")]
+    )
+    .is_some());
     // Unknown paths share one label.
     client().get(url(&gw, "/wp-admin/x")).send().await.unwrap();
     let text = scrape_until(&gw, |t| {
-        value(t, "slmgate_requests_total", &[("route", "other"), ("status", "404")]).is_some()
+        value(
+            t,
+            "slmgate_requests_total",
+            &[("route", "other"), ("status", "404")],
+        )
+        .is_some()
     })
     .await;
     assert!(!text.contains("wp-admin"));
@@ -220,7 +239,11 @@ async fn local_queue_depth_and_generation_speed() {
     })
     .await;
     assert_eq!(
-        value(&text, "slmgate_local_queue_depth", &[("backend", "slm-metrics")]),
+        value(
+            &text,
+            "slmgate_local_queue_depth",
+            &[("backend", "slm-metrics")]
+        ),
         Some(0.0),
         "{text}"
     );
@@ -303,6 +326,9 @@ fn grafana_dashboard_uses_exported_metrics() {
     }
     // And it shows every family.
     for name in slmgate_router::metrics::ALL {
-        assert!(used.contains(*name), "the dashboard has no panel for `{name}`");
+        assert!(
+            used.contains(*name),
+            "the dashboard has no panel for `{name}`"
+        );
     }
 }

@@ -13,8 +13,7 @@ use mock_provider::{COMPLETION_TOKENS, PROMPT_TOKENS};
 use serde_json::{json, Value};
 use slmgate_router::usage::{Store, UsageRecord};
 
-/// USD per 1M tokens used below (chosen so costs are exact in binary floating point
-/// after division... close enough for 1e-12 comparisons).
+/// USD per 1M tokens used below (costs are compared to 1e-12).
 const IN_PRICE: f64 = 1000.0;
 const OUT_PRICE: f64 = 2000.0;
 const REF_IN: f64 = 10000.0;
@@ -79,7 +78,10 @@ async fn post(gw: &slmgate_router::Running, key: &str, body: Value) -> reqwest::
     client()
         .post(url(gw, "/v1/chat/completions"))
         .bearer_auth(key)
-        .header("x-request-id", format!("req-{}", body["model"].as_str().unwrap_or("")))
+        .header(
+            "x-request-id",
+            format!("req-{}", body["model"].as_str().unwrap_or("")),
+        )
         .json(&body)
         .send()
         .await
@@ -125,7 +127,10 @@ async fn traffic(gw: &slmgate_router::Running) {
     let r = post(gw, "sk-alice", chat("remote", true)).await;
     assert_eq!(r.status(), 200);
     let text = stream_text(r).await;
-    assert!(!text.contains("\"usage\""), "usage leaked to the client: {text}");
+    assert!(
+        !text.contains("\"usage\""),
+        "usage leaked to the client: {text}"
+    );
     assert!(text.contains("[DONE]"));
 
     // A stream whose client asked for usage sees it.
@@ -173,7 +178,10 @@ fn check_rows(rows: &[UsageRecord]) {
         assert_eq!(r.upstream_model.as_deref(), Some("gpt-test"));
         assert!(!r.local);
         assert_eq!((r.prompt_tokens, r.completion_tokens), (p, c), "{r:?}");
-        assert!((r.cost_usd - cost(p, c, IN_PRICE, OUT_PRICE)).abs() < 1e-12, "{r:?}");
+        assert!(
+            (r.cost_usd - cost(p, c, IN_PRICE, OUT_PRICE)).abs() < 1e-12,
+            "{r:?}"
+        );
         assert!(
             (r.counterfactual_usd - cost(p, c, REF_IN, REF_OUT)).abs() < 1e-12,
             "{r:?}"
@@ -190,7 +198,10 @@ fn check_rows(rows: &[UsageRecord]) {
     assert_eq!(bad.status, 400);
     assert_eq!(bad.error_class.as_deref(), Some("mock_error"));
     assert_eq!(bad.upstream_model.as_deref(), Some("error-400"));
-    assert_eq!((bad.prompt_tokens, bad.completion_tokens, bad.cost_usd), (0, 0, 0.0));
+    assert_eq!(
+        (bad.prompt_tokens, bad.completion_tokens, bad.cost_usd),
+        (0, 0, 0.0)
+    );
     let broken = row(rows, "req-broken", false);
     assert!(broken.status >= 500, "{broken:?}");
     assert_eq!(broken.error_class.as_deref(), Some("upstream_error"));
@@ -264,7 +275,11 @@ async fn usage_endpoint_totals_savings_and_admin_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401, "client keys do not open operator endpoints");
+    assert_eq!(
+        r.status(),
+        401,
+        "client keys do not open operator endpoints"
+    );
     let r = c
         .get(url(&gw, "/v1/usage?group_by=key"))
         .bearer_auth("adm1n")
@@ -316,7 +331,10 @@ async fn usage_endpoint_totals_savings_and_admin_key() {
         .await
         .unwrap();
     let buckets = v["groups"].as_array().unwrap();
-    let n: i64 = buckets.iter().map(|b| b["requests"].as_i64().unwrap()).sum();
+    let n: i64 = buckets
+        .iter()
+        .map(|b| b["requests"].as_i64().unwrap())
+        .sum();
     assert_eq!(n, 6, "{v}");
     assert!(buckets[0]["start_ms"].as_i64().unwrap() % 60_000 == 0);
     // A window in the past is empty.
@@ -404,7 +422,10 @@ async fn drops_are_counted_when_the_database_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(&dir);
     let gw = gateway(&config(&mock, &db, "  flush_interval: 20ms", "")).await;
-    assert_eq!(post(&gw, "sk-alice", chat("remote", false)).await.status(), 200);
+    assert_eq!(
+        post(&gw, "sk-alice", chat("remote", false)).await.status(),
+        200
+    );
     wait_written(&gw, 1).await;
     let w = gw.usage.clone().unwrap();
     assert_eq!(w.sink.written(), 1);
@@ -417,7 +438,10 @@ async fn drops_are_counted_when_the_database_is_gone() {
         .unwrap();
     store.close().await;
     for _ in 0..4 {
-        assert_eq!(post(&gw, "sk-alice", chat("remote", false)).await.status(), 200);
+        assert_eq!(
+            post(&gw, "sk-alice", chat("remote", false)).await.status(),
+            200
+        );
     }
     wait_written(&gw, 5).await;
     assert_eq!((w.sink.written(), w.sink.dropped()), (1, 4));
@@ -463,7 +487,10 @@ async fn a_full_queue_counts_drops_and_never_blocks_requests() {
         .unwrap();
     let started = std::time::Instant::now();
     for _ in 0..8 {
-        assert_eq!(post(&gw, "sk-alice", chat("remote", false)).await.status(), 200);
+        assert_eq!(
+            post(&gw, "sk-alice", chat("remote", false)).await.status(),
+            200
+        );
     }
     assert!(
         started.elapsed() < Duration::from_secs(4),
@@ -488,7 +515,11 @@ async fn postgres_rows_and_report() {
     let base = std::env::var("SLMGATE_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     sqlx::any::install_default_drivers();
-    let admin = match sqlx::AnyPool::connect(&base).await {
+    let admin = match sqlx::any::AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&base)
+        .await
+    {
         Ok(p) => p,
         Err(e) if std::env::var("SLMGATE_SKIP_PG").is_ok_and(|v| v == "1") => {
             eprintln!("skipping: PostgreSQL at {base} does not answer ({e})");
@@ -585,7 +616,10 @@ async fn local_rows_and_local_share() {
     assert_eq!(r.status(), 200);
     let text = stream_text(r).await;
     assert!(!text.contains("\"usage\""), "{text}");
-    assert_eq!(post(&gw, "sk-alice", chat("remote", false)).await.status(), 200);
+    assert_eq!(
+        post(&gw, "sk-alice", chat("remote", false)).await.status(),
+        200
+    );
     wait_written(&gw, 3).await;
     let v: Value = client()
         .get(url(&gw, "/v1/usage"))
@@ -601,19 +635,26 @@ async fn local_rows_and_local_share() {
     let json_row = row(&rows, "req-local", false);
     assert!(json_row.local);
     assert_eq!(json_row.backend.as_deref(), Some("slm"));
-    assert_eq!((json_row.prompt_tokens, json_row.completion_tokens), (lp, lc));
-    assert!((json_row.cost_usd - (lp + lc) as f64 / 1e6).abs() < 1e-12);
-    assert!(
-        (json_row.counterfactual_usd - cost(lp, lc, REF_IN, REF_OUT)).abs() < 1e-12
+    assert_eq!(
+        (json_row.prompt_tokens, json_row.completion_tokens),
+        (lp, lc)
     );
+    assert!((json_row.cost_usd - (lp + lc) as f64 / 1e6).abs() < 1e-12);
+    assert!((json_row.counterfactual_usd - cost(lp, lc, REF_IN, REF_OUT)).abs() < 1e-12);
     let stream_row = row(&rows, "req-local", true);
     assert!(stream_row.local);
-    assert!(stream_row.prompt_tokens > 0 && stream_row.completion_tokens > 0, "{stream_row:?}");
+    assert!(
+        stream_row.prompt_tokens > 0 && stream_row.completion_tokens > 0,
+        "{stream_row:?}"
+    );
     assert_eq!(stream_row.error_class, None);
     let t = &v["totals"];
     assert_eq!(t["requests"], 3);
     assert_eq!(t["local_requests"], 2);
-    assert!((t["local_share"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12, "{t}");
+    assert!(
+        (t["local_share"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12,
+        "{t}"
+    );
 }
 
 /// `slmgate usage report` prints the same numbers as the endpoint, as a table and as CSV.
@@ -627,10 +668,23 @@ async fn cli_report_matches_the_endpoint() {
     gw.shutdown();
     gw.wait().await.unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_slmgate"))
-        .args(["usage", "report", "--db", &db, "--group-by", "key", "--format", "csv"])
+        .args([
+            "usage",
+            "report",
+            "--db",
+            &db,
+            "--group-by",
+            "key",
+            "--format",
+            "csv",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let csv = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4, "{csv}");
@@ -644,7 +698,10 @@ async fn cli_report_matches_the_endpoint() {
         .unwrap();
     assert!(out.status.success());
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(table.contains("TOTAL") && table.contains("latency ms p50"), "{table}");
+    assert!(
+        table.contains("TOTAL") && table.contains("latency ms p50"),
+        "{table}"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_slmgate"))
         .args([
             "usage",

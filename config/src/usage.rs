@@ -156,14 +156,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_path_and_position() {
-        let err = load("usage:\n  database: mysql://db\n  queue: 0\n  flush_interval: 0s\n")
-            .unwrap_err();
+        let err =
+            load("usage:\n  database: mysql://db\n  queue: 0\n  flush_interval: 0s\n").unwrap_err();
         assert!(
-            err.contains("t.yaml:2:13: usage.database: `mysql://db` is not a database URL"),
+            err.contains("t.yaml:2:3: usage.database: `mysql://db` is not a database URL"),
             "{err}"
         );
         assert!(
-            err.contains("t.yaml:3:10: usage.queue: must be greater than zero"),
+            err.contains("t.yaml:3:3: usage.queue: must be greater than zero"),
             "{err}"
         );
         assert!(

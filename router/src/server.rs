@@ -91,29 +91,29 @@ async fn serve_and_drain(
     draining: Arc<AtomicBool>,
     drain: std::time::Duration,
 ) -> anyhow::Result<()> {
-        tokio::select! {
-            r = &mut serve_task => return r.context("server")?.context("serve"),
-            _ = outer_token.cancelled() => {}
+    tokio::select! {
+        r = &mut serve_task => return r.context("server")?.context("serve"),
+        _ = outer_token.cancelled() => {}
+    }
+    draining.store(true, Ordering::Relaxed);
+    tracing::info!(?drain, "shutting down: draining in-flight requests");
+    match tokio::time::timeout(drain, &mut serve_task).await {
+        Ok(r) => {
+            tracing::info!("all requests finished; bye");
+            r.context("server")?.context("serve")
         }
-        draining.store(true, Ordering::Relaxed);
-        tracing::info!(?drain, "shutting down: draining in-flight requests");
-        match tokio::time::timeout(drain, &mut serve_task).await {
-            Ok(r) => {
-                tracing::info!("all requests finished; bye");
-                r.context("server")?.context("serve")
-            }
-            Err(_) => {
-                tracing::warn!(
-                    ?drain,
-                    "drain timeout reached; closing remaining connections"
-                );
-                serve_task.abort();
-                // Let the aborted connections drop their bodies (and with them their
-                // pending usage records) before the writer is closed.
-                let _ = serve_task.await;
-                Ok(())
-            }
+        Err(_) => {
+            tracing::warn!(
+                ?drain,
+                "drain timeout reached; closing remaining connections"
+            );
+            serve_task.abort();
+            // Let the aborted connections drop their bodies (and with them their
+            // pending usage records) before the writer is closed.
+            let _ = serve_task.await;
+            Ok(())
         }
+    }
 }
 
 /// Binds `listen` (or the config's `listen`) and starts serving.

@@ -100,7 +100,9 @@ struct Pending {
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
 }
 
 /// The `error.code` (else `error.type`) of an OpenAI error body.
@@ -125,7 +127,10 @@ fn find_target(gw: &Gateway, alias: Option<&str>, backend: &str) -> Option<Targe
             .find(|t| t.backend.name() == backend)
             .cloned()
     };
-    if let Some(t) = alias.and_then(|a| gw.models.get(a)).and_then(|r| in_route(r)) {
+    if let Some(t) = alias
+        .and_then(|a| gw.models.get(a))
+        .and_then(|r| in_route(r))
+    {
         return Some(t);
     }
     let mut aliases: Vec<&String> = gw.models.keys().collect();
@@ -392,8 +397,10 @@ where
                 Err(e) => {
                     pending.rec.error_class = Some("body_error".into());
                     pending.rec.status = 502;
-                    return Ok(GatewayError::Upstream(format!("reading the answer failed: {e}"))
-                        .into_response());
+                    return Ok(
+                        GatewayError::Upstream(format!("reading the answer failed: {e}"))
+                            .into_response(),
+                    );
                 }
             };
             if status.is_success() {

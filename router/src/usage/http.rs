@@ -61,7 +61,10 @@ pub fn parse_query(p: &HashMap<String, String>) -> Result<report::Query, Gateway
         p.get("to").map(String::as_str),
     )
     .map_err(|m| GatewayError::bad_param("from", m))?;
-    let group = p.get("group_by").or(p.get("bucket")).filter(|s| !s.is_empty());
+    let group = p
+        .get("group_by")
+        .or(p.get("bucket"))
+        .filter(|s| !s.is_empty());
     let group_by = match group {
         None => None,
         Some(g) => Some(GroupBy::parse(g).ok_or_else(|| {

@@ -202,8 +202,11 @@ pub struct UsageWriter {
     pub sink: UsageSink,
     /// The database.
     pub store: Store,
-    stop: Arc<Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>>,
+    stop: Arc<Mutex<Option<Stop>>>,
 }
+
+/// How to stop the writer task: the stop signal and the task to wait for.
+type Stop = (oneshot::Sender<()>, JoinHandle<()>);
 
 impl UsageWriter {
     /// Connects to `usage.database`, applies migrations and starts the writer task.

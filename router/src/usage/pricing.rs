@@ -46,9 +46,10 @@ mod tests {
 
     #[test]
     fn config_entries_override_defaults() {
-        let cfg: PriceTable =
-            serde_norway::from_str("gpt-4o: { input: 1, output: 2 }\nmine: { input: 3, output: 4 }")
-                .unwrap();
+        let cfg: PriceTable = serde_norway::from_str(
+            "gpt-4o: { input: 1, output: 2 }\nmine: { input: 3, output: 4 }",
+        )
+        .unwrap();
         let t = merged(&cfg);
         assert_eq!(t.price("gpt-4o").map(|p| p.output), Some(2.0));
         assert_eq!(t.price("mine").map(|p| p.input), Some(3.0));

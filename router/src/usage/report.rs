@@ -58,7 +58,8 @@ impl GroupBy {
     }
 
     /// The accepted names, for messages.
-    pub const NAMES: &'static str = "key, team, model, target, backend, category, day, hour, minute";
+    pub const NAMES: &'static str =
+        "key, team, model, target, backend, category, day, hour, minute";
 
     /// The SQL expression grouped on (fixed text, never user input).
     fn expr(self) -> &'static str {
@@ -329,8 +330,14 @@ pub async fn report(store: &Store, q: &Query) -> Result<Report, sqlx::Error> {
         group_by: q.group_by,
         groups: grouped,
         top_keys: groups(store, q, GroupBy::Key, by_spend, Some(10)).await?,
-        categories: groups(store, q, GroupBy::Category, "CAST(COUNT(*) AS BIGINT) DESC, g", None)
-            .await?,
+        categories: groups(
+            store,
+            q,
+            GroupBy::Category,
+            "CAST(COUNT(*) AS BIGINT) DESC, g",
+            None,
+        )
+        .await?,
     })
 }
 
