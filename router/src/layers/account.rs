@@ -419,6 +419,143 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    fn gateway() -> Arc<Gateway> {
+        let cfg = slmgate_config::load_str_with_env(
+            r#"
+backends:
+  - name: up
+    kind: openai
+    base_url: http://127.0.0.1:9/v1
+models:
+  - name: remote
+    backend: up
+    model: gpt-x
+pricing:
+  gpt-x: { input: 1000, output: 2000 }
+  ref: { input: 10000, output: 20000 }
+usage:
+  database: sqlite://unused.db
+  reference_model: ref
+"#,
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        Arc::new(crate::build::build_gateway(&cfg).unwrap())
+    }
+
+    fn request(body: &str) -> Request<Body> {
+        let mut req = Request::new(Body::empty());
+        req.extensions_mut().insert(Snapshot(gateway()));
+        req.extensions_mut()
+            .insert(ChatRequest::parse(bytes::Bytes::from(body.to_string())).unwrap());
+        req.headers_mut()
+            .insert("x-request-id", http::HeaderValue::from_static("rid"));
+        req
+    }
+
+    fn answer(body: &'static str, sse: bool, cache: Option<&'static str>) -> Response {
+        let mut resp = Response::new(Body::from(body));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static(if sse {
+                "text/event-stream"
+            } else {
+                "application/json"
+            }),
+        );
+        h.insert(
+            crate::layers::route::ROUTE_HEADER,
+            http::HeaderValue::from_static("remote"),
+        );
+        h.insert(BACKEND_HEADER, http::HeaderValue::from_static("up"));
+        if let Some(c) = cache {
+            h.insert(CACHE_HEADER, http::HeaderValue::from_static(c));
+        }
+        resp
+    }
+
+    const USAGE: &str = r#"{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}"#;
+
+    /// A cache hit costs nothing, but its counterfactual still counts.
+    #[tokio::test]
+    async fn cache_hits_are_free_but_keep_their_counterfactual() {
+        let (sink, mut rx) = UsageSink::channel(8);
+        let body: &'static str = Box::leak(
+            format!(r#"{{"choices":[{{"message":{{"content":"hi"}}}}],"usage":{USAGE}}}"#)
+                .into_boxed_str(),
+        );
+        let svc = AccountLayer::new(Some(sink)).layer(tower::service_fn(move |_| async move {
+            Ok::<_, Infallible>(answer(body, false, Some("semantic-hit")))
+        }));
+        let resp = svc
+            .oneshot(request(
+                r#"{"model":"remote","messages":[{"role":"user","content":"x"}]}"#,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), body);
+        let rec = rx.recv().await.unwrap();
+        assert_eq!(rec.cache.as_deref(), Some("semantic-hit"));
+        assert_eq!((rec.prompt_tokens, rec.completion_tokens), (10, 20));
+        assert_eq!(rec.cost_usd, 0.0);
+        assert!((rec.counterfactual_usd - (10.0 * 10000.0 + 20.0 * 20000.0) / 1e6).abs() < 1e-12);
+        assert_eq!(rec.upstream_model.as_deref(), Some("gpt-x"));
+        assert_eq!(rec.request_id, "rid");
+        assert_eq!(rec.ttft_ms, Some(rec.latency_ms));
+    }
+
+    /// The usage chunk the gateway asked for is hidden from the client and recorded; a
+    /// stream the client abandons is recorded as incomplete.
+    #[tokio::test]
+    async fn streams_hide_requested_usage_and_record_incomplete_ones() {
+        let (sink, mut rx) = UsageSink::channel(8);
+        let events: &'static str = Box::leak(
+            format!(
+                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"a\"}}}}]}}\n\ndata: {{\"choices\":[],\"usage\":{USAGE}}}\n\ndata: [DONE]\n\n"
+            )
+            .into_boxed_str(),
+        );
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let seen2 = seen.clone();
+        let svc = AccountLayer::new(Some(sink.clone())).layer(tower::service_fn(
+            move |req: Request<Body>| {
+                let seen = seen2.clone();
+                async move {
+                    // The request now asks upstream for usage.
+                    *seen.lock().unwrap() = req
+                        .extensions()
+                        .get::<ChatRequest>()
+                        .map(|c| c.client_wants_usage);
+                    Ok::<_, Infallible>(answer(events, true, None))
+                }
+            },
+        ));
+        let body = r#"{"model":"remote","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+        let resp = svc.clone().oneshot(request(body)).await.unwrap();
+        let out = resp.into_body().collect().await.unwrap().to_bytes();
+        let out = std::str::from_utf8(&out).unwrap();
+        assert!(!out.contains("usage") && out.contains("[DONE]"), "{out}");
+        assert_eq!(*seen.lock().unwrap(), Some(true));
+        let rec = rx.recv().await.unwrap();
+        assert!(rec.stream);
+        assert_eq!((rec.prompt_tokens, rec.completion_tokens), (10, 20));
+        assert!((rec.cost_usd - (10.0 * 1000.0 + 20.0 * 2000.0) / 1e6).abs() < 1e-12);
+        assert_eq!(rec.error_class, None);
+        assert!(rec.ttft_ms.unwrap() <= rec.latency_ms);
+
+        // The client goes away before reading anything.
+        let resp = svc.oneshot(request(body)).await.unwrap();
+        drop(resp);
+        let rec = rx.recv().await.unwrap();
+        assert_eq!(rec.error_class.as_deref(), Some("stream_incomplete"));
+        assert_eq!(rec.prompt_tokens, 0);
+    }
 
     #[test]
     fn error_classes() {
