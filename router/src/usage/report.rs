@@ -394,7 +394,7 @@ pub async fn run_cli(
     to: Option<&str>,
     group_by: Option<&str>,
 ) -> anyhow::Result<Report> {
-    if let Some(path) = sqlite_path(url) {
+    if let Some(path) = super::store::sqlite_file(url) {
         anyhow::ensure!(
             std::path::Path::new(path).exists(),
             "no usage database at `{path}` (has the gateway run with `usage:` on?)"
@@ -411,15 +411,6 @@ pub async fn run_cli(
     let r = report(&store, &q).await;
     store.close().await;
     Ok(r?)
-}
-
-/// The file of a `sqlite:` URL (`None` for other databases and in-memory SQLite).
-fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 const HEAD: [&str; 12] = [

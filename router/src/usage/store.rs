@@ -90,6 +90,15 @@ pub struct Store {
     kind: DatabaseKind,
 }
 
+/// The file of a `sqlite:` URL (`None` for in-memory databases).
+pub fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
 /// For SQLite: the URL with `mode=rwc` (create the file when missing) unless a mode is set.
 fn sqlite_url(url: &str) -> String {
     if url.contains("mode=") {
@@ -108,7 +117,20 @@ impl Store {
             format!("usage.database `{url}`: use sqlite://<file> or postgres://...")
         })?;
         let (url, max) = match kind {
-            DatabaseKind::Sqlite => (sqlite_url(url), 4),
+            DatabaseKind::Sqlite => {
+                // Create the data directory (e.g. a fresh `$SLMGATE_DATA_DIR`) like the file.
+                if let Some(dir) = sqlite_file(url).and_then(|f| std::path::Path::new(f).parent()) {
+                    if !dir.as_os_str().is_empty() && !dir.exists() {
+                        std::fs::create_dir_all(dir).with_context(|| {
+                            format!(
+                                "cannot create the usage database's directory {}",
+                                dir.display()
+                            )
+                        })?;
+                    }
+                }
+                (sqlite_url(url), 4)
+            }
             DatabaseKind::Postgres => (url.to_string(), 8),
         };
         let pool = AnyPoolOptions::new()
@@ -351,10 +373,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_bad_location_is_a_clear_error() {
-        let err = Store::connect("sqlite:///nonexistent-dir-slmgate/x/u.db")
-            .await
-            .unwrap_err();
+    async fn missing_directories_are_created_and_bad_ones_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a/b/u.db").display());
+        Store::connect(&url).await.unwrap().close().await;
+        assert!(dir.path().join("a/b/u.db").exists());
+        // A parent that is a file is no directory.
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let url = format!("sqlite://{}", dir.path().join("file/u.db").display());
+        let err = Store::connect(&url).await.unwrap_err();
         assert!(
             format!("{err:#}").contains("cannot open the usage database"),
             "{err:#}"
