@@ -318,6 +318,12 @@ async fn usage_endpoint_totals_savings_and_admin_key() {
         assert!(v["latency_ms"][p].as_f64().unwrap() > 0.0, "{v}");
     }
     assert!(v["latency_ms"]["p50"].as_f64() <= v["latency_ms"]["p99"].as_f64());
+    // TTFT over the two streams only: at most their latency.
+    let ttft99 = v["ttft_ms"]["p99"].as_f64().unwrap();
+    assert!(
+        ttft99 > 0.0 && ttft99 <= v["latency_ms"]["p99"].as_f64().unwrap(),
+        "{v}"
+    );
     assert_eq!(v["categories"][0]["requests"], 6);
 
     // Time series: one bucket (this minute / day), with the same totals.

@@ -266,10 +266,16 @@ async fn groups(
 }
 
 /// Nearest-rank percentiles of `column` (a fixed column name) over the window's rows where
-/// it is set.
-async fn percentiles(store: &Store, q: &Query, column: &str) -> Result<Percentiles, sqlx::Error> {
+/// it is set and `filter` (fixed SQL) holds.
+async fn percentiles(
+    store: &Store,
+    q: &Query,
+    column: &str,
+    filter: &str,
+) -> Result<Percentiles, sqlx::Error> {
     let n: i64 = sqlx::query(&format!(
-        "SELECT CAST(COUNT({column}) AS BIGINT) FROM usage_records WHERE ts_ms >= $1 AND ts_ms < $2"
+        "SELECT CAST(COUNT({column}) AS BIGINT) FROM usage_records \
+         WHERE ts_ms >= $1 AND ts_ms < $2 AND {filter}"
     ))
     .bind(q.from_ms)
     .bind(q.to_ms)
@@ -281,7 +287,7 @@ async fn percentiles(store: &Store, q: &Query, column: &str) -> Result<Percentil
     }
     let sql = format!(
         "SELECT CAST({column} AS DOUBLE PRECISION) FROM usage_records \
-         WHERE ts_ms >= $1 AND ts_ms < $2 AND {column} IS NOT NULL \
+         WHERE ts_ms >= $1 AND ts_ms < $2 AND {column} IS NOT NULL AND {filter} \
          ORDER BY {column} LIMIT 1 OFFSET $3"
     );
     let at = |p: f64| {
@@ -325,8 +331,9 @@ pub async fn report(store: &Store, q: &Query) -> Result<Report, sqlx::Error> {
         from: rfc3339(q.from_ms),
         to: rfc3339(q.to_ms),
         totals,
-        latency_ms: percentiles(store, q, "latency_ms").await?,
-        ttft_ms: percentiles(store, q, "ttft_ms").await?,
+        latency_ms: percentiles(store, q, "latency_ms", "1 = 1").await?,
+        // Streams only: for a JSON answer the first token arrives with the last.
+        ttft_ms: percentiles(store, q, "ttft_ms", "stream <> 0").await?,
         group_by: q.group_by,
         groups: grouped,
         top_keys: groups(store, q, GroupBy::Key, by_spend, Some(10)).await?,
