@@ -3,8 +3,18 @@
 //! ```text
 //! cargo bench --bench gateway_load            # 5 s per scenario
 //! BENCH_SECS=10 cargo bench --bench gateway_load
-//! BENCH_CONFIG_EXTRA=benches/policy-extra.yaml cargo bench --bench gateway_load
+//! BENCH_CONFIGS=plain cargo bench --bench gateway_load   # only the plain pass-through
 //! ```
+//!
+//! Several gateway configurations are measured in the same run, each against the same mock
+//! (so the ratios are what counts on a shared, noisy machine):
+//! - `plain`: one backend, one alias, no keys: the pass-through figure.
+//! - `policies`: `benches/configs/policies.yaml`: 20 policy rules, PII scan on, the exact
+//!   cache on, 100 client keys with budgets and rate limits (the issue-5 benchmark). Every
+//!   request carries one of the keys and a distinct prompt (so the cache misses: the worst
+//!   case), one in ten with an e-mail address the PII rules act on.
+//! - `observability`: `benches/configs/observability.yaml` on top of `policies` (usage
+//!   records, metrics, tracing), when that file exists.
 //!
 //! The mock upstream runs on its own single-threaded runtime in this process, the gateway is
 //! the real `slmgate` binary in a child process (release build, logs at `warn`), and the load
@@ -37,12 +47,34 @@ struct Stats {
     overhead_p50_us: Option<u64>,
 }
 
+/// What each request of a scenario looks like.
+#[derive(Clone, Copy)]
+enum Load {
+    /// The same body every time, no key.
+    Fixed,
+    /// A client key (by connection) and a distinct prompt per request, one in ten with PII.
+    Keyed,
+}
+
+fn keyed_body(conn: usize, n: u64) -> Bytes {
+    let pii = if n % 10 == 0 {
+        " My e-mail is jane.doe@example.com."
+    } else {
+        ""
+    };
+    Bytes::from(format!(
+        r#"{{"model":"remote","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"Question {n} from client {conn}: what is the capital of France?{pii}"}}],"temperature":0}}"#
+    ))
+}
+
 async fn one_connection(
     addr: SocketAddr,
     path: Arc<str>,
     host: Arc<str>,
     until: Instant,
     warmup_until: Instant,
+    load: Load,
+    conn_no: usize,
 ) -> (Histogram<u64>, Histogram<u64>, u64) {
     let mut lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut overhead = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
@@ -57,12 +89,21 @@ async fn one_connection(
         return (lat, overhead, 1);
     };
     tokio::spawn(conn);
+    let key = format!("Bearer bench-key-{}", conn_no % BENCH_KEYS);
+    let mut n = 0u64;
     while Instant::now() < until {
-        let req = Request::post(&*path)
+        n += 1;
+        let mut req = Request::post(&*path)
             .header("host", &*host)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-            .expect("request");
+            .header("content-type", "application/json");
+        let body = match load {
+            Load::Fixed => Bytes::from_static(BODY.as_bytes()),
+            Load::Keyed => {
+                req = req.header("authorization", &key);
+                keyed_body(conn_no, n)
+            }
+        };
+        let req = req.body(Full::new(body)).expect("request");
         let t = Instant::now();
         if sender.ready().await.is_err() {
             errors += 1;
@@ -93,7 +134,7 @@ async fn one_connection(
     (lat, overhead, errors)
 }
 
-async fn run(addr: SocketAddr, path: &str, conns: usize, secs: f64) -> Stats {
+async fn run(addr: SocketAddr, path: &str, conns: usize, secs: f64, load: Load) -> Stats {
     let warm = Duration::from_secs_f64((secs * 0.2).min(1.0));
     let start = Instant::now();
     let warmup_until = start + warm;
@@ -101,13 +142,15 @@ async fn run(addr: SocketAddr, path: &str, conns: usize, secs: f64) -> Stats {
     let path: Arc<str> = path.into();
     let host: Arc<str> = addr.to_string().into();
     let tasks: Vec<_> = (0..conns)
-        .map(|_| {
+        .map(|i| {
             tokio::spawn(one_connection(
                 addr,
                 path.clone(),
                 host.clone(),
                 until,
                 warmup_until,
+                load,
+                i,
             ))
         })
         .collect();
@@ -129,6 +172,101 @@ async fn run(addr: SocketAddr, path: &str, conns: usize, secs: f64) -> Stats {
     }
 }
 
+/// Client keys generated for the keyed configurations.
+const BENCH_KEYS: usize = 100;
+
+/// `keys:` with [`BENCH_KEYS`] keys in 10 teams, each with a budget and rate limits far
+/// above what the benchmark spends, so every check runs and none refuses.
+fn bench_keys_yaml() -> String {
+    let mut y = String::from("teams:\n");
+    for t in 0..10 {
+        y.push_str(&format!(
+            "  - {{ name: team-{t}, budget: {{ daily_usd: 100000 }} }}\n"
+        ));
+    }
+    y.push_str("keys:\n");
+    for k in 0..BENCH_KEYS {
+        y.push_str(&format!(
+            "  - name: key-{k}\n    key: bench-key-{k}\n    team: team-{}\n    tags: [{}]\n    budget: {{ daily_usd: 100000 }}\n    rate_limit: {{ requests_per_minute: 10000000, tokens_per_minute: 1000000000 }}\n",
+            k % 10,
+            if k % 2 == 0 { "free" } else { "paid" }
+        ));
+    }
+    y
+}
+
+/// One gateway configuration under test.
+struct Scenario {
+    name: &'static str,
+    extra: String,
+    load: Load,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut out = vec![Scenario {
+        name: "plain",
+        extra: String::new(),
+        load: Load::Fixed,
+    }];
+    if let Some(policies) = read(&format!("{root}/benches/configs/policies.yaml")) {
+        let keyed = format!("{policies}\n{}", bench_keys_yaml());
+        if let Some(obs) = read(&format!("{root}/benches/configs/observability.yaml")) {
+            out.push(Scenario {
+                name: "policies",
+                extra: keyed.clone(),
+                load: Load::Keyed,
+            });
+            out.push(Scenario {
+                name: "observability",
+                extra: format!("{keyed}\n{obs}"),
+                load: Load::Keyed,
+            });
+        } else {
+            out.push(Scenario {
+                name: "policies",
+                extra: keyed,
+                load: Load::Keyed,
+            });
+        }
+    }
+    if let Ok(only) = std::env::var("BENCH_CONFIGS") {
+        let want: Vec<&str> = only.split(',').map(str::trim).collect();
+        out.retain(|s| want.contains(&s.name));
+    }
+    out
+}
+
+fn start_gateway(
+    mock_addr: SocketAddr,
+    extra: &str,
+    dir: &std::path::Path,
+    name: &str,
+) -> (Gateway, SocketAddr) {
+    let port = free_port();
+    let cfg_path = dir.join(format!("{name}.yaml"));
+    let data_dir = dir.join(name);
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let cfg = format!(
+        "listen: 127.0.0.1:{port}\nlimits:\n  max_concurrent_requests: 4096\nbackends:\n  - name: mock\n    kind: openai\n    base_url: http://{mock_addr}/v1\n    api_key: sk-bench\nmodels:\n  - name: remote\n    backend: mock\n    model: mock-model\n{extra}"
+    );
+    std::fs::write(&cfg_path, cfg).expect("write config");
+    let child = Command::new(env!("CARGO_BIN_EXE_slmgate"))
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .env("SLMGATE_LOG", "warn")
+        .env("SLMGATE_DATA_DIR", &data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start slmgate");
+    (
+        Gateway(child),
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+    )
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this file without it,
     // as a quick smoke test that the harness and the gateway still work.
@@ -137,11 +275,6 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if smoke { 0.3 } else { 5.0 });
-    let extra = std::env::var("BENCH_CONFIG_EXTRA")
-        .ok()
-        .map(|p| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")))
-        .unwrap_or_default();
-    let label = std::env::var("BENCH_LABEL").unwrap_or_else(|_| "pass-through".into());
 
     // The mock upstream: its own single-threaded runtime on its own thread.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -158,23 +291,13 @@ fn main() {
     });
     let mock_addr = rx.recv().expect("mock addr");
 
-    let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg_path = dir.path().join("bench.yaml");
-    let cfg = format!(
-        "listen: 127.0.0.1:{port}\nlimits:\n  max_concurrent_requests: 4096\nbackends:\n  - name: mock\n    kind: openai\n    base_url: http://{mock_addr}/v1\n    api_key: sk-bench\nmodels:\n  - name: remote\n    backend: mock\n    model: mock-model\n{extra}"
-    );
-    std::fs::write(&cfg_path, cfg).expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_slmgate"))
-        .args(["serve", "--config"])
-        .arg(&cfg_path)
-        .env("SLMGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start slmgate");
-    let _gw = Gateway(child);
-    let gw_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let scenarios = scenarios();
+    // Every gateway starts before any load, and idles while the others are measured.
+    let gateways: Vec<(Gateway, SocketAddr)> = scenarios
+        .iter()
+        .map(|s| start_gateway(mock_addr, &s.extra, dir.path(), s.name))
+        .collect();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -182,19 +305,25 @@ fn main() {
         .build()
         .expect("load runtime");
     rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(gw_addr).await.is_err() {
-            assert!(Instant::now() < deadline, "gateway did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for (_, addr) in &gateways {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while TcpStream::connect(addr).await.is_err() {
+                assert!(Instant::now() < deadline, "gateway did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        println!("slmgate load benchmark ({label}), {secs} s per scenario, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-        println!("{:<28} {:>6} {:>10} {:>10} {:>10} {:>7}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors");
-        let mut results = Vec::new();
+        println!("slmgate load benchmark, {secs} s per scenario, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        println!("{:<34} {:>6} {:>10} {:>10} {:>10} {:>7}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors");
+        let mut results: Vec<(String, usize, Stats)> = Vec::new();
         for conns in [16usize, 1] {
-            for (name, addr) in [("mock direct", mock_addr), ("through slmgate", gw_addr)] {
-                let s = run(addr, "/v1/chat/completions", conns, secs).await;
+            let mut targets: Vec<(String, SocketAddr, Load)> = vec![("mock direct".into(), mock_addr, Load::Fixed)];
+            for (s, (_, addr)) in scenarios.iter().zip(&gateways) {
+                targets.push((format!("through slmgate ({})", s.name), *addr, s.load));
+            }
+            for (name, addr, load) in targets {
+                let s = run(addr, "/v1/chat/completions", conns, secs, load).await;
                 println!(
-                    "{:<28} {:>6} {:>10.0} {:>10.3} {:>10.3} {:>7}",
+                    "{:<34} {:>6} {:>10.0} {:>10.3} {:>10.3} {:>7}",
                     name,
                     conns,
                     s.rps,
@@ -205,24 +334,33 @@ fn main() {
                 results.push((name, conns, s));
             }
         }
-        let get = |n: &str, c: usize| results.iter().find(|(a, b, _)| *a == n && *b == c).map(|r| &r.2);
-        if let (Some(d1), Some(g1), Some(d16), Some(g16)) = (
-            get("mock direct", 1),
-            get("through slmgate", 1),
-            get("mock direct", 16),
-            get("through slmgate", 16),
-        ) {
-            println!();
+        let get = |n: &str, c: usize| results.iter().find(|(a, b, _)| a == n && *b == c).map(|r| &r.2);
+        println!();
+        if let (Some(d1), Some(g1)) = (get("mock direct", 1), get("through slmgate (plain)", 1)) {
             println!(
-                "added p50 latency at 1 connection: {:.3} ms (gateway-reported overhead p50 {:.3} ms)",
+                "added p50 latency at 1 connection (plain): {:.3} ms (gateway-reported overhead p50 {:.3} ms)",
                 (g1.p50_us as f64 - d1.p50_us as f64) / 1000.0,
                 g1.overhead_p50_us.unwrap_or(0) as f64 / 1000.0
             );
+        }
+        let d16 = get("mock direct", 16).map(|s| s.rps).unwrap_or(0.0);
+        let plain16 = get("through slmgate (plain)", 16).map(|s| s.rps);
+        for s in &scenarios {
+            let Some(g) = get(&format!("through slmgate ({})", s.name), 16) else { continue };
+            let vs_plain = plain16
+                .filter(|_| s.name != "plain")
+                .map(|p| format!(", {:.0}% of plain pass-through", 100.0 * g.rps / p.max(1.0)))
+                .unwrap_or_default();
             println!(
-                "throughput through slmgate at 16 connections: {:.0} req/s ({:.0}% of the mock alone)",
-                g16.rps,
-                100.0 * g16.rps / d16.rps.max(1.0)
+                "16 connections, {}: {:.0} req/s ({:.0}% of the mock alone{vs_plain})",
+                s.name,
+                g.rps,
+                100.0 * g.rps / d16.max(1.0)
             );
+        }
+        let errors: u64 = results.iter().map(|r| r.2.errors).sum();
+        if smoke {
+            assert_eq!(errors, 0, "requests failed during the smoke run");
         }
     });
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv with the Python packages the tests use (the official openai SDK).
+# Creates .venv with the Python packages the tests use (the official openai SDK, Playwright).
 # Idempotent. Installs Debian's python3-venv when the venv module is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +18,9 @@ if ! .venv/bin/python -c "import openai" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "openai>=1.40,<3"
 fi
 .venv/bin/python -c "import openai; print('openai SDK', openai.__version__)"
+# Playwright drives Debian's chromium (scripts/services.sh installs it) in the dashboard's
+# browser test; only the Python package is needed, never a browser download.
+if ! .venv/bin/python -c "import playwright" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "playwright>=1.40,<2"
+fi
+.venv/bin/python -c "from importlib.metadata import version; print('playwright', version('playwright'))"

@@ -21,13 +21,17 @@ if [ -x scripts/fetch-models.sh ]; then
   scripts/fetch-models.sh
 fi
 
-# 3. Formatting and lints.
+# 3. Services the tests talk to (PostgreSQL; Chromium for the dashboard's browser test).
+log "services (scripts/services.sh)"
+scripts/services.sh
+
+# 4. Formatting and lints.
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-# 4. Tests.
+# 5. Tests.
 log "cargo test"
 extra=()
 if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi

@@ -424,7 +424,11 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(slmgate_router::serve(cfg, listen))?;
+            let source = match config {
+                Some(p) => slmgate_router::ConfigSource::File(p),
+                None => slmgate_router::ConfigSource::EmbeddedDefault,
+            };
+            rt.block_on(slmgate_router::serve_from(cfg, listen, source))?;
             Ok(ExitCode::SUCCESS)
         }
     }

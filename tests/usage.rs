@@ -720,3 +720,37 @@ async fn cli_report_matches_the_endpoint() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no usage database"));
 }
+
+/// A cache hit is a row of its own: marked `hit`, same tokens, cost 0, counterfactual
+/// kept; the miss before it went upstream and is priced as usual.
+#[tokio::test]
+async fn cache_hits_are_recorded_at_cost_zero() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    let gw = gateway(&config(
+        &mock,
+        &db,
+        "",
+        "cache:\n  exact:\n    enabled: true\n    temperature_zero_only: false\n",
+    ))
+    .await;
+    for _ in 0..2 {
+        let r = post(&gw, "sk-alice", chat("remote", false)).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(mock.requests(), 1, "the second answer came from the cache");
+    gw.shutdown();
+    gw.wait().await.unwrap();
+    let rows = rows(&db).await;
+    assert_eq!(rows.len(), 2);
+    let (p, c) = (PROMPT_TOKENS as i64, COMPLETION_TOKENS as i64);
+    let (miss, hit) = (&rows[0], &rows[1]);
+    assert_eq!(miss.cache, None, "{miss:?}");
+    assert!((miss.cost_usd - cost(p, c, IN_PRICE, OUT_PRICE)).abs() < 1e-12);
+    assert_eq!(hit.cache.as_deref(), Some("hit"), "{hit:?}");
+    assert_eq!((hit.prompt_tokens, hit.completion_tokens), (p, c));
+    assert_eq!(hit.cost_usd, 0.0);
+    assert!((hit.counterfactual_usd - cost(p, c, REF_IN, REF_OUT)).abs() < 1e-12);
+}

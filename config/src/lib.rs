@@ -13,6 +13,7 @@
 //! assert_eq!(cfg.models[0].model.as_deref(), Some("gpt-4o-mini"));
 //! ```
 
+pub mod cache;
 mod interp;
 mod load;
 pub mod policy;

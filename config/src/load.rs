@@ -110,6 +110,7 @@ pub(crate) fn load(
     crate::routing::validate(&cfg, &mut ctx);
     crate::policy::validate(&cfg, &mut ctx);
     crate::usage::validate(&cfg, &mut ctx);
+    crate::cache::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
         Ok(cfg)
     } else {
@@ -133,6 +134,7 @@ fn empty_config() -> Config {
         teams: Vec::new(),
         admin: Default::default(),
         usage: None,
+        cache: Default::default(),
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Config {
     /// Usage records (see [`crate::usage`]). Absent = none written.
     #[serde(default)]
     pub usage: Option<crate::usage::Usage>,
+    /// Response caching (exact and semantic); see [`crate::cache`]. Absent = off.
+    #[serde(default)]
+    pub cache: crate::cache::Cache,
 }
 
 /// Operator access (`admin:`).

@@ -144,11 +144,15 @@ fn local_backend(
 #[cfg(feature = "local")]
 fn build_embedder(
     cfg: &cfgs::Config,
+    previous: &Loaded,
 ) -> anyhow::Result<Option<Arc<crate::embeddings::LocalEmbedder>>> {
     use slmgate_local_model::{device, embed, hub};
     let Some(e) = cfg.embedder.as_ref() else {
         return Ok(None);
     };
+    if let Some(reused) = previous.reusable_embedder(e) {
+        return Ok(Some(reused));
+    }
     if !e.is_enabled() {
         tracing::warn!(
             model = %e.model,
@@ -184,6 +188,7 @@ fn build_embedder(
 #[cfg(not(feature = "local"))]
 fn build_embedder(
     cfg: &cfgs::Config,
+    _previous: &Loaded,
 ) -> anyhow::Result<Option<Arc<crate::embeddings::LocalEmbedder>>> {
     if cfg.embedder.as_ref().is_some_and(|e| e.is_enabled()) {
         tracing::warn!("embedder configured but slmgate was built without the `local` feature");
@@ -201,6 +206,123 @@ pub fn build_gateway(cfg: &cfgs::Config) -> anyhow::Result<Gateway> {
 /// rate-limit cells). A reload passes the running snapshot's `accounting.state`, so spend
 /// and limits survive the swap.
 pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Result<Gateway> {
+    build_gateway_from(
+        cfg,
+        Carry {
+            limits: state,
+            ..Carry::default()
+        },
+    )
+}
+
+/// What a new configuration takes over from the running one on reload.
+///
+/// State that must outlive a snapshot (spend, rate-limit cells) is always kept; loaded
+/// resources ([`Loaded`]) are reused only where their config section did not change.
+#[derive(Clone, Default)]
+pub struct Carry {
+    /// Budget and rate-limit state, shared with the running snapshot.
+    pub limits: LimitState,
+    /// The response cache's stores, kept when the new config's cache bounds are the same.
+    pub cache: Option<crate::layers::cache::CacheState>,
+    /// Models and clients the running snapshot loaded, reused when unchanged.
+    pub loaded: Loaded,
+}
+
+impl Carry {
+    /// Everything `gw` can hand over to its successor.
+    pub fn from_gateway(gw: &Gateway) -> Carry {
+        Carry {
+            limits: gw.accounting.state.clone(),
+            cache: Some(gw.cache.state.clone()),
+            loaded: gw.loaded.clone(),
+        }
+    }
+}
+
+/// Expensive resources a snapshot loaded, each with the config it was built from.
+///
+/// Loading a GGUF model or the BERT embedder takes seconds and hundreds of MB; a reload that
+/// does not touch their config section reuses them (the same `Arc`) instead of loading a
+/// second copy. The fingerprint is the section's `Debug` form, which lists every field.
+#[derive(Clone, Default)]
+pub struct Loaded {
+    /// The upstream HTTP client (and its warm connection pool), by connect timeout.
+    client: Option<(Duration, reqwest::Client)>,
+    /// `kind: local` backends by name.
+    #[cfg(feature = "local")]
+    local: HashMap<String, (String, Arc<crate::upstream::local::LocalBackend>)>,
+    /// The embedder.
+    embedder: Option<(String, Arc<crate::embeddings::LocalEmbedder>)>,
+}
+
+impl Loaded {
+    /// Names of the loaded resources (for `/admin/status`).
+    pub fn describe(&self) -> Vec<String> {
+        #[allow(unused_mut)]
+        let mut out: Vec<String> = Vec::new();
+        #[cfg(feature = "local")]
+        {
+            let mut local: Vec<String> = self
+                .local
+                .keys()
+                .map(|n| format!("local backend `{n}`"))
+                .collect();
+            local.sort();
+            out.extend(local);
+        }
+        if let Some((_, e)) = &self.embedder {
+            out.push(format!("embedder `{}`", e.name));
+        }
+        out
+    }
+
+    fn reusable_client(&self, connect_timeout: Duration) -> Option<reqwest::Client> {
+        self.client
+            .as_ref()
+            .filter(|(t, _)| *t == connect_timeout)
+            .map(|(_, c)| c.clone())
+    }
+
+    #[cfg(feature = "local")]
+    fn reusable_local(
+        &self,
+        name: &str,
+        l: &cfgs::LocalBackend,
+    ) -> Option<Arc<crate::upstream::local::LocalBackend>> {
+        let (fingerprint, backend) = self.local.get(name)?;
+        (*fingerprint == format!("{l:?}")).then(|| {
+            tracing::info!(
+                backend = name,
+                "local model unchanged: reusing the loaded one"
+            );
+            backend.clone()
+        })
+    }
+
+    #[cfg(feature = "local")]
+    fn reusable_embedder(
+        &self,
+        e: &cfgs::Embedder,
+    ) -> Option<Arc<crate::embeddings::LocalEmbedder>> {
+        let (fingerprint, embedder) = self.embedder.as_ref()?;
+        (*fingerprint == format!("{e:?}")).then(|| {
+            tracing::info!(name = %e.name, "embedder unchanged: reusing the loaded one");
+            embedder.clone()
+        })
+    }
+}
+
+/// Resolves a validated config into a runtime gateway, taking over `carry` from the running
+/// snapshot (see [`Carry`]). Blocking: it may load models, so async callers run it on
+/// `spawn_blocking`.
+pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Gateway> {
+    let Carry {
+        limits: state,
+        cache: previous_cache,
+        loaded: previous,
+    } = carry;
+    let mut loaded = Loaded::default();
     let connect_timeout = cfg
         .backends
         .iter()
@@ -210,7 +332,11 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
         })
         .max()
         .unwrap_or(Duration::from_secs(10));
-    let client = http_client(connect_timeout)?;
+    let client = match previous.reusable_client(connect_timeout) {
+        Some(c) => c,
+        None => http_client(connect_timeout)?,
+    };
+    loaded.client = Some((connect_timeout, client.clone()));
 
     let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
     let mut disabled: HashMap<String, String> = HashMap::new();
@@ -226,8 +352,14 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
             }
             #[cfg(feature = "local")]
             cfgs::BackendKind::Local(l) => {
-                let built = local_backend(&b.name, l)?;
-                backends.insert(b.name.clone(), Arc::new(Backend::Local(Arc::new(built))));
+                let built = match previous.reusable_local(&b.name, l) {
+                    Some(reused) => reused,
+                    None => Arc::new(local_backend(&b.name, l)?),
+                };
+                loaded
+                    .local
+                    .insert(b.name.clone(), (format!("{l:?}"), built.clone()));
+                backends.insert(b.name.clone(), Arc::new(Backend::Local(built)));
             }
             #[cfg(not(feature = "local"))]
             cfgs::BackendKind::Local(_) => {
@@ -334,7 +466,12 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
         state,
     };
 
-    let embedder = build_embedder(cfg)?;
+    let embedder = build_embedder(cfg, &previous)?;
+    if let (Some(e), Some(section)) = (&embedder, &cfg.embedder) {
+        loaded.embedder = Some((format!("{section:?}"), e.clone()));
+    }
+    // Whatever was not reused is released with the old snapshot, once its last request ends.
+    drop(previous);
     let router = match &cfg.router {
         Some(r) => Some(Arc::new(crate::routing::build::build_router(
             r,
@@ -347,6 +484,11 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
     };
     if let Some(r) = &router {
         model_order.extend(r.aliases.iter().cloned());
+    }
+    if cfg.cache.semantic.enabled && embedder.is_none() {
+        tracing::warn!(
+            "cache.semantic is enabled but the embedder is not loaded: semantic cache off"
+        );
     }
     let usage_reference = reference_model(cfg);
     Ok(Gateway {
@@ -366,6 +508,7 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
         created: unix_now(),
         policies,
         accounting,
+        loaded,
         admin: crate::layers::admin_auth::AdminAccess {
             sha256: match (cfg.admin.key(), cfg.admin.key_sha256.as_deref()) {
                 (Some(secret), _) => Some(sha256(secret)),
@@ -376,6 +519,7 @@ pub fn build_gateway_with(cfg: &cfgs::Config, state: LimitState) -> anyhow::Resu
             },
             protect_metrics: cfg.admin.protect_metrics,
         },
+        cache: crate::layers::cache::Caching::new(&cfg.cache, previous_cache.as_ref()),
     })
 }
 

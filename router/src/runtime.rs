@@ -135,6 +135,11 @@ pub struct Gateway {
     /// The model whose prices give each request's counterfactual cost (`usage.reference_model`,
     /// default the router's `remote` side's upstream model).
     pub usage_reference: Option<String>,
+    /// `cache:` and the response cache's stores (which outlive this snapshot; see
+    /// [`crate::layers::cache`]).
+    pub cache: crate::layers::cache::Caching,
+    /// Loaded models and clients, which a reload reuses when their config is unchanged.
+    pub loaded: crate::build::Loaded,
 }
 
 impl Gateway {

@@ -1,6 +1,7 @@
 //! Binding, serving and graceful shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::build_gateway;
 use crate::layers::snapshot::SharedGateway;
+use crate::reload::{log_snapshot, ConfigSource, Reloader};
 use crate::stack;
 
 /// A gateway serving on a bound socket.
@@ -20,6 +22,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The live configuration (swapped on reload).
     pub shared: SharedGateway,
+    /// Reloads the configuration (also behind `POST /admin/reload`).
+    pub reloader: Arc<Reloader>,
     /// The usage writer, when `usage:` is configured (process-wide: survives reloads).
     pub usage: Option<crate::usage::UsageWriter>,
     token: CancellationToken,
@@ -38,25 +42,90 @@ impl Running {
     }
 }
 
-/// Starts the gateway for `cfg` on `listener` (tests pass a port-0 listener).
+/// How a gateway was configured and which reload triggers it arms (see [`crate::reload`]).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Where the config came from; reloads read it again.
+    pub source: ConfigSource,
+    /// Reload when the config file changes (only for [`ConfigSource::File`]).
+    pub watch: bool,
+    /// Reload on `SIGHUP` (unix). Installing the handler is process-wide, so it is opt-in.
+    pub sighup: bool,
+}
+
+impl StartOptions {
+    /// A config read from `path`, watched for changes; no `SIGHUP` handler.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        StartOptions {
+            source: ConfigSource::File(path.into()),
+            watch: true,
+            sighup: false,
+        }
+    }
+}
+
+/// Starts the gateway for `cfg` on `listener` (tests pass a port-0 listener). The config
+/// came from memory: `POST /admin/reload` answers 409. See [`start_with`].
 pub async fn start_on(
     cfg: &slmgate_config::Config,
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
-    let built = build_gateway(cfg)?;
+    start_with(cfg, listener, StartOptions::default()).await
+}
+
+/// Starts the gateway for `cfg`, read from `opts.source`, on `listener`, arming the reload
+/// triggers `opts` asks for.
+pub async fn start_with(
+    cfg: &slmgate_config::Config,
+    listener: TcpListener,
+    opts: StartOptions,
+) -> anyhow::Result<Running> {
+    // Loading models blocks; keep it off the async threads as a reload does.
+    let owned = cfg.clone();
+    let built = tokio::task::spawn_blocking(move || build_gateway(&owned))
+        .await
+        .context("building the gateway")??;
     let limits = built.limits;
     let shared: SharedGateway = Arc::new(ArcSwap::from_pointee(built));
+    let reloader = Arc::new(Reloader::new(shared.clone(), cfg, opts.source.clone()));
     let draining = Arc::new(AtomicBool::new(false));
     // Install the metrics recorder before the first request records anything.
     let _ = crate::metrics::handle();
+    // One writer per process, made here and not per snapshot, so a reload keeps it.
     let usage = match cfg.usage.as_ref().filter(|u| u.enabled) {
         Some(u) => Some(crate::usage::UsageWriter::start(u).await?),
         None => None,
     };
-    let app = stack::build_with_usage(shared.clone(), limits, draining.clone(), usage.clone());
+    let app = stack::build_with_usage(
+        shared.clone(),
+        limits,
+        draining.clone(),
+        reloader.clone(),
+        usage.clone(),
+    );
     let addr = listener.local_addr()?;
     let token = CancellationToken::new();
     let drain = limits.shutdown_timeout;
+
+    // A watcher that fails to start (e.g. inotify limits) is logged and shown in the
+    // status; SIGHUP and POST /admin/reload still work.
+    let watcher = if opts.watch {
+        match reloader.watch(token.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /admin/reload");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    #[cfg(unix)]
+    if opts.sighup {
+        reloader
+            .reload_on_sighup(token.clone())
+            .context("installing the SIGHUP handler")?;
+    }
 
     let server_token = token.clone();
     let serve = axum::serve(
@@ -69,6 +138,8 @@ pub async fn start_on(
     let outer_token = token.clone();
     let writer = usage.clone();
     let task = tokio::spawn(async move {
+        // The watcher lives as long as the server.
+        let _watcher = watcher;
         let served = serve_and_drain(serve_task, outer_token, draining, drain).await;
         // Every request has finished (or was cut off): write the records still queued.
         if let Some(w) = writer {
@@ -79,6 +150,7 @@ pub async fn start_on(
     Ok(Running {
         addr,
         shared,
+        reloader,
         usage,
         token,
         task,
@@ -121,6 +193,14 @@ pub async fn start(
     cfg: &slmgate_config::Config,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<Running> {
+    start_bound(cfg, listen, StartOptions::default()).await
+}
+
+async fn start_bound(
+    cfg: &slmgate_config::Config,
+    listen: Option<SocketAddr>,
+    opts: StartOptions,
+) -> anyhow::Result<Running> {
     let addr = match listen {
         Some(a) => a,
         None => cfg
@@ -131,35 +211,31 @@ pub async fn start(
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    start_on(cfg, listener).await
+    start_with(cfg, listener, opts).await
+}
+
+/// Serves a config from memory (nothing to reload from); see [`serve_from`].
+pub async fn serve(cfg: slmgate_config::Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    serve_from(cfg, listen, ConfigSource::Memory).await
 }
 
 /// The top-level entry point for `slmgate serve`: serves until SIGTERM or Ctrl-C, then
-/// drains in-flight requests (bounded by `limits.shutdown_timeout`) and returns.
-pub async fn serve(cfg: slmgate_config::Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let running = start(&cfg, listen).await?;
-    {
-        let gw = running.shared.load();
-        for alias in &gw.model_order {
-            if let Some(route) = gw.models.get(alias) {
-                let chain: Vec<&str> = route.targets.iter().map(|t| t.backend.name()).collect();
-                tracing::info!(model = %alias, backends = ?chain, "model available");
-            }
-        }
-        let mut off: Vec<_> = gw.unavailable.iter().collect();
-        off.sort();
-        for (alias, why) in off {
-            tracing::warn!(model = %alias, reason = %why, "model unavailable");
-        }
-        if let Some(e) = &gw.embedder {
-            tracing::info!(model = %e.name, "embeddings available at /v1/embeddings");
-        }
-        if gw.models.is_empty() {
-            tracing::warn!(
-                "no model can be served: every request will get 404 (see the reasons above)"
-            );
-        }
-    }
+/// drains in-flight requests (bounded by `limits.shutdown_timeout`) and returns. The config
+/// read from `source` is reloaded on SIGHUP, on `POST /admin/reload` and, for a file, when
+/// the file changes.
+pub async fn serve_from(
+    cfg: slmgate_config::Config,
+    listen: Option<SocketAddr>,
+    source: ConfigSource,
+) -> anyhow::Result<()> {
+    let opts = StartOptions {
+        watch: matches!(source, ConfigSource::File(_)),
+        source,
+        // Always installed by the server binary, so a stray SIGHUP never kills it.
+        sighup: true,
+    };
+    let running = start_bound(&cfg, listen, opts).await?;
+    log_snapshot(&running.shared.load());
     tracing::info!(addr = %running.addr, "slmgate listening");
     shutdown_signal().await;
     running.shutdown();

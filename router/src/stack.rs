@@ -21,6 +21,7 @@ use crate::handlers::{self, AppState};
 use crate::layers::account::AccountLayer;
 use crate::layers::auth::AuthLayer;
 use crate::layers::body_limit::BodyLimitLayer;
+use crate::layers::cache::CacheLayer;
 use crate::layers::http_metrics::HttpMetricsLayer;
 use crate::layers::limits::LimitsLayer;
 use crate::layers::load_shed::LoadShedLayer;
@@ -30,6 +31,7 @@ use crate::layers::policy::PolicyLayer;
 use crate::layers::route::RouteLayer;
 use crate::layers::snapshot::{SharedGateway, SnapshotLayer};
 use crate::layers::timeout::RequestTimeoutLayer;
+use crate::reload::Reloader;
 use crate::runtime::Limits;
 use crate::upstream::forward::ForwardService;
 
@@ -46,9 +48,14 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
-/// Builds the gateway's HTTP service.
-pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -> Router {
-    build_with_usage(shared, limits, draining, None)
+/// Builds the gateway's HTTP service. `reloader` serves `/admin/reload` and `/admin/status`.
+pub fn build(
+    shared: SharedGateway,
+    limits: Limits,
+    draining: Arc<AtomicBool>,
+    reloader: Arc<Reloader>,
+) -> Router {
+    build_with_usage(shared, limits, draining, reloader, None)
 }
 
 /// [`build`], recording usage into `usage` (the process-wide writer, see [`crate::usage`]).
@@ -56,6 +63,7 @@ pub fn build_with_usage(
     shared: SharedGateway,
     limits: Limits,
     draining: Arc<AtomicBool>,
+    reloader: Arc<Reloader>,
     usage: Option<crate::usage::UsageWriter>,
 ) -> Router {
     // POST /v1/chat/completions: its own small pipeline, innermost last.
@@ -74,6 +82,10 @@ pub fn build_with_usage(
         // Rate limits and budgets, after the policy because its caps and routes change the
         // cost; last before the upstream, so every admitted request is settled.
         .layer(LimitsLayer)
+        // Response cache, below the limits (a hit is still admitted and rate-counted, and
+        // settled at cost 0) and right above forwarding: the key is the request as policy
+        // and routing shaped it.
+        .layer(CacheLayer)
         // Decision → upstream call with retries and fallbacks.
         .service(ForwardService);
 
@@ -102,7 +114,8 @@ pub fn build_with_usage(
 
     Router::new()
         .merge(api)
-        // Operator endpoints: the admin key (or loopback when none is set).
+        // Operator endpoints: admin key (or loopback only), inside the snapshot layer.
+        .merge(crate::admin::routes(reloader))
         .merge(crate::usage::http::router(usage.map(|u| u.store)))
         // Open unless `admin.protect_metrics`.
         .route("/metrics", get(crate::usage::http::metrics))

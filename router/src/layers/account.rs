@@ -44,15 +44,12 @@ use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
 use crate::api::{extract_usage, ChatRequest, Usage};
 use crate::error::GatewayError;
+use crate::layers::cache::CACHE_HEADER;
 use crate::metrics as m;
 use crate::runtime::{Caller, Gateway, Target};
 use crate::upstream::forward::BACKEND_HEADER;
 use crate::upstream::Backend;
 use crate::usage::{now_ms, UsageRecord, UsageSink};
-
-/// The response header the response cache sets on answers it served (`hit`,
-/// `semantic-hit`).
-pub const CACHE_HEADER: &str = "x-slmgate-cache";
 
 /// Records usage and chat metrics (see the module docs).
 #[derive(Clone, Debug)]
@@ -362,7 +359,10 @@ where
                 backend,
                 local,
                 stream,
-                cache: header_str(h, CACHE_HEADER).map(String::from),
+                // `miss` and `bypass` went upstream: only hits were served from the cache.
+                cache: header_str(h, CACHE_HEADER)
+                    .filter(|c| matches!(*c, "hit" | "semantic-hit"))
+                    .map(String::from),
                 status: i64::from(status.as_u16()),
                 ..Default::default()
             };

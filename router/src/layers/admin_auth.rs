@@ -5,6 +5,11 @@
 //! caller must present it as `Authorization: Bearer <key>` (or `x-api-key`); the digest is
 //! compared in constant time. With none configured, only loopback clients get in: an operator
 //! on the box can look, the network cannot. Client keys never open these endpoints.
+//!
+//! Browsers cannot send a bearer header when navigating, so the dashboard's sign-in form
+//! (`POST /dashboard/login`, [`crate::dashboard`]) sets the key as an `HttpOnly`,
+//! `SameSite=Strict` cookie named [`ADMIN_COOKIE`], accepted here like the header. An
+//! unauthenticated browser asking for a `/dashboard` page gets the sign-in form (401).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +27,26 @@ use super::auth::presented_key;
 use super::snapshot::Snapshot;
 use super::BoxFuture;
 use crate::error::GatewayError;
+
+/// The cookie the dashboard's sign-in form sets.
+pub const ADMIN_COOKIE: &str = "slmgate_admin";
+
+/// The admin key presented by a request: the bearer header, `x-api-key`, or the
+/// [`ADMIN_COOKIE`] cookie.
+fn presented_admin_key(req: &Request<Body>) -> Option<&str> {
+    if let Some(k) = presented_key(req) {
+        return Some(k);
+    }
+    req.headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == ADMIN_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
 
 /// Who may use the operator endpoints (built from `admin:`).
 #[derive(Debug, Clone, Default)]
@@ -87,11 +112,15 @@ where
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        if gw.admin.allows(presented_key(&req), peer) {
+        let presented = presented_admin_key(&req);
+        if gw.admin.allows(presented, peer) {
             return Box::pin(self.inner.call(req));
         }
+        if gw.admin.sha256.is_some() && crate::dashboard::wants_login_page(&req) {
+            return Box::pin(async { Ok(crate::dashboard::login_page(None)) });
+        }
         let msg = if gw.admin.sha256.is_some() {
-            if presented_key(&req).is_some() {
+            if presented.is_some() {
                 "invalid admin key"
             } else {
                 "this endpoint needs the admin key: send `Authorization: Bearer <admin key>`"
@@ -125,6 +154,20 @@ mod tests {
         assert!(a.allows(Some("s3cret"), peer("10.0.0.1:1")));
         assert!(!a.allows(Some("wrong"), peer("127.0.0.1:1")));
         assert!(!a.allows(None, peer("127.0.0.1:1")));
+    }
+
+    #[test]
+    fn cookie_carries_the_key() {
+        let req = Request::get("/dashboard")
+            .header("cookie", "a=b; slmgate_admin=s3cret; c=d")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(presented_admin_key(&req), Some("s3cret"));
+        let req = Request::get("/dashboard")
+            .header("cookie", "other=x")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(presented_admin_key(&req), None);
     }
 
     #[test]

@@ -36,6 +36,7 @@ use slmgate_policies::pricing::{Price, PriceTable};
 use slmgate_policies::ratelimit::RateLimiters;
 use tower::{Layer, Service};
 
+use super::cache::CacheHit;
 use super::route::Decision;
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
@@ -296,6 +297,11 @@ async fn settle_response(
         // Nothing was generated: release without cost.
         drop(settle.reservation.take());
         return resp;
+    }
+    if resp.extensions().get::<CacheHit>().is_some() {
+        // Served from the response cache: nothing was generated, nothing is charged (the
+        // stream's usage chunk is still hidden below from clients that did not ask).
+        drop(settle.reservation.take());
     }
     let backend = resp
         .headers()

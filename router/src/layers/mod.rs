@@ -8,6 +8,7 @@ pub mod account;
 pub mod admin_auth;
 pub mod auth;
 pub mod body_limit;
+pub mod cache;
 pub mod http_metrics;
 pub mod limits;
 pub mod load_shed;

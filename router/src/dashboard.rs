@@ -1,0 +1,135 @@
+//! The cost dashboard at `/dashboard`: a static page embedded in the binary (no CDN, works
+//! offline) that polls `/dashboard/data.json` every two seconds and redraws.
+//!
+//! Every route here sits behind [`AdminAuthLayer`](crate::layers::admin_auth::AdminAuthLayer)
+//! except the sign-in form's `POST /dashboard/login`, which checks the key itself and sets it
+//! as an `HttpOnly` cookie so the browser can navigate.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
+use http::{header, HeaderValue, Request, StatusCode};
+use serde::Deserialize;
+
+use crate::layers::admin_auth::ADMIN_COOKIE;
+use crate::layers::snapshot::Snapshot;
+
+const INDEX_HTML: &str = include_str!("../assets/dashboard/index.html");
+const LOGIN_HTML: &str = include_str!("../assets/dashboard/login.html");
+const APP_JS: &str = include_str!("../assets/dashboard/app.js");
+const APP_CSS: &str = include_str!("../assets/dashboard/app.css");
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = Response::new(Body::from(body));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The page loads nothing from elsewhere; say so to the browser.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// `GET /dashboard`.
+pub async fn index() -> Response {
+    asset(INDEX_HTML, "text/html; charset=utf-8")
+}
+
+/// `GET /dashboard/app.js`.
+pub async fn app_js() -> Response {
+    asset(APP_JS, "text/javascript; charset=utf-8")
+}
+
+/// `GET /dashboard/app.css`.
+pub async fn app_css() -> Response {
+    asset(APP_CSS, "text/css; charset=utf-8")
+}
+
+/// Returns true if and only if the request is a browser navigating to a dashboard page
+/// (which then gets the sign-in form instead of a JSON error).
+pub fn wants_login_page(req: &Request<Body>) -> bool {
+    let path = req.uri().path();
+    req.method() == http::Method::GET
+        && (path == "/dashboard" || path == "/dashboard/")
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// The sign-in form (401), with an optional error line.
+pub fn login_page(error: Option<&str>) -> Response {
+    let html = match error {
+        Some(e) => LOGIN_HTML.replace(
+            "<!--ERROR-->",
+            &format!("<p class=\"t-err\">{}</p>", html_escape(e)),
+        ),
+        None => LOGIN_HTML.to_string(),
+    };
+    let mut r = Response::new(Body::from(html));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The sign-in form's fields.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    key: String,
+}
+
+/// `POST /dashboard/login`: a valid admin key becomes an `HttpOnly`, `SameSite=Strict`
+/// cookie and the browser is sent to `/dashboard`; a wrong one gets the form again (401).
+pub async fn login(
+    Extension(Snapshot(gw)): Extension<Snapshot>,
+    connect: Option<ConnectInfo<SocketAddr>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let key = form.key.trim();
+    if gw.admin.sha256.is_none() || !gw.admin.allows(Some(key), connect.map(|c| c.0)) {
+        return login_page(Some("wrong admin key"));
+    }
+    // A cookie value cannot hold `;`, `,`, spaces or control characters.
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+    {
+        return login_page(Some(
+            "this admin key cannot be stored in a cookie; send it as a bearer header",
+        ));
+    }
+    let cookie = format!("{ADMIN_COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict");
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/dashboard"));
+    match HeaderValue::from_str(&cookie) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            r.headers_mut().insert(header::SET_COOKIE, v);
+            r
+        }
+        Err(_) => login_page(Some("this admin key cannot be stored in a cookie")),
+    }
+}

@@ -1,0 +1,317 @@
+//! The two stores: exact answers by key, and per-scope lists of (embedding, answer) for the
+//! semantic cache. Both are moka caches, bounded in size and by per-entry TTLs (a policy may
+//! give an entry its own TTL).
+//!
+//! A [`CacheState`] is a handle (clones share the stores). A configuration reload keeps the
+//! running snapshot's state when the bounds did not change ([`CacheState::carry`]), so
+//! cached answers survive reloads like budgets do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::sync::Cache;
+use moka::Expiry;
+use slmgate_config::cache::Cache as CacheConfig;
+
+use super::key::Key;
+
+/// Answers kept per semantic scope (one conversation prefix of one tenant and model): a
+/// lookup is a linear scan of at most this many vectors.
+pub const MAX_PER_SCOPE: usize = 128;
+
+/// One cached answer: a complete `chat.completion` JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    /// The completion, as the client of a JSON request gets it.
+    pub json: Bytes,
+    /// The backend that produced it (reported in `x-slmgate-backend`).
+    pub backend: String,
+    /// How long it is kept.
+    pub ttl: Duration,
+}
+
+struct SemanticEntry {
+    vector: Arc<[f32]>,
+    answer: Arc<Answer>,
+    expires: Instant,
+}
+
+/// The entries of one semantic scope, replaced as a whole on every insert (copy on write),
+/// so readers never lock.
+struct Scope {
+    entries: Vec<SemanticEntry>,
+}
+
+struct AnswerExpiry;
+
+impl Expiry<Key, Arc<Answer>> for AnswerExpiry {
+    fn expire_after_create(&self, _: &Key, v: &Arc<Answer>, _: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        v: &Arc<Answer>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+struct ScopeExpiry;
+
+impl ScopeExpiry {
+    fn until_last(s: &Scope, now: Instant) -> Option<Duration> {
+        let last = s.entries.iter().map(|e| e.expires).max()?;
+        Some(last.saturating_duration_since(now))
+    }
+}
+
+impl Expiry<Key, Arc<Scope>> for ScopeExpiry {
+    fn expire_after_create(&self, _: &Key, v: &Arc<Scope>, now: Instant) -> Option<Duration> {
+        Self::until_last(v, now)
+    }
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        v: &Arc<Scope>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::until_last(v, now)
+    }
+}
+
+/// The cache stores. Cloning gives another handle to the same stores.
+#[derive(Clone)]
+pub struct CacheState {
+    exact: Cache<Key, Arc<Answer>>,
+    semantic: Cache<Key, Arc<Scope>>,
+    max_bytes: u64,
+    max_entries: u64,
+}
+
+impl std::fmt::Debug for CacheState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheState")
+            .field("exact_entries", &self.exact.entry_count())
+            .field("semantic_scopes", &self.semantic.entry_count())
+            .finish()
+    }
+}
+
+impl Default for CacheState {
+    fn default() -> Self {
+        CacheState::new(&CacheConfig::default())
+    }
+}
+
+/// Bytes an answer is counted for: the body plus bookkeeping.
+fn weight(a: &Answer) -> u32 {
+    u32::try_from(a.json.len() + a.backend.len() + 128).unwrap_or(u32::MAX)
+}
+
+impl CacheState {
+    /// Empty stores bounded by `cfg` (`exact.max_bytes`, `semantic.max_entries`).
+    pub fn new(cfg: &CacheConfig) -> Self {
+        let max_bytes = cfg.exact.max_bytes;
+        let max_entries = cfg.semantic.max_entries;
+        CacheState {
+            exact: Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_, a: &Arc<Answer>| weight(a))
+                .expire_after(AnswerExpiry)
+                .build(),
+            semantic: Cache::builder()
+                .max_capacity(max_entries)
+                .weigher(|_, s: &Arc<Scope>| u32::try_from(s.entries.len()).unwrap_or(u32::MAX))
+                .expire_after(ScopeExpiry)
+                .build(),
+            max_bytes,
+            max_entries,
+        }
+    }
+
+    /// The state a new configuration should use: `previous` (with its entries) when its
+    /// bounds are the ones `cfg` asks for, else fresh stores (moka caches cannot be resized).
+    pub fn carry(previous: Option<&CacheState>, cfg: &CacheConfig) -> Self {
+        match previous {
+            Some(p)
+                if p.max_bytes == cfg.exact.max_bytes
+                    && p.max_entries == cfg.semantic.max_entries =>
+            {
+                p.clone()
+            }
+            Some(_) => {
+                tracing::info!("cache bounds changed: starting with an empty response cache");
+                CacheState::new(cfg)
+            }
+            None => CacheState::new(cfg),
+        }
+    }
+
+    /// The exact answer for `key`, if cached and fresh.
+    pub fn get_exact(&self, key: &Key) -> Option<Arc<Answer>> {
+        self.exact.get(key)
+    }
+
+    /// Caches an exact answer.
+    pub fn put_exact(&self, key: Key, answer: Arc<Answer>) {
+        self.exact.insert(key, answer);
+    }
+
+    /// The answer in `scope` whose vector is most similar to `v`, if that similarity is at
+    /// least `threshold`, with the similarity.
+    pub fn get_semantic(
+        &self,
+        scope: &Key,
+        v: &[f32],
+        threshold: f32,
+    ) -> Option<(Arc<Answer>, f32)> {
+        let s = self.semantic.get(scope)?;
+        let now = Instant::now();
+        s.entries
+            .iter()
+            .filter(|e| e.expires > now)
+            .map(|e| (e, cosine(&e.vector, v)))
+            .filter(|(_, sim)| *sim >= threshold)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(e, sim)| (e.answer.clone(), sim))
+    }
+
+    /// Adds an answer to `scope` (dropping expired entries, and the oldest past
+    /// [`MAX_PER_SCOPE`]). Two concurrent inserts into one scope may keep only one: a cache
+    /// may forget.
+    pub fn put_semantic(&self, scope: Key, vector: Arc<[f32]>, answer: Arc<Answer>) {
+        let now = Instant::now();
+        let mut entries: Vec<SemanticEntry> = match self.semantic.get(&scope) {
+            Some(s) => s
+                .entries
+                .iter()
+                .filter(|e| e.expires > now)
+                .map(|e| SemanticEntry {
+                    vector: e.vector.clone(),
+                    answer: e.answer.clone(),
+                    expires: e.expires,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let expires = now + answer.ttl;
+        entries.push(SemanticEntry {
+            vector,
+            answer,
+            expires,
+        });
+        if entries.len() > MAX_PER_SCOPE {
+            let extra = entries.len() - MAX_PER_SCOPE;
+            entries.drain(..extra);
+        }
+        self.semantic.insert(scope, Arc::new(Scope { entries }));
+    }
+
+    /// Exact answers cached (approximate: moka counts lazily).
+    pub fn exact_entries(&self) -> u64 {
+        self.exact.entry_count()
+    }
+}
+
+/// Cosine similarity; 0 for vectors of different length or zero norm.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(text: &str, ttl: Duration) -> Arc<Answer> {
+        Arc::new(Answer {
+            json: Bytes::from(text.to_string()),
+            backend: "up".into(),
+            ttl,
+        })
+    }
+
+    #[test]
+    fn cosine_basics() {
+        assert!((cosine(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
+        assert_eq!(cosine(&[1.0], &[1.0, 0.0]), 0.0);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn semantic_lookup_takes_the_best_match_above_the_threshold_in_its_scope() {
+        let s = CacheState::default();
+        let hour = Duration::from_secs(3600);
+        s.put_semantic([1; 32], Arc::from(vec![1.0, 0.0, 0.0]), answer("x", hour));
+        s.put_semantic([1; 32], Arc::from(vec![0.8, 0.6, 0.0]), answer("y", hour));
+        let (a, sim) = s.get_semantic(&[1; 32], &[0.7, 0.7, 0.0], 0.9).unwrap();
+        assert_eq!(a.json, "y");
+        assert!(sim > 0.98);
+        let (a, _) = s.get_semantic(&[1; 32], &[1.0, 0.05, 0.0], 0.9).unwrap();
+        assert_eq!(a.json, "x");
+        assert!(s.get_semantic(&[1; 32], &[0.0, 0.0, 1.0], 0.5).is_none());
+        // Another scope never sees them.
+        assert!(s.get_semantic(&[2; 32], &[1.0, 0.0, 0.0], 0.1).is_none());
+    }
+
+    #[test]
+    fn scopes_are_bounded_and_expired_entries_are_not_served() {
+        let s = CacheState::default();
+        let hour = Duration::from_secs(3600);
+        for i in 0..(MAX_PER_SCOPE + 10) {
+            let mut v = vec![0.0f32; MAX_PER_SCOPE + 10];
+            v[i] = 1.0;
+            s.put_semantic([3; 32], Arc::from(v), answer(&i.to_string(), hour));
+        }
+        let scope = s.semantic.get(&[3; 32]).unwrap();
+        assert_eq!(scope.entries.len(), MAX_PER_SCOPE);
+        let mut first = vec![0.0f32; MAX_PER_SCOPE + 10];
+        first[0] = 1.0;
+        assert!(
+            s.get_semantic(&[3; 32], &first, 0.9).is_none(),
+            "oldest dropped"
+        );
+
+        s.put_semantic(
+            [4; 32],
+            Arc::from(vec![1.0]),
+            answer("old", Duration::from_millis(1)),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(s.get_semantic(&[4; 32], &[1.0], 0.5).is_none());
+    }
+
+    #[test]
+    fn exact_entries_expire_by_their_own_ttl_and_state_carries_over() {
+        let s = CacheState::default();
+        s.put_exact([5; 32], answer("a", Duration::from_millis(1)));
+        s.put_exact([6; 32], answer("b", Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(s.get_exact(&[5; 32]).is_none());
+        assert_eq!(s.get_exact(&[6; 32]).unwrap().json, "b");
+
+        let same = CacheState::carry(Some(&s), &CacheConfig::default());
+        assert_eq!(same.get_exact(&[6; 32]).unwrap().json, "b");
+        let mut smaller = CacheConfig::default();
+        smaller.exact.max_bytes = 1000;
+        let fresh = CacheState::carry(Some(&s), &smaller);
+        assert!(fresh.get_exact(&[6; 32]).is_none());
+    }
+}
