@@ -337,6 +337,12 @@ where
                 #[cfg(feature = "local")]
                 Backend::Local(_) => true,
             });
+            // `miss` and `bypass` went upstream: only hits were served from the cache.
+            let cache = header_str(h, CACHE_HEADER)
+                .filter(|c| matches!(*c, "hit" | "semantic-hit"))
+                .map(String::from);
+            // A hit was answered by the cache, not the model: it is neither local nor remote.
+            let local = local && cache.is_none();
             let price = served.as_ref().and_then(|t| gw.accounting.price(t));
             let reference = gw
                 .usage_reference
@@ -359,10 +365,7 @@ where
                 backend,
                 local,
                 stream,
-                // `miss` and `bypass` went upstream: only hits were served from the cache.
-                cache: header_str(h, CACHE_HEADER)
-                    .filter(|c| matches!(*c, "hit" | "semantic-hit"))
-                    .map(String::from),
+                cache,
                 status: i64::from(status.as_u16()),
                 ..Default::default()
             };

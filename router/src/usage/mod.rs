@@ -62,7 +62,7 @@ pub struct UsageRecord {
     pub backend: Option<String>,
     /// The model name that backend was asked for.
     pub upstream_model: Option<String>,
-    /// Answered by the embedded model.
+    /// Answered by the embedded model (false for cache hits, which no model answered).
     pub local: bool,
     /// A streamed answer.
     pub stream: bool,
