@@ -8,7 +8,8 @@
 //!
 //! Several gateway configurations are measured in the same run, each against the same mock
 //! (so the ratios are what counts on a shared, noisy machine):
-//! - `plain`: one backend, one alias, no keys: the pass-through figure.
+//! - `plain`: one backend, one alias, no keys: the pass-through figure (sent the same keyed,
+//!   distinct-prompt requests as the others, which it accepts without checking the key).
 //! - `policies`: `benches/configs/policies.yaml`: 20 policy rules, PII scan on, the exact
 //!   cache on, 100 client keys with budgets and rate limits (the issue-5 benchmark). Every
 //!   request carries one of the keys and a distinct prompt (so the cache misses: the worst
@@ -205,13 +206,24 @@ struct Scenario {
 fn scenarios() -> Vec<Scenario> {
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let root = env!("CARGO_MANIFEST_DIR");
+    // The plain gateway gets the same traffic as the others (a key header it ignores, a
+    // distinct prompt per request), so the ratios measure the configuration alone.
     let mut out = vec![Scenario {
         name: "plain",
         extra: String::new(),
-        load: Load::Fixed,
+        load: Load::Keyed,
     }];
-    if let Some(policies) = read(&format!("{root}/benches/configs/policies.yaml")) {
-        let keyed = format!("{policies}\n{}", bench_keys_yaml());
+    // BENCH_POLICIES=FILE measures another policies file (ablations); BENCH_NO_KEYS=1 leaves
+    // the 100 keys out (requests still carry one).
+    let policies_file = std::env::var("BENCH_POLICIES")
+        .unwrap_or_else(|_| format!("{root}/benches/configs/policies.yaml"));
+    if let Some(policies) = read(&policies_file) {
+        let keys = if std::env::var_os("BENCH_NO_KEYS").is_some() {
+            String::new()
+        } else {
+            bench_keys_yaml()
+        };
+        let keyed = format!("{policies}\n{keys}");
         if let Some(obs) = read(&format!("{root}/benches/configs/observability.yaml")) {
             out.push(Scenario {
                 name: "policies",

@@ -1,5 +1,6 @@
 //! The cost dashboard at `/dashboard`: a static page embedded in the binary (no CDN, works
-//! offline) that polls `/dashboard/data.json` every two seconds and redraws.
+//! offline) that polls `GET /v1/usage` (grouped by time) and `GET /v1/usage/recent` every
+//! two seconds and redraws: the numbers it shows are exactly the API's.
 //!
 //! Every route here sits behind [`AdminAuthLayer`](crate::layers::admin_auth::AdminAuthLayer)
 //! except the sign-in form's `POST /dashboard/login`, which checks the key itself and sets it

@@ -32,7 +32,7 @@ def tile(page, testid):
 
 def usage(page):
     r = page.request.get(
-        f"{base}/v1/usage?window=24h",
+        f"{base}/v1/usage?from=24h",
         headers={"Authorization": f"Bearer {admin_key}"},
     )
     assert r.ok, f"/v1/usage answered {r.status}: {r.text()}"

@@ -1,4 +1,7 @@
-// slmgate cost dashboard: polls /dashboard/data.json and redraws. No dependencies.
+// slmgate cost dashboard: polls GET /v1/usage (a report grouped by time) and
+// GET /v1/usage/recent every two seconds and redraws. No dependencies. The admin key travels
+// as the HttpOnly cookie the sign-in form set (or the page is opened from loopback with no
+// admin key configured).
 "use strict";
 (function () {
   const REFRESH_MS = 2000;
@@ -106,11 +109,15 @@
     if (isNaN(d)) return iso;
     const p = (n) => String(n).padStart(2, "0");
     if (bucket === "day") return `${d.getUTCMonth() + 1}/${d.getUTCDate()}`;
+    if (bucket === "hour") return `${p(d.getUTCHours())}:00`;
     return `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}`;
   }
 
-  function render(data) {
-    const t = data.totals;
+  // Requests in a bucket that neither the embedded model nor the cache answered.
+  const remoteOf = (g) => Math.max(0, g.requests - g.local_requests - g.cache_hits);
+
+  function render(report, recent, bucket) {
+    const t = report.totals;
     setTile("t-requests", String(t.requests), t.requests);
     setTile("t-cost", usd(t.cost_usd), t.cost_usd);
     setTile("t-counterfactual", usd(t.counterfactual_usd), t.counterfactual_usd);
@@ -118,27 +125,30 @@
     setTile("t-savings-pct", t.counterfactual_usd > 0 ? pct(t.savings_usd / t.counterfactual_usd) + " of all-remote" : "", t.counterfactual_usd > 0 ? t.savings_usd / t.counterfactual_usd : null);
     setTile("t-local", pct(t.local_share), t.local_share);
     setTile("t-cache", pct(t.cache_hit_rate), t.cache_hit_rate);
-    const l = data.latency_ms || {};
+    const l = report.latency_ms || {};
     setTile("t-latency", `${ms(l.p50)} / ${ms(l.p95)} / ${ms(l.p99)} ms`, l.p50);
     setTile("t-errors", String(t.errors), t.errors);
 
-    const labels = data.series.map((b) => bucketLabel(b.start, data.window.bucket));
+    const series = report.groups || [];
+    const labels = series.map((g) => bucketLabel(g.key, bucket));
     lineChart($("chart-cost"), labels, [
-      { color: "#f5a623", values: data.series.map((b) => b.counterfactual_usd) },
-      { color: "#4fb3ff", values: data.series.map((b) => b.cost_usd) },
+      { color: "#f5a623", values: series.map((g) => g.counterfactual_usd) },
+      { color: "#4fb3ff", values: series.map((g) => g.cost_usd) },
     ]);
     stackChart($("chart-share"), labels, [
-      { color: "#3fcf8e", values: data.series.map((b) => b.local) },
-      { color: "#f5a623", values: data.series.map((b) => b.remote) },
-      { color: "#b38cff", values: data.series.map((b) => b.cache) },
+      { color: "#3fcf8e", values: series.map((g) => g.local_requests) },
+      { color: "#f5a623", values: series.map(remoteOf) },
+      { color: "#b38cff", values: series.map((g) => g.cache_hits) },
     ]);
 
     const cats = $("categories");
     cats.textContent = "";
-    const cmax = Math.max(1, ...data.categories.map((c) => c.requests));
-    for (const c of data.categories) {
-      const row = el("div", { class: "bar", "data-category": c.category, "data-requests": c.requests });
-      row.appendChild(el("span", { class: "name", title: c.category }, c.category));
+    const categories = report.categories || [];
+    const cmax = Math.max(1, ...categories.map((c) => c.requests));
+    for (const c of categories) {
+      const name = c.key === null ? "(not routed)" : c.key;
+      const row = el("div", { class: "bar", "data-category": name, "data-requests": c.requests });
+      row.appendChild(el("span", { class: "name", title: name }, name));
       const fill = el("span", { class: "fill" });
       fill.style.width = `${(60 * c.requests) / cmax}%`;
       row.appendChild(fill);
@@ -148,25 +158,26 @@
 
     const tk = $("top-keys").tBodies[0];
     tk.textContent = "";
-    for (const k of data.top_keys) {
-      const tr = el("tr", { "data-key": k.key, "data-cost": k.cost_usd });
-      tr.appendChild(el("td", {}, k.key));
-      tr.appendChild(el("td", {}, k.team || ""));
+    for (const k of report.top_keys || []) {
+      const name = k.key === null ? "(no key)" : k.key;
+      const tr = el("tr", { "data-key": name, "data-cost": k.cost_usd });
+      tr.appendChild(el("td", {}, name));
       tr.appendChild(el("td", { class: "num" }, String(k.requests)));
       tr.appendChild(el("td", { class: "num" }, usd(k.cost_usd)));
+      tr.appendChild(el("td", { class: "num" }, usd(k.savings_usd)));
       tk.appendChild(tr);
     }
 
     const rc = $("recent").tBodies[0];
     rc.textContent = "";
-    for (const r of data.recent) {
+    for (const r of recent) {
       const tr = el("tr", { "data-request-id": r.request_id || "" });
-      const cls = r.status >= 400 ? "t-err" : r.target === "local" ? "t-local" : "t-remote";
+      const cls = r.status >= 400 ? "t-err" : r.local ? "t-local" : "t-remote";
       const cells = [
-        [new Date(r.time).toLocaleTimeString(), ""],
-        [r.key || "–", ""],
-        [r.model || "", ""],
-        [r.target || "", cls],
+        [new Date(r.ts_ms).toLocaleTimeString(), ""],
+        [r.key_name || "–", ""],
+        [r.requested_model || "", ""],
+        [(r.target || "") + (r.backend ? ` (${r.backend})` : ""), cls],
         [r.strategy || "", ""],
         [r.category || "", ""],
         [r.score === null || r.score === undefined ? "" : Number(r.score).toFixed(3), "num"],
@@ -179,17 +190,28 @@
       for (const [text, c] of cells) tr.appendChild(el("td", c ? { class: c } : {}, text));
       rc.appendChild(tr);
     }
-    $("recent-note").textContent = `${data.recent.length} most recent`;
+    $("recent-note").textContent = `${recent.length} most recent`;
   }
+
+  // The window selector: how far back, and the chart's bucket.
+  const WINDOWS = { "1h": "minute", "24h": "hour", "7d": "day", "30d": "day" };
 
   let timer = null;
   async function refresh() {
     const w = $("window").value;
+    const bucket = WINDOWS[w] || "hour";
+    const get = async (url) => {
+      const resp = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      if (!resp.ok) throw new Error(`${url.split("?")[0]}: HTTP ${resp.status}`);
+      return resp.json();
+    };
     try {
-      const resp = await fetch(`/dashboard/data.json?window=${encodeURIComponent(w)}`, { credentials: "same-origin", cache: "no-store" });
-      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-      const data = await resp.json();
-      render(data);
+      const [report, recent] = await Promise.all([
+        get(`/v1/usage?from=${encodeURIComponent(w)}&group_by=${bucket}`),
+        get("/v1/usage/recent?limit=50"),
+      ]);
+      render(report, recent.data || [], bucket);
+      document.body.dataset.window = w;
       const st = $("status");
       st.className = "status";
       st.textContent = `updated ${new Date().toLocaleTimeString()}`;

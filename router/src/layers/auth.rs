@@ -1,7 +1,7 @@
 //! Client authentication: `Authorization: Bearer <key>` checked against `keys`.
 //!
 //! With no keys configured the gateway is open and every caller is anonymous. Keys are
-//! compared by sha256 digest in constant time ([`crate::runtime::Keys::find`]). The matched
+//! looked up by the sha256 digest of the presented secret ([`crate::runtime::Keys::find`]). The matched
 //! key becomes a [`Caller`] extension, and its model allow-list is enforced by the route step.
 //! The client's `Authorization` header never travels further than this: upstream calls carry
 //! the backend's own key.
