@@ -29,6 +29,11 @@ enum Command {
         #[arg(long, short)]
         listen: Option<SocketAddr>,
     },
+    /// Usage records: reports of requests, tokens, cost, savings and local share.
+    Usage {
+        #[command(subcommand)]
+        command: UsageCommand,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -103,6 +108,41 @@ enum Command {
         #[arg(long, short, env = "SLMGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// Print the same report as `GET /v1/usage`, read from the usage database, as a table
+    /// or CSV.
+    Report {
+        /// The usage database URL (`sqlite://file` or `postgres://...`); default: the
+        /// config's `usage.database`.
+        #[arg(long, env = "SLMGATE_USAGE_DB")]
+        db: Option<String>,
+        /// YAML config file whose `usage.database` to read; the embedded default when
+        /// neither this nor --db is given.
+        #[arg(long, short, env = "SLMGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Window start: RFC 3339, a date, Unix seconds, or a duration ago (`24h`, `7d`).
+        #[arg(long)]
+        from: Option<String>,
+        /// Window end (exclusive), same forms; default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// key, team, model, target, backend, category, day, hour or minute.
+        #[arg(long)]
+        group_by: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -245,6 +285,46 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(!key.is_empty(), "the key is empty");
             use sha2::Digest as _;
             println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Usage {
+            command:
+                UsageCommand::Report {
+                    db,
+                    config,
+                    from,
+                    to,
+                    group_by,
+                    format,
+                },
+        } => {
+            let url = match db {
+                Some(u) => u,
+                None => {
+                    let Some(cfg) = load_config(config.as_deref())? else {
+                        return Ok(ExitCode::from(1));
+                    };
+                    match cfg.usage {
+                        Some(u) => u.database,
+                        None => anyhow::bail!(
+                            "the config has no `usage:` section; pass --db sqlite://<file>"
+                        ),
+                    }
+                }
+            };
+            use slmgate_router::usage::report;
+            let rt = runtime()?;
+            let r = rt.block_on(report::run_cli(
+                &url,
+                from.as_deref(),
+                to.as_deref(),
+                group_by.as_deref(),
+            ))?;
+            match format {
+                ReportFormat::Table => print!("{}", report::to_table(&r)),
+                ReportFormat::Csv => print!("{}", report::to_csv(&r)),
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Classify { text, config } => {

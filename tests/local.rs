@@ -272,6 +272,7 @@ async fn embedded_default_config_local_and_remote() {
     for with_key in [false, true] {
         let env = |name: &str| match name {
             "SLMGATE_MODELS_DIR" => Some(models_dir.clone()),
+            "SLMGATE_DATA_DIR" => Some(models_dir.clone()),
             "SLMGATE_LISTEN" => Some("127.0.0.1:0".to_string()),
             "OPENAI_API_KEY" if with_key => Some("sk-test".to_string()),
             "OPENAI_BASE_URL" => Some(base.clone()),

@@ -109,6 +109,7 @@ pub(crate) fn load(
     validate::validate(&cfg, &mut ctx);
     crate::routing::validate(&cfg, &mut ctx);
     crate::policy::validate(&cfg, &mut ctx);
+    crate::usage::validate(&cfg, &mut ctx);
     crate::cache::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
         Ok(cfg)
@@ -132,6 +133,7 @@ fn empty_config() -> Config {
         pricing: Default::default(),
         teams: Vec::new(),
         admin: Default::default(),
+        usage: None,
         cache: Default::default(),
     }
 }

@@ -45,6 +45,9 @@ pub struct Config {
     /// whether `/metrics` is open.
     #[serde(default)]
     pub admin: Admin,
+    /// Usage records (see [`crate::usage`]). Absent = none written.
+    #[serde(default)]
+    pub usage: Option<crate::usage::Usage>,
     /// Response caching (exact and semantic); see [`crate::cache`]. Absent = off.
     #[serde(default)]
     pub cache: crate::cache::Cache,

@@ -457,7 +457,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         backends: backends.clone(),
     };
     let accounting = Accounting {
-        prices: cfg.pricing.clone(),
+        prices: crate::usage::pricing::merged(&cfg.pricing),
         teams: cfg
             .teams
             .iter()
@@ -490,7 +490,9 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
             "cache.semantic is enabled but the embedder is not loaded: semantic cache off"
         );
     }
+    let usage_reference = reference_model(cfg);
     Ok(Gateway {
+        usage_reference,
         embedder,
         router,
         models,
@@ -519,4 +521,16 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         },
         cache: crate::layers::cache::Caching::new(&cfg.cache, previous_cache.as_ref()),
     })
+}
+
+/// The counterfactual's reference model: `usage.reference_model`, else the configured
+/// upstream model of the router's `remote` side (else of the alias `remote`), whether or not
+/// its backend is enabled right now: the question is what the large model would cost.
+fn reference_model(cfg: &cfgs::Config) -> Option<String> {
+    if let Some(m) = cfg.usage.as_ref().and_then(|u| u.reference_model.clone()) {
+        return Some(m);
+    }
+    let remote = cfg.router.as_ref().map_or("remote", |r| r.remote.as_str());
+    let m = cfg.models.iter().find(|m| m.name == remote)?;
+    Some(m.model.clone().unwrap_or_else(|| m.name.clone()))
 }

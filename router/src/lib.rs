@@ -13,12 +13,14 @@ pub mod embeddings;
 pub mod error;
 pub mod handlers;
 pub mod layers;
+pub mod metrics;
 pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod stack;
 pub mod upstream;
+pub mod usage;
 
 pub use error::GatewayError;
 pub use reload::{ConfigSource, Reloader};

@@ -131,6 +131,9 @@ pub struct Gateway {
     pub accounting: crate::layers::limits::Accounting,
     /// Who may use the operator endpoints.
     pub admin: crate::layers::admin_auth::AdminAccess,
+    /// The model whose prices give each request's counterfactual cost (`usage.reference_model`,
+    /// default the router's `remote` side's upstream model).
+    pub usage_reference: Option<String>,
     /// `cache:` and the response cache's stores (which outlive this snapshot; see
     /// [`crate::layers::cache`]).
     pub cache: crate::layers::cache::Caching,

@@ -24,6 +24,8 @@ pub struct Running {
     pub shared: SharedGateway,
     /// Reloads the configuration (also behind `POST /admin/reload`).
     pub reloader: Arc<Reloader>,
+    /// The usage writer, when `usage:` is configured (process-wide: survives reloads).
+    pub usage: Option<crate::usage::UsageWriter>,
     token: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -87,7 +89,20 @@ pub async fn start_with(
     let shared: SharedGateway = Arc::new(ArcSwap::from_pointee(built));
     let reloader = Arc::new(Reloader::new(shared.clone(), cfg, opts.source.clone()));
     let draining = Arc::new(AtomicBool::new(false));
-    let app = stack::build(shared.clone(), limits, draining.clone(), reloader.clone());
+    // Install the metrics recorder before the first request records anything.
+    let _ = crate::metrics::handle();
+    // One writer per process, made here and not per snapshot, so a reload keeps it.
+    let usage = match cfg.usage.as_ref().filter(|u| u.enabled) {
+        Some(u) => Some(crate::usage::UsageWriter::start(u).await?),
+        None => None,
+    };
+    let app = stack::build_with_usage(
+        shared.clone(),
+        limits,
+        draining.clone(),
+        reloader.clone(),
+        usage.clone(),
+    );
     let addr = listener.local_addr()?;
     let token = CancellationToken::new();
     let drain = limits.shutdown_timeout;
@@ -118,40 +133,59 @@ pub async fn start_with(
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { server_token.cancelled().await });
-    let mut serve_task = tokio::spawn(async move { serve.await });
+    let serve_task = tokio::spawn(async move { serve.await });
 
     let outer_token = token.clone();
+    let writer = usage.clone();
     let task = tokio::spawn(async move {
         // The watcher lives as long as the server.
         let _watcher = watcher;
-        tokio::select! {
-            r = &mut serve_task => return r.context("server")?.context("serve"),
-            _ = outer_token.cancelled() => {}
+        let served = serve_and_drain(serve_task, outer_token, draining, drain).await;
+        // Every request has finished (or was cut off): write the records still queued.
+        if let Some(w) = writer {
+            w.shutdown().await;
         }
-        draining.store(true, Ordering::Relaxed);
-        tracing::info!(?drain, "shutting down: draining in-flight requests");
-        match tokio::time::timeout(drain, &mut serve_task).await {
-            Ok(r) => {
-                tracing::info!("all requests finished; bye");
-                r.context("server")?.context("serve")
-            }
-            Err(_) => {
-                tracing::warn!(
-                    ?drain,
-                    "drain timeout reached; closing remaining connections"
-                );
-                serve_task.abort();
-                Ok(())
-            }
-        }
+        served
     });
     Ok(Running {
         addr,
         shared,
         reloader,
+        usage,
         token,
         task,
     })
+}
+
+async fn serve_and_drain(
+    mut serve_task: JoinHandle<std::io::Result<()>>,
+    outer_token: CancellationToken,
+    draining: Arc<AtomicBool>,
+    drain: std::time::Duration,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = &mut serve_task => return r.context("server")?.context("serve"),
+        _ = outer_token.cancelled() => {}
+    }
+    draining.store(true, Ordering::Relaxed);
+    tracing::info!(?drain, "shutting down: draining in-flight requests");
+    match tokio::time::timeout(drain, &mut serve_task).await {
+        Ok(r) => {
+            tracing::info!("all requests finished; bye");
+            r.context("server")?.context("serve")
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?drain,
+                "drain timeout reached; closing remaining connections"
+            );
+            serve_task.abort();
+            // Let the aborted connections drop their bodies (and with them their
+            // pending usage records) before the writer is closed.
+            let _ = serve_task.await;
+            Ok(())
+        }
+    }
 }
 
 /// Binds `listen` (or the config's `listen`) and starts serving.

@@ -18,9 +18,11 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::GatewayError;
 use crate::handlers::{self, AppState};
+use crate::layers::account::AccountLayer;
 use crate::layers::auth::AuthLayer;
 use crate::layers::body_limit::BodyLimitLayer;
 use crate::layers::cache::CacheLayer;
+use crate::layers::http_metrics::HttpMetricsLayer;
 use crate::layers::limits::LimitsLayer;
 use crate::layers::load_shed::LoadShedLayer;
 use crate::layers::overhead::OverheadLayer;
@@ -53,10 +55,24 @@ pub fn build(
     draining: Arc<AtomicBool>,
     reloader: Arc<Reloader>,
 ) -> Router {
+    build_with_usage(shared, limits, draining, reloader, None)
+}
+
+/// [`build`], recording usage into `usage` (the process-wide writer, see [`crate::usage`]).
+pub fn build_with_usage(
+    shared: SharedGateway,
+    limits: Limits,
+    draining: Arc<AtomicBool>,
+    reloader: Arc<Reloader>,
+    usage: Option<crate::usage::UsageWriter>,
+) -> Router {
     // POST /v1/chat/completions: its own small pipeline, innermost last.
     let chat = ServiceBuilder::new()
         // Body → typed request; 400/413 for bad input. Everything below sees a valid request.
         .layer(ParseChatLayer)
+        // One usage record per valid request, above every step that may refuse it, so
+        // refusals are recorded too; asks streams for their usage chunk.
+        .layer(AccountLayer::new(usage.as_ref().map(|u| u.sink.clone())))
         // Alias → Decision (targets + reason); 403/404; the router classifies `auto`.
         .layer(RouteLayer)
         // Policy rules, after routing because rules may look at the decision (target,
@@ -100,6 +116,9 @@ pub fn build(
         .merge(api)
         // Operator endpoints: admin key (or loopback only), inside the snapshot layer.
         .merge(crate::admin::routes(reloader))
+        .merge(crate::usage::http::router(usage.map(|u| u.store)))
+        // Open unless `admin.protect_metrics`.
+        .route("/metrics", get(crate::usage::http::metrics))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)
@@ -116,6 +135,8 @@ pub fn build(
                 .map_response(|r: Response<_>| r.map(Body::new))
                 // A bug answers 500 in OpenAI's shape instead of dropping the connection.
                 .layer(CatchPanicLayer::custom(panic_response))
+                // Request counts and durations (to the last byte) by route/target/status.
+                .layer(HttpMetricsLayer)
                 // Shed before doing any work for a request we cannot take.
                 .layer(LoadShedLayer::new(limits.max_concurrent_requests))
                 // Deadline for the whole request (to the response head).

@@ -4,10 +4,12 @@
 //! failure becomes an OpenAI-shaped error response at the layer that detects it, so the layers
 //! compose in any order without error plumbing.
 
+pub mod account;
 pub mod admin_auth;
 pub mod auth;
 pub mod body_limit;
 pub mod cache;
+pub mod http_metrics;
 pub mod limits;
 pub mod load_shed;
 pub mod overhead;

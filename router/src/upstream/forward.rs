@@ -99,6 +99,8 @@ async fn forward(mut req: Request<Body>) -> Response {
                 break;
             }
             Err(Fallback(e)) => {
+                metrics::counter!(crate::metrics::UPSTREAM_ERRORS, "backend" => target.backend.name().to_string(), "type" => e.code())
+                    .increment(1);
                 tracing::warn!(alias = %route.alias, backend = target.backend.name(), error = %e, "target failed");
                 last = Some(e);
             }

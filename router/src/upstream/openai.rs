@@ -83,6 +83,8 @@ impl OpenAiBackend {
                         None => backoff(self.retry_backoff, self.max_retry_backoff, attempt),
                     };
                     tracing::info!(backend = %self.name, attempt, ?wait, error = %err, "retrying upstream");
+                    metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "backend" => self.name.clone())
+                        .increment(1);
                     let s = Instant::now();
                     tokio::time::sleep(wait).await;
                     ctx.clock.add(s.elapsed());

@@ -1,0 +1,390 @@
+//! The usage database: SQLite (a file in WAL mode, the embedded default) or PostgreSQL (for
+//! several gateway instances), one schema and the same SQL for both.
+//!
+//! Both go through sqlx's `Any` driver with runtime queries (nothing needs a database at
+//! build time). The SQL is written to the common subset: `$N` placeholders (SQLite accepts
+//! them too), `BIGINT` / `DOUBLE PRECISION` / `TEXT` columns, booleans stored as 0/1, times
+//! as Unix milliseconds (so time buckets are integer division), and every aggregate `CAST`
+//! to the type it is read as (PostgreSQL's `SUM(bigint)` is `numeric`, which `Any` cannot
+//! read).
+//!
+//! Migrations are the numbered files in `router/migrations/`, embedded in the binary and
+//! applied at connect time by sqlx's migrator (which takes an advisory lock on PostgreSQL,
+//! so instances starting together do not race).
+
+use std::borrow::Cow;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+use super::UsageRecord;
+use slmgate_config::usage::{database_kind, DatabaseKind};
+
+/// The embedded migrations: (version, description, SQL).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "usage records",
+    include_str!("../../migrations/0001_usage_records.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// The columns of `usage_records`, in insert order.
+pub const COLUMNS: &[&str] = &[
+    "id",
+    "ts_ms",
+    "request_id",
+    "key_name",
+    "team",
+    "requested_model",
+    "target",
+    "strategy",
+    "category",
+    "score",
+    "reason",
+    "backend",
+    "upstream_model",
+    "is_local",
+    "stream",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "counterfactual_usd",
+    "latency_ms",
+    "ttft_ms",
+    "cache",
+    "status",
+    "error_class",
+];
+
+/// Rows per `INSERT` statement, far below both databases' bound-parameter limits.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A connection pool to the usage database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DatabaseKind,
+}
+
+/// The file of a `sqlite:` URL (`None` for in-memory databases).
+pub fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// For SQLite: the URL with `mode=rwc` (create the file when missing) unless a mode is set.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}mode=rwc")
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://file` or `postgres://...`), creating the SQLite file
+    /// when missing, and applies the migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let kind = database_kind(url).with_context(|| {
+            format!("usage.database `{url}`: use sqlite://<file> or postgres://...")
+        })?;
+        let (url, max) = match kind {
+            DatabaseKind::Sqlite => {
+                // Create the data directory (e.g. a fresh `$SLMGATE_DATA_DIR`) like the file.
+                if let Some(dir) = sqlite_file(url).and_then(|f| std::path::Path::new(f).parent()) {
+                    if !dir.as_os_str().is_empty() && !dir.exists() {
+                        std::fs::create_dir_all(dir).with_context(|| {
+                            format!(
+                                "cannot create the usage database's directory {}",
+                                dir.display()
+                            )
+                        })?;
+                    }
+                }
+                (sqlite_url(url), 4)
+            }
+            DatabaseKind::Postgres => (url.to_string(), 8),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .with_context(|| format!("cannot open the usage database `{}`", redact(&url)))?;
+        if kind == DatabaseKind::Sqlite {
+            // WAL: readers (`/v1/usage`) never block the writer. The mode is stored in the
+            // file, so setting it once on any connection is enough.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .context("setting the usage database to WAL mode")?;
+        }
+        Migrator::new(Embedded)
+            .await
+            .context("loading usage migrations")?
+            .run(&pool)
+            .await
+            .context("migrating the usage database")?;
+        Ok(Store { pool, kind })
+    }
+
+    /// The pool (for tests and tools).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which database this is.
+    pub fn kind(&self) -> DatabaseKind {
+        self.kind
+    }
+
+    /// Writes `rows` in one transaction.
+    pub async fn insert(&self, rows: &[UsageRecord]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = insert_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.id.clone())
+                    .bind(r.ts_ms)
+                    .bind(r.request_id.clone())
+                    .bind(r.key_name.clone())
+                    .bind(r.team.clone())
+                    .bind(r.requested_model.clone())
+                    .bind(r.target.clone())
+                    .bind(r.strategy.clone())
+                    .bind(r.category.clone())
+                    .bind(r.score)
+                    .bind(r.reason.clone())
+                    .bind(r.backend.clone())
+                    .bind(r.upstream_model.clone())
+                    .bind(i64::from(r.local))
+                    .bind(i64::from(r.stream))
+                    .bind(r.prompt_tokens)
+                    .bind(r.completion_tokens)
+                    .bind(r.cost_usd)
+                    .bind(r.counterfactual_usd)
+                    .bind(r.latency_ms)
+                    .bind(r.ttft_ms)
+                    .bind(r.cache.clone())
+                    .bind(r.status)
+                    .bind(r.error_class.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Number of rows (all time).
+    pub async fn count(&self) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM usage_records")
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get(0)
+    }
+
+    /// The latest `limit` rows, newest first.
+    pub async fn recent(&self, limit: i64) -> Result<Vec<UsageRecord>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {} FROM usage_records ORDER BY ts_ms DESC, id DESC LIMIT $1",
+            COLUMNS.join(", ")
+        );
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Rows with `from <= ts_ms < to`, oldest first (for tests and exports).
+    pub async fn rows(&self, from: i64, to: i64) -> Result<Vec<UsageRecord>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {} FROM usage_records WHERE ts_ms >= $1 AND ts_ms < $2 ORDER BY ts_ms, id",
+            COLUMNS.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `INSERT ... VALUES ($1, ...), (...)` for `n` rows.
+fn insert_sql(n: usize) -> String {
+    let cols = COLUMNS.len();
+    let mut sql = format!("INSERT INTO usage_records ({}) VALUES ", COLUMNS.join(", "));
+    for r in 0..n {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * cols + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn from_row(row: &AnyRow) -> Result<UsageRecord, sqlx::Error> {
+    Ok(UsageRecord {
+        id: row.try_get("id")?,
+        ts_ms: row.try_get("ts_ms")?,
+        request_id: row.try_get("request_id")?,
+        key_name: row.try_get("key_name")?,
+        team: row.try_get("team")?,
+        requested_model: row.try_get("requested_model")?,
+        target: row.try_get("target")?,
+        strategy: row.try_get("strategy")?,
+        category: row.try_get("category")?,
+        score: row.try_get("score")?,
+        reason: row.try_get("reason")?,
+        backend: row.try_get("backend")?,
+        upstream_model: row.try_get("upstream_model")?,
+        local: row.try_get::<i64, _>("is_local")? != 0,
+        stream: row.try_get::<i64, _>("stream")? != 0,
+        prompt_tokens: row.try_get("prompt_tokens")?,
+        completion_tokens: row.try_get("completion_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+        counterfactual_usd: row.try_get("counterfactual_usd")?,
+        latency_ms: row.try_get("latency_ms")?,
+        ttft_ms: row.try_get("ttft_ms")?,
+        cache: row.try_get("cache")?,
+        status: row.try_get("status")?,
+        error_class: row.try_get("error_class")?,
+    })
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_across_rows() {
+        let sql = insert_sql(2);
+        assert!(sql.contains("($1, $2,"));
+        assert!(sql.ends_with(&format!("${})", 2 * COLUMNS.len())));
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn rows_round_trip_and_migrations_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("u.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let rec = UsageRecord {
+            id: "a".into(),
+            ts_ms: 1_700_000_000_000,
+            request_id: "req".into(),
+            key_name: Some("alice".into()),
+            team: None,
+            requested_model: "auto".into(),
+            target: Some("local".into()),
+            strategy: Some("semantic".into()),
+            category: Some("smalltalk".into()),
+            score: Some(0.75),
+            reason: Some("why".into()),
+            backend: Some("local".into()),
+            upstream_model: Some("smol".into()),
+            local: true,
+            stream: true,
+            prompt_tokens: 12,
+            completion_tokens: 34,
+            cost_usd: 0.0,
+            counterfactual_usd: 0.5,
+            latency_ms: 12.5,
+            ttft_ms: Some(3.25),
+            cache: None,
+            status: 200,
+            error_class: None,
+        };
+        store.insert(std::slice::from_ref(&rec)).await.unwrap();
+        store.close().await;
+        // Reopening applies no migration twice and finds the row.
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(store.recent(10).await.unwrap(), vec![rec.clone()]);
+        assert_eq!(store.rows(0, i64::MAX).await.unwrap(), vec![rec]);
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(mode.to_lowercase(), "wal");
+    }
+
+    #[tokio::test]
+    async fn missing_directories_are_created_and_bad_ones_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a/b/u.db").display());
+        Store::connect(&url).await.unwrap().close().await;
+        assert!(dir.path().join("a/b/u.db").exists());
+        // A parent that is a file is no directory.
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let url = format!("sqlite://{}", dir.path().join("file/u.db").display());
+        let err = Store::connect(&url).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cannot open the usage database"),
+            "{err:#}"
+        );
+    }
+}
