@@ -117,6 +117,8 @@ pub fn build_with_usage(
         // Operator endpoints: admin key (or loopback only), inside the snapshot layer.
         .merge(crate::admin::routes(reloader))
         .merge(crate::usage::http::router(usage.map(|u| u.store)))
+        // The cost dashboard (admin key; its sign-in form sets it as a cookie).
+        .merge(crate::dashboard::routes())
         // Open unless `admin.protect_metrics`.
         .route("/metrics", get(crate::usage::http::metrics))
         .route("/healthz", get(handlers::healthz))
