@@ -19,6 +19,7 @@ pub mod policy;
 mod positions;
 pub mod routing;
 mod schema;
+pub mod telemetry;
 mod validate;
 
 use std::fmt;

@@ -106,7 +106,9 @@ pub(crate) fn load(
         parse_lenient(v, p, &[], ctx)
     });
 
+    crate::telemetry::resolve(&mut cfg, env);
     validate::validate(&cfg, &mut ctx);
+    crate::telemetry::validate(&cfg, &mut ctx);
     crate::routing::validate(&cfg, &mut ctx);
     crate::policy::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
@@ -130,6 +132,8 @@ fn empty_config() -> Config {
         policies: None,
         pricing: Default::default(),
         teams: Vec::new(),
+        admin: Admin::default(),
+        telemetry: Default::default(),
     }
 }
 

@@ -45,6 +45,10 @@ pub struct Config {
     /// whether `/metrics` is open.
     #[serde(default)]
     pub admin: Admin,
+    /// OpenTelemetry trace export (see [`crate::telemetry`]). Off unless an OTLP endpoint is
+    /// configured here or in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Operator access (`admin:`).
