@@ -188,10 +188,7 @@ mod tests {
         assert_eq!(url_problem("localhost:4318"), Some("is not an http(s) URL"));
         assert_eq!(url_problem("http://"), Some("has no host"));
         assert_eq!(url_problem("http://:4318"), Some("has no host"));
-        assert_eq!(
-            url_problem("http://host:port"),
-            Some("has an invalid port")
-        );
+        assert_eq!(url_problem("http://host:port"), Some("has an invalid port"));
         assert_eq!(
             url_problem("http://a b"),
             Some("contains spaces or control characters")

@@ -337,10 +337,7 @@ fn telemetry_section_and_env_default() {
     let cfg = load_str_with_env(src, "t.yaml", &env).unwrap();
     let t = &cfg.telemetry;
     assert_eq!(t.otlp_endpoint.as_deref(), Some("https://otlp.example.com"));
-    assert_eq!(
-        (t.service_name.as_str(), t.sample_ratio),
-        ("gw", 0.25)
-    );
+    assert_eq!((t.service_name.as_str(), t.sample_ratio), ("gw", 0.25));
     assert_eq!(t.headers["x-api-key"], "secret");
     let cfg = load_str_with_env("telemetry:\n  otlp_endpoint: \"\"\n", "t.yaml", &env).unwrap();
     assert!(!cfg.telemetry.enabled());
@@ -368,6 +365,9 @@ fn telemetry_errors_have_positions() {
     // A bad variable is reported with its name.
     let env = |name: &str| (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "4318".to_string());
     let errs = load_str_with_env("listen: 127.0.0.1:1\n", "t.yaml", &env).unwrap_err();
-    let e = find(&errs, "OTEL_EXPORTER_OTLP_ENDPOINT `4318` is not an http(s) URL");
+    let e = find(
+        &errs,
+        "OTEL_EXPORTER_OTLP_ENDPOINT `4318` is not an http(s) URL",
+    );
     assert_eq!(e.path, "telemetry");
 }

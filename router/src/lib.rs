@@ -15,6 +15,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod stack;
+pub mod telemetry;
 pub mod upstream;
 
 pub use error::GatewayError;

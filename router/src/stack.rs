@@ -41,7 +41,12 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id,
+        otel.kind = tracing::field::Empty, http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty);
+    // Exported traces: a server span, joined to the caller's `traceparent` (no-op otherwise).
+    crate::telemetry::server_span(&span, req.headers());
+    span
 }
 
 /// Builds the gateway's HTTP service.
@@ -97,7 +102,11 @@ pub fn build(shared: SharedGateway, limits: Limits, draining: Arc<AtomicBool>) -
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 // One span per request, carrying the id.
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(crate::telemetry::on_response),
+                )
                 // Measures everything below, minus upstream waits.
                 .layer(OverheadLayer)
                 .map_response(|r: Response<_>| r.map(Body::new))

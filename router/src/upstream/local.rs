@@ -24,6 +24,7 @@ use super::{Fallback, UpstreamClock};
 use crate::api::ChatRequest;
 use crate::error::GatewayError;
 use crate::routing::cascade::{CascadeCheck, Confidence};
+use crate::telemetry;
 use crate::upstream::sse::error_event;
 
 /// What [`LocalBackend::chat_checked`] produced.
@@ -226,6 +227,8 @@ impl LocalBackend {
         clock: &UpstreamClock,
         check: Option<CascadeCheck>,
     ) -> Result<LocalAnswer, Fallback> {
+        // The forwarding service runs this inside the `local.generate` span (when exporting).
+        let span = telemetry::current_model_span();
         let messages = messages(req).map_err(Fallback)?;
         let params = sampling(req, self.default_max_tokens).map_err(Fallback)?;
         let want_logprobs = params.logprobs;
@@ -268,6 +271,7 @@ impl LocalBackend {
         let stream = futures::stream::iter(held).chain(stream);
         let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
         let created = crate::runtime::unix_now();
+        telemetry::record_response_model(&span, Some(&self.model_name), Some(&id));
         if req.stream {
             return Ok(LocalAnswer::Answer(self.stream_response(
                 stream,
@@ -275,6 +279,7 @@ impl LocalBackend {
                 created,
                 req.client_wants_usage,
                 want_logprobs,
+                span,
             )));
         }
         // Non-streaming: collect, then answer once.
@@ -314,6 +319,8 @@ impl LocalBackend {
                 self.name
             ))));
         };
+        telemetry::record_usage(&span, pt as u64, ct as u64);
+        telemetry::record_finish_reasons(&span, [finish_str(finish)]);
         let body = json!({
             "id": id,
             "object": "chat.completion",
@@ -346,6 +353,7 @@ impl LocalBackend {
         created: u64,
         include_usage: bool,
         want_logprobs: bool,
+        span: tracing::Span,
     ) -> Response {
         let model = self.model_name.clone();
         let chunk = move |delta: Value, finish: Option<&str>, logprobs: Option<Value>| -> Bytes {
@@ -370,6 +378,7 @@ impl LocalBackend {
             }
         };
         let name = self.name.clone();
+        let traced = (!span.is_disabled()).then(|| span.clone());
         let events = stream.flat_map(move |ev| {
             let out: Vec<Result<Bytes, std::io::Error>> = match ev {
                 Ok(GenerationEvent::Token { text, logprob, .. }) => {
@@ -387,6 +396,10 @@ impl LocalBackend {
                     prompt_tokens,
                     completion_tokens,
                 }) => {
+                    if let Some(span) = &traced {
+                        telemetry::record_usage(span, prompt_tokens as u64, completion_tokens as u64);
+                        telemetry::record_finish_reasons(span, [finish_str(finish_reason)]);
+                    }
                     let mut v = vec![Ok(chunk(json!({}), Some(finish_str(finish_reason)), None))];
                     if include_usage {
                         v.push(Ok(usage_chunk(prompt_tokens, completion_tokens)));
@@ -394,15 +407,25 @@ impl LocalBackend {
                     v.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
                     v
                 }
-                Err(e) => vec![Ok(error_event(
-                    &format!("local backend `{name}`: generation failed: {e}"),
-                    "local_error",
-                ))],
+                Err(e) => {
+                    if let Some(span) = &traced {
+                        telemetry::record_error(span, "local_error");
+                    }
+                    vec![Ok(error_event(
+                        &format!("local backend `{name}`: generation failed: {e}"),
+                        "local_error",
+                    ))]
+                }
             };
             futures::stream::iter(out)
         });
         let body = futures::stream::once(async move { Ok(first) }).chain(events);
-        let mut resp = Response::new(Body::from_stream(body));
+        // The span ends with the stream (its usage is known only then).
+        let mut resp = if span.is_disabled() {
+            Response::new(Body::from_stream(body))
+        } else {
+            Response::new(Body::from_stream(telemetry::InSpan::new(body, span)))
+        };
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
