@@ -4,7 +4,13 @@
 //! cargo bench --bench gateway_load            # 5 s per scenario
 //! BENCH_SECS=10 cargo bench --bench gateway_load
 //! BENCH_CONFIG_EXTRA=benches/policy-extra.yaml cargo bench --bench gateway_load
+//! BENCH_OTLP=1 cargo bench --bench gateway_load   # with OpenTelemetry tracing on (all sampled)
+//! BENCH_OTLP=0.1 cargo bench --bench gateway_load # ... sampling 10 % of traces
 //! ```
+//!
+//! `BENCH_SLMGATE_BIN=path` benchmarks that gateway binary instead of the target dir's.
+//! With `BENCH_OTLP`, the gateway exports its spans to an OTLP/HTTP sink in this process
+//! (on the mock's thread) that only counts what it receives.
 //!
 //! The mock upstream runs on its own single-threaded runtime in this process, the gateway is
 //! the real `slmgate` binary in a child process (release build, logs at `warn`), and the load
@@ -18,6 +24,7 @@ use support::{free_port, Gateway};
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,10 +148,20 @@ fn main() {
         .ok()
         .map(|p| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")))
         .unwrap_or_default();
-    let label = std::env::var("BENCH_LABEL").unwrap_or_else(|_| "pass-through".into());
+    let otlp_ratio: Option<f64> = std::env::var("BENCH_OTLP").ok().map(|v| {
+        v.parse().unwrap_or_else(|_| {
+            panic!("BENCH_OTLP=`{v}`: expected a sampling ratio such as 1 or 0.1")
+        })
+    });
+    let label = std::env::var("BENCH_LABEL").unwrap_or_else(|_| match otlp_ratio {
+        Some(r) => format!("pass-through, OTLP tracing at sample ratio {r}"),
+        None => "pass-through".into(),
+    });
+    let sink = Arc::new(OtlpSink::default());
 
     // The mock upstream: its own single-threaded runtime on its own thread.
     let (tx, rx) = std::sync::mpsc::channel();
+    let sink_state = sink.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -152,11 +169,18 @@ fn main() {
             .expect("mock runtime");
         rt.block_on(async move {
             let mock = mock_provider::Mock::start_with(false).await;
-            tx.send(mock.addr()).expect("send addr");
+            let sink_addr = start_sink(sink_state).await;
+            tx.send((mock.addr(), sink_addr)).expect("send addr");
             std::future::pending::<()>().await;
         });
     });
-    let mock_addr = rx.recv().expect("mock addr");
+    let (mock_addr, sink_addr) = rx.recv().expect("mock addr");
+    let extra = match otlp_ratio {
+        Some(r) => format!(
+            "{extra}\ntelemetry:\n  otlp_endpoint: http://{sink_addr}\n  sample_ratio: {r}\n"
+        ),
+        None => extra,
+    };
 
     let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -165,7 +189,11 @@ fn main() {
         "listen: 127.0.0.1:{port}\nlimits:\n  max_concurrent_requests: 4096\nbackends:\n  - name: mock\n    kind: openai\n    base_url: http://{mock_addr}/v1\n    api_key: sk-bench\nmodels:\n  - name: remote\n    backend: mock\n    model: mock-model\n{extra}"
     );
     std::fs::write(&cfg_path, cfg).expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_slmgate"))
+    // BENCH_SLMGATE_BIN: another build of the gateway (the target dir's binary may be
+    // rebuilt by someone else meanwhile).
+    let bin =
+        std::env::var("BENCH_SLMGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_slmgate").into());
+    let child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(&cfg_path)
         .env("SLMGATE_LOG", "warn")
@@ -224,5 +252,44 @@ fn main() {
                 100.0 * g16.rps / d16.rps.max(1.0)
             );
         }
+        if otlp_ratio.is_some() {
+            // The batch processor exports every 5 s (or per 512 spans): most have arrived.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            println!(
+                "OTLP sink received {} export requests, {} KiB",
+                sink.requests.load(Ordering::Relaxed),
+                sink.bytes.load(Ordering::Relaxed) / 1024
+            );
+        }
     });
+}
+
+/// Counts OTLP/HTTP export requests (the bench measures the gateway, not a collector).
+#[derive(Default)]
+struct OtlpSink {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+async fn start_sink(sink: Arc<OtlpSink>) -> SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.requests.fetch_add(1, Ordering::Relaxed);
+                sink.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                ([("content-type", "application/x-protobuf")], Bytes::new())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind OTLP sink");
+    let addr = listener.local_addr().expect("sink addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
 }

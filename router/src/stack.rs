@@ -41,12 +41,8 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id,
-        otel.kind = tracing::field::Empty, http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty);
-    // Exported traces: a server span, joined to the caller's `traceparent` (no-op otherwise).
-    crate::telemetry::server_span(&span, req.headers());
-    span
+    // When traces are exported, also a server span joined to the caller's `traceparent`.
+    crate::telemetry::request_span(req.method(), req.uri().path(), id, req.headers())
 }
 
 /// Builds the gateway's HTTP service.

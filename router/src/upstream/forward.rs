@@ -58,13 +58,7 @@ async fn forward(mut req: Request<Body>) -> Response {
         let span;
         let result = match &*target.backend {
             Backend::OpenAi(b) => {
-                span = telemetry::upstream_span(
-                    &b.name,
-                    &b.chat_url,
-                    &target.model,
-                    &chat,
-                    &route.alias,
-                );
+                span = telemetry::upstream_span(&b.name, &b.chat_url, &target.model, &chat);
                 b.chat(CallContext {
                     req: &chat,
                     model: &target.model,
@@ -76,7 +70,7 @@ async fn forward(mut req: Request<Body>) -> Response {
             }
             #[cfg(feature = "local")]
             Backend::Local(b) => {
-                span = telemetry::local_span(&b.name, &target.model, &chat, &route.alias);
+                span = telemetry::local_span(&b.name, &target.model, &chat);
                 // The cascade checks the first (local) target's answer only.
                 let check = decision.cascade.as_ref().filter(|_| i == 0).map(|c| c.0);
                 match b

@@ -271,7 +271,6 @@ impl LocalBackend {
         let stream = futures::stream::iter(held).chain(stream);
         let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
         let created = crate::runtime::unix_now();
-        telemetry::record_response_model(&span, Some(&self.model_name), Some(&id));
         if req.stream {
             return Ok(LocalAnswer::Answer(self.stream_response(
                 stream,
@@ -319,8 +318,13 @@ impl LocalBackend {
                 self.name
             ))));
         };
-        telemetry::record_usage(&span, pt as u64, ct as u64);
-        telemetry::record_finish_reasons(&span, [finish_str(finish)]);
+        telemetry::record_answer(
+            &span,
+            Some(&self.model_name),
+            Some(&id),
+            Some((pt as u64, ct as u64)),
+            &[finish_str(finish)],
+        );
         let body = json!({
             "id": id,
             "object": "chat.completion",
@@ -355,6 +359,9 @@ impl LocalBackend {
         want_logprobs: bool,
         span: tracing::Span,
     ) -> Response {
+        // What the span needs at the end of the stream (when exporting).
+        let traced =
+            (!span.is_disabled()).then(|| (span.clone(), self.model_name.clone(), id.clone()));
         let model = self.model_name.clone();
         let chunk = move |delta: Value, finish: Option<&str>, logprobs: Option<Value>| -> Bytes {
             let v = json!({
@@ -378,7 +385,6 @@ impl LocalBackend {
             }
         };
         let name = self.name.clone();
-        let traced = (!span.is_disabled()).then(|| span.clone());
         let events = stream.flat_map(move |ev| {
             let out: Vec<Result<Bytes, std::io::Error>> = match ev {
                 Ok(GenerationEvent::Token { text, logprob, .. }) => {
@@ -396,9 +402,14 @@ impl LocalBackend {
                     prompt_tokens,
                     completion_tokens,
                 }) => {
-                    if let Some(span) = &traced {
-                        telemetry::record_usage(span, prompt_tokens as u64, completion_tokens as u64);
-                        telemetry::record_finish_reasons(span, [finish_str(finish_reason)]);
+                    if let Some((span, model, id)) = &traced {
+                        telemetry::record_answer(
+                            span,
+                            Some(model),
+                            Some(id),
+                            Some((prompt_tokens as u64, completion_tokens as u64)),
+                            &[finish_str(finish_reason)],
+                        );
                     }
                     let mut v = vec![Ok(chunk(json!({}), Some(finish_str(finish_reason)), None))];
                     if include_usage {
@@ -408,7 +419,7 @@ impl LocalBackend {
                     v
                 }
                 Err(e) => {
-                    if let Some(span) = &traced {
+                    if let Some((span, ..)) = &traced {
                         telemetry::record_error(span, "local_error");
                     }
                     vec![Ok(error_event(
