@@ -14,8 +14,12 @@
 //!   cache on, 100 client keys with budgets and rate limits (the issue-5 benchmark). Every
 //!   request carries one of the keys and a distinct prompt (so the cache misses: the worst
 //!   case), one in ten with an e-mail address the PII rules act on.
-//! - `observability`: `benches/configs/observability.yaml` on top of `policies` (usage
-//!   records, metrics, tracing), when that file exists.
+//! - `observability`: `policies` plus usage records (SQLite in a temp dir), and OpenTelemetry
+//!   tracing of every request (sample ratio `BENCH_OTLP`, default 1) exported to an OTLP/HTTP
+//!   sink in this process (on the mock's thread) that only counts what it receives; metrics
+//!   are always on. The issue-6 benchmark.
+//!
+//! `BENCH_SLMGATE_BIN=path` benchmarks that gateway binary instead of the target dir's.
 //!
 //! The mock upstream runs on its own single-threaded runtime in this process, the gateway is
 //! the real `slmgate` binary in a child process (release build, logs at `warn`), and the load
@@ -29,6 +33,7 @@ use support::{free_port, Gateway};
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -203,7 +208,7 @@ struct Scenario {
     load: Load,
 }
 
-fn scenarios() -> Vec<Scenario> {
+fn scenarios(sink_addr: SocketAddr, otlp_ratio: f64) -> Vec<Scenario> {
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let root = env!("CARGO_MANIFEST_DIR");
     // The plain gateway gets the same traffic as the others (a key header it ignores, a
@@ -224,24 +229,19 @@ fn scenarios() -> Vec<Scenario> {
             bench_keys_yaml()
         };
         let keyed = format!("{policies}\n{keys}");
-        if let Some(obs) = read(&format!("{root}/benches/configs/observability.yaml")) {
-            out.push(Scenario {
-                name: "policies",
-                extra: keyed.clone(),
-                load: Load::Keyed,
-            });
-            out.push(Scenario {
-                name: "observability",
-                extra: format!("{keyed}\n{obs}"),
-                load: Load::Keyed,
-            });
-        } else {
-            out.push(Scenario {
-                name: "policies",
-                extra: keyed,
-                load: Load::Keyed,
-            });
-        }
+        let obs = format!(
+            "usage:\n  database: sqlite://${{SLMGATE_DATA_DIR}}/usage.db\ntelemetry:\n  otlp_endpoint: http://{sink_addr}\n  sample_ratio: {otlp_ratio}\n"
+        );
+        out.push(Scenario {
+            name: "policies",
+            extra: keyed.clone(),
+            load: Load::Keyed,
+        });
+        out.push(Scenario {
+            name: "observability",
+            extra: format!("{keyed}\n{obs}"),
+            load: Load::Keyed,
+        });
     }
     if let Ok(only) = std::env::var("BENCH_CONFIGS") {
         let want: Vec<&str> = only.split(',').map(str::trim).collect();
@@ -264,7 +264,11 @@ fn start_gateway(
         "listen: 127.0.0.1:{port}\nlimits:\n  max_concurrent_requests: 4096\nbackends:\n  - name: mock\n    kind: openai\n    base_url: http://{mock_addr}/v1\n    api_key: sk-bench\nmodels:\n  - name: remote\n    backend: mock\n    model: mock-model\n{extra}"
     );
     std::fs::write(&cfg_path, cfg).expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_slmgate"))
+    // BENCH_SLMGATE_BIN: another build of the gateway (the target dir's binary may be
+    // rebuilt by someone else meanwhile).
+    let bin =
+        std::env::var("BENCH_SLMGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_slmgate").into());
+    let child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(&cfg_path)
         .env("SLMGATE_LOG", "warn")
@@ -289,6 +293,17 @@ fn main() {
         .unwrap_or(if smoke { 0.3 } else { 5.0 });
 
     // The mock upstream: its own single-threaded runtime on its own thread.
+    let otlp_ratio: f64 = std::env::var("BENCH_OTLP")
+        .ok()
+        .map(|v| {
+            v.parse().unwrap_or_else(|_| {
+                panic!("BENCH_OTLP=`{v}`: expected a sampling ratio such as 1 or 0.1")
+            })
+        })
+        .unwrap_or(1.0);
+    let sink = Arc::new(OtlpSink::default());
+    let sink_state = sink.clone();
+    // The mock upstream and the OTLP sink: their own single-threaded runtime and thread.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -297,14 +312,15 @@ fn main() {
             .expect("mock runtime");
         rt.block_on(async move {
             let mock = mock_provider::Mock::start_with(false).await;
-            tx.send(mock.addr()).expect("send addr");
+            let sink_addr = start_sink(sink_state).await;
+            tx.send((mock.addr(), sink_addr)).expect("send addr");
             std::future::pending::<()>().await;
         });
     });
-    let mock_addr = rx.recv().expect("mock addr");
+    let (mock_addr, sink_addr) = rx.recv().expect("mock addr");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let scenarios = scenarios();
+    let scenarios = scenarios(sink_addr, otlp_ratio);
     // Every gateway starts before any load, and idles while the others are measured.
     let gateways: Vec<(Gateway, SocketAddr)> = scenarios
         .iter()
@@ -370,9 +386,48 @@ fn main() {
                 100.0 * g.rps / d16.max(1.0)
             );
         }
+        if scenarios.iter().any(|s| s.name == "observability") {
+            // The batch processor exports every 5 s (or per 512 spans): most have arrived.
+            tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 6 })).await;
+            println!(
+                "OTLP sink received {} export requests, {} KiB",
+                sink.requests.load(Ordering::Relaxed),
+                sink.bytes.load(Ordering::Relaxed) / 1024
+            );
+        }
         let errors: u64 = results.iter().map(|r| r.2.errors).sum();
         if smoke {
             assert_eq!(errors, 0, "requests failed during the smoke run");
         }
     });
+}
+
+/// Counts OTLP/HTTP export requests (the bench measures the gateway, not a collector).
+#[derive(Default)]
+struct OtlpSink {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+async fn start_sink(sink: Arc<OtlpSink>) -> SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.requests.fetch_add(1, Ordering::Relaxed);
+                sink.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                ([("content-type", "application/x-protobuf")], Bytes::new())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind OTLP sink");
+    let addr = listener.local_addr().expect("sink addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
 }

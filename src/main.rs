@@ -184,18 +184,24 @@ enum ConfigCommand {
     Default,
 }
 
-fn init_tracing() {
+/// The one place the subscriber is composed: the log layer (its own filter, `SLMGATE_LOG`)
+/// and, when traces are exported, the OpenTelemetry layer (its own filter: slmgate's spans).
+fn init_tracing(telemetry: Option<&slmgate_router::telemetry::Telemetry>) {
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SLMGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SLMGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
+    let logs = if json {
+        tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        builder.init();
-    }
+        tracing_subscriber::fmt::layer().boxed()
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(telemetry.map(|t| t.layer()))
+        .init();
 }
 
 /// Loads `path` or the embedded default; prints every error and returns `None` when invalid.
@@ -402,7 +408,6 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::bail!("slmgate was built without the `local` feature")
         }
         Command::Serve { config, listen } => {
-            init_tracing();
             let cfg = match &config {
                 Some(path) => slmgate_config::load_file(path),
                 None => slmgate_config::default_config(),
@@ -415,6 +420,18 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
+            // Before the subscriber exists: its OpenTelemetry layer needs the exporter.
+            let telemetry = slmgate_router::telemetry::init(&cfg.telemetry)?;
+            init_tracing(telemetry.as_ref());
+            if let Some(t) = &telemetry {
+                let c = &cfg.telemetry;
+                tracing::info!(
+                    endpoint = t.endpoint(),
+                    from = c.endpoint_origin,
+                    sample_ratio = c.sample_ratio,
+                    "exporting traces over OTLP"
+                );
+            }
             match &config {
                 Some(p) => tracing::info!(config = %p.display(), "config loaded"),
                 None => tracing::info!(
@@ -428,7 +445,12 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(p) => slmgate_router::ConfigSource::File(p),
                 None => slmgate_router::ConfigSource::EmbeddedDefault,
             };
-            rt.block_on(slmgate_router::serve_from(cfg, listen, source))?;
+            let served = rt.block_on(slmgate_router::serve_from(cfg, listen, source));
+            // Export the spans of the last requests before exiting.
+            if let Some(t) = telemetry {
+                t.shutdown();
+            }
+            served?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -20,6 +20,7 @@ pub mod policy;
 mod positions;
 pub mod routing;
 mod schema;
+pub mod telemetry;
 pub mod usage;
 mod validate;
 

@@ -106,7 +106,9 @@ pub(crate) fn load(
         parse_lenient(v, p, &[], ctx)
     });
 
+    crate::telemetry::resolve(&mut cfg, env);
     validate::validate(&cfg, &mut ctx);
+    crate::telemetry::validate(&cfg, &mut ctx);
     crate::routing::validate(&cfg, &mut ctx);
     crate::policy::validate(&cfg, &mut ctx);
     crate::usage::validate(&cfg, &mut ctx);
@@ -135,6 +137,7 @@ fn empty_config() -> Config {
         admin: Default::default(),
         usage: None,
         cache: Default::default(),
+        telemetry: Default::default(),
     }
 }
 

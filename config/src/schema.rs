@@ -51,6 +51,10 @@ pub struct Config {
     /// Response caching (exact and semantic); see [`crate::cache`]. Absent = off.
     #[serde(default)]
     pub cache: crate::cache::Cache,
+    /// OpenTelemetry trace export (see [`crate::telemetry`]). Off unless an OTLP endpoint is
+    /// configured here or in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Operator access (`admin:`).

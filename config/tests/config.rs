@@ -313,3 +313,61 @@ fn empty_document_is_valid() {
     assert!(cfg.models.is_empty());
     assert_eq!(cfg.listen, "127.0.0.1:8080");
 }
+
+#[test]
+fn telemetry_section_and_env_default() {
+    // Absent section and no variable: off.
+    let cfg = load_str_with_env("listen: 127.0.0.1:1\n", "t.yaml", &no_env).unwrap();
+    assert!(!cfg.telemetry.enabled());
+    assert_eq!(cfg.telemetry.service_name, "slmgate");
+    assert_eq!(cfg.telemetry.sample_ratio, 1.0);
+
+    // The standard variable fills in a missing endpoint.
+    let env = |name: &str| {
+        (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://collector:4318".to_string())
+    };
+    let cfg = load_str_with_env("listen: 127.0.0.1:1\n", "t.yaml", &env).unwrap();
+    assert_eq!(
+        cfg.telemetry.traces_url().as_deref(),
+        Some("http://collector:4318/v1/traces")
+    );
+
+    // The config wins over the variable; "" turns tracing off despite it.
+    let src = "telemetry:\n  otlp_endpoint: https://otlp.example.com\n  service_name: gw\n  sample_ratio: 0.25\n  headers: { x-api-key: secret }\n";
+    let cfg = load_str_with_env(src, "t.yaml", &env).unwrap();
+    let t = &cfg.telemetry;
+    assert_eq!(t.otlp_endpoint.as_deref(), Some("https://otlp.example.com"));
+    assert_eq!((t.service_name.as_str(), t.sample_ratio), ("gw", 0.25));
+    assert_eq!(t.headers["x-api-key"], "secret");
+    let cfg = load_str_with_env("telemetry:\n  otlp_endpoint: \"\"\n", "t.yaml", &env).unwrap();
+    assert!(!cfg.telemetry.enabled());
+}
+
+#[test]
+fn telemetry_errors_have_positions() {
+    let errs = errors(
+        "telemetry:\n  otlp_endpoint: collector:4318\n  sample_ratio: 1.5\n  headers:\n    \"bad header\": x\n  exporter: zipkin\n",
+    );
+    let e = find(&errs, "is not an http(s) URL");
+    assert_eq!(
+        e.to_string(),
+        "t.yaml:2:3: telemetry.otlp_endpoint: `collector:4318` is not an http(s) URL (e.g. http://127.0.0.1:4318)"
+    );
+    let e = find(&errs, "between 0 and 1");
+    assert_eq!((e.line, e.column), (Some(3), Some(3)));
+    assert_eq!(e.path, "telemetry.sample_ratio");
+    let e = find(&errs, "not a valid header name");
+    assert_eq!(e.path, "telemetry.headers.bad header");
+    assert_eq!(e.line, Some(5));
+    let e = find(&errs, "unknown key `exporter`");
+    assert_eq!(e.line, Some(6));
+
+    // A bad variable is reported with its name.
+    let env = |name: &str| (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "4318".to_string());
+    let errs = load_str_with_env("listen: 127.0.0.1:1\n", "t.yaml", &env).unwrap_err();
+    let e = find(
+        &errs,
+        "OTEL_EXPORTER_OTLP_ENDPOINT `4318` is not an http(s) URL",
+    );
+    assert_eq!(e.path, "telemetry");
+}

@@ -19,6 +19,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod stack;
+pub mod telemetry;
 pub mod upstream;
 pub mod usage;
 

@@ -45,7 +45,8 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    // When traces are exported, also a server span joined to the caller's `traceparent`.
+    crate::telemetry::request_span(req.method(), req.uri().path(), id, req.headers())
 }
 
 /// Builds the gateway's HTTP service. `reloader` serves `/admin/reload` and `/admin/status`.
@@ -131,7 +132,11 @@ pub fn build_with_usage(
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 // One span per request, carrying the id.
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(crate::telemetry::on_response),
+                )
                 // Measures everything below, minus upstream waits.
                 .layer(OverheadLayer)
                 .map_response(|r: Response<_>| r.map(Body::new))

@@ -18,6 +18,7 @@ use super::snapshot::Snapshot;
 use super::BoxFuture;
 use crate::error::GatewayError;
 use crate::runtime::Caller;
+use crate::telemetry;
 
 /// Requires a valid client key when keys are configured.
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,20 +76,31 @@ where
         let caller = if gw.keys.is_open() {
             Caller { key: None }
         } else {
+            // Only an actual check gets a span (an open gateway checks nothing).
+            let span = telemetry::auth_span();
+            let _in = span.enter();
             let found = presented_key(&req).and_then(|k| gw.keys.find(k));
             match found {
-                Some(key) => Caller { key: Some(key) },
+                Some(key) => {
+                    telemetry::record_auth(&span, "key", Some(&key.name));
+                    Caller { key: Some(key) }
+                }
                 None => {
-                    let msg = if presented_key(&req).is_some() {
-                        "invalid API key"
+                    let (result, msg) = if presented_key(&req).is_some() {
+                        ("invalid", "invalid API key")
                     } else {
-                        "missing API key: send `Authorization: Bearer <key>`"
+                        (
+                            "missing",
+                            "missing API key: send `Authorization: Bearer <key>`",
+                        )
                     };
+                    telemetry::record_auth(&span, result, None);
                     return Box::pin(async move {
                         Ok(GatewayError::Unauthorized(msg.into()).into_response())
                     });
                 }
             }
+            // The span ends here: the rest of the request is not part of the check.
         };
         req.extensions_mut().insert(caller);
         Box::pin(self.inner.call(req))

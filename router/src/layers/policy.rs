@@ -40,6 +40,7 @@ use serde_json::Value;
 use slmgate_policies::pii::{PiiKind, Redactions, StreamRestorer};
 use slmgate_policies::{Outcome, PolicySet, RequestFacts};
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 use super::limits::{prompt_estimate, PromptTokens};
 use super::route::Decision;
@@ -51,6 +52,7 @@ use crate::error::{openai_error, GatewayError};
 use crate::routing::engine::Availability;
 use crate::routing::query::Query;
 use crate::runtime::{Caller, Gateway, ModelRoute, Target};
+use crate::telemetry;
 use crate::upstream::Backend;
 
 /// Response header naming the rule that matched.
@@ -124,7 +126,11 @@ where
             if !gw.policies.active {
                 return inner.call(req).await;
             }
-            let applied = match apply(&gw, &mut req).await {
+            let span = telemetry::policy_span();
+            let applied = apply(&gw, &mut req, &span).instrument(span.clone()).await;
+            // The policy span covers the rules only, not the steps below.
+            drop(span);
+            let applied = match applied {
                 Ok(a) => a,
                 Err(resp) => return Ok(resp),
             };
@@ -339,7 +345,11 @@ async fn resolve_chain(
 }
 
 /// Evaluates the rules and applies the outcome to the request; an `Err` is the response.
-async fn apply(gw: &Gateway, req: &mut Request<Body>) -> Result<Applied, Response> {
+async fn apply(
+    gw: &Gateway,
+    req: &mut Request<Body>,
+    span: &tracing::Span,
+) -> Result<Applied, Response> {
     let set = &gw.policies.set;
     let ext = req.extensions();
     let (Some(chat), Some(decision)) = (ext.get::<ChatRequest>(), ext.get::<Decision>()) else {
@@ -389,6 +399,16 @@ async fn apply(gw: &Gateway, req: &mut Request<Body>) -> Result<Applied, Respons
     let outcome = set.evaluate(&facts);
     let rule = (!outcome.is_default()).then(|| outcome.rule_name().to_string());
     tracing::debug!(rule = outcome.rule_name(), pii = ?pii, "policy evaluated");
+    let action = if outcome.deny().is_some() {
+        "deny"
+    } else if outcome.is_no_change() {
+        "allow"
+    } else if outcome.route().is_some() {
+        "route"
+    } else {
+        "modify"
+    };
+    telemetry::record_policy(span, outcome.rule_name(), action);
     if let Some(d) = outcome.deny() {
         return Err(deny_response(outcome.rule_name(), d.status, &d.message));
     }

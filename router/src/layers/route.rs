@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::Request;
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 use super::snapshot::Snapshot;
 use super::BoxFuture;
@@ -22,6 +23,7 @@ use crate::routing::cascade::CascadeCheck;
 use crate::routing::engine::Availability;
 use crate::routing::query::Query;
 use crate::runtime::{Caller, ModelRoute};
+use crate::telemetry;
 use slmgate_config::routing::Side;
 
 /// Where a request goes, and why.
@@ -181,12 +183,22 @@ where
                     GatewayError::Internal("route step without request".into()).into_response()
                 );
             };
-            match decide(gw, ext.get::<Caller>(), chat).await {
+            let span = telemetry::classify_span();
+            let decided = decide(gw, ext.get::<Caller>(), chat)
+                .instrument(span.clone())
+                .await;
+            match decided {
                 Ok(d) => {
+                    telemetry::record_decision(&span, &d);
+                    // Ends the classify span here: the steps below are not part of it.
+                    drop(span);
                     req.extensions_mut().insert(d);
                     inner.call(req).await
                 }
-                Err(e) => Ok(e.into_response()),
+                Err(e) => {
+                    telemetry::record_error(&span, e.code());
+                    Ok(e.into_response())
+                }
             }
         })
     }

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Request};
 use tower::Service;
+use tracing::Instrument as _;
 
 use super::openai::CallContext;
 use super::{Backend, Fallback, UpstreamClock};
@@ -18,6 +19,7 @@ use crate::api::ChatRequest;
 use crate::error::GatewayError;
 use crate::layers::route::{decision_headers, Decision};
 use crate::layers::BoxFuture;
+use crate::telemetry;
 
 /// Header naming the backend that produced the answer.
 pub const BACKEND_HEADER: &str = "x-slmgate-backend";
@@ -52,23 +54,33 @@ async fn forward(mut req: Request<Body>) -> Response {
     let route = decision.route.clone();
     let mut resp = None;
     for (i, target) in route.targets.iter().enumerate() {
+        // One model-call span per target tried (disabled, and free, unless exporting).
+        let span;
         let result = match &*target.backend {
             Backend::OpenAi(b) => {
+                span = telemetry::upstream_span(&b.name, &b.chat_url, &target.model, &chat);
                 b.chat(CallContext {
                     req: &chat,
                     model: &target.model,
                     clock: &clock,
                     request_id,
                 })
+                .instrument(span.clone())
                 .await
             }
             #[cfg(feature = "local")]
             Backend::Local(b) => {
+                span = telemetry::local_span(&b.name, &target.model, &chat);
                 // The cascade checks the first (local) target's answer only.
                 let check = decision.cascade.as_ref().filter(|_| i == 0).map(|c| c.0);
-                match b.chat_checked(&chat, &clock, check).await {
+                match b
+                    .chat_checked(&chat, &clock, check)
+                    .instrument(span.clone())
+                    .await
+                {
                     Ok(super::local::LocalAnswer::Answer(r)) => Ok(r),
                     Ok(super::local::LocalAnswer::Escalate(confidence)) => {
+                        telemetry::record_escalated(&span);
                         let to = decision
                             .cascade
                             .as_ref()
@@ -101,6 +113,8 @@ async fn forward(mut req: Request<Body>) -> Response {
             Err(Fallback(e)) => {
                 metrics::counter!(crate::metrics::UPSTREAM_ERRORS, "backend" => target.backend.name().to_string(), "type" => e.code())
                     .increment(1);
+                telemetry::record_error(&span, e.code());
+                let _in = span.enter();
                 tracing::warn!(alias = %route.alias, backend = target.backend.name(), error = %e, "target failed");
                 last = Some(e);
             }

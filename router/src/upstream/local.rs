@@ -24,6 +24,7 @@ use super::{Fallback, UpstreamClock};
 use crate::api::ChatRequest;
 use crate::error::GatewayError;
 use crate::routing::cascade::{CascadeCheck, Confidence};
+use crate::telemetry;
 use crate::upstream::sse::error_event;
 
 /// What [`LocalBackend::chat_checked`] produced.
@@ -226,6 +227,8 @@ impl LocalBackend {
         clock: &UpstreamClock,
         check: Option<CascadeCheck>,
     ) -> Result<LocalAnswer, Fallback> {
+        // The forwarding service runs this inside the `local.generate` span (when exporting).
+        let span = telemetry::current_model_span();
         let messages = messages(req).map_err(Fallback)?;
         let params = sampling(req, self.default_max_tokens).map_err(Fallback)?;
         let want_logprobs = params.logprobs;
@@ -275,6 +278,7 @@ impl LocalBackend {
                 created,
                 req.client_wants_usage,
                 want_logprobs,
+                span,
             )));
         }
         // Non-streaming: collect, then answer once.
@@ -314,6 +318,13 @@ impl LocalBackend {
                 self.name
             ))));
         };
+        telemetry::record_answer(
+            &span,
+            Some(&self.model_name),
+            Some(&id),
+            Some((pt as u64, ct as u64)),
+            &[finish_str(finish)],
+        );
         let body = json!({
             "id": id,
             "object": "chat.completion",
@@ -346,7 +357,11 @@ impl LocalBackend {
         created: u64,
         include_usage: bool,
         want_logprobs: bool,
+        span: tracing::Span,
     ) -> Response {
+        // What the span needs at the end of the stream (when exporting).
+        let traced =
+            (!span.is_disabled()).then(|| (span.clone(), self.model_name.clone(), id.clone()));
         let model = self.model_name.clone();
         let chunk = move |delta: Value, finish: Option<&str>, logprobs: Option<Value>| -> Bytes {
             let v = json!({
@@ -387,6 +402,15 @@ impl LocalBackend {
                     prompt_tokens,
                     completion_tokens,
                 }) => {
+                    if let Some((span, model, id)) = &traced {
+                        telemetry::record_answer(
+                            span,
+                            Some(model),
+                            Some(id),
+                            Some((prompt_tokens as u64, completion_tokens as u64)),
+                            &[finish_str(finish_reason)],
+                        );
+                    }
                     let mut v = vec![Ok(chunk(json!({}), Some(finish_str(finish_reason)), None))];
                     if include_usage {
                         v.push(Ok(usage_chunk(prompt_tokens, completion_tokens)));
@@ -394,15 +418,25 @@ impl LocalBackend {
                     v.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
                     v
                 }
-                Err(e) => vec![Ok(error_event(
-                    &format!("local backend `{name}`: generation failed: {e}"),
-                    "local_error",
-                ))],
+                Err(e) => {
+                    if let Some((span, ..)) = &traced {
+                        telemetry::record_error(span, "local_error");
+                    }
+                    vec![Ok(error_event(
+                        &format!("local backend `{name}`: generation failed: {e}"),
+                        "local_error",
+                    ))]
+                }
             };
             futures::stream::iter(out)
         });
         let body = futures::stream::once(async move { Ok(first) }).chain(events);
-        let mut resp = Response::new(Body::from_stream(body));
+        // The span ends with the stream (its usage is known only then).
+        let mut resp = if span.is_disabled() {
+            Response::new(Body::from_stream(body))
+        } else {
+            Response::new(Body::from_stream(telemetry::InSpan::new(body, span)))
+        };
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,

@@ -16,6 +16,7 @@ use rand::Rng;
 use super::{Fallback, UpstreamClock};
 use crate::api::{extract_usage, ChatRequest};
 use crate::error::GatewayError;
+use crate::telemetry;
 use crate::upstream::sse;
 
 /// An OpenAI-compatible backend.
@@ -104,6 +105,12 @@ impl OpenAiBackend {
         if let Some(id) = ctx.request_id {
             rb = rb.header("x-request-id", id.clone());
         }
+        // W3C trace context naming the model-call span, so the provider's spans join the
+        // trace (only when exporting).
+        let span = telemetry::current_model_span();
+        if let Some(h) = telemetry::trace_headers(&span) {
+            rb = rb.headers(h);
+        }
         let deadline = Instant::now() + self.timeout;
         let resp = match tokio::time::timeout(self.timeout, rb.send()).await {
             Err(_) => {
@@ -139,6 +146,7 @@ impl OpenAiBackend {
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
+        telemetry::record_status(&span, status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             let after = retry_after(resp.headers());
             let detail = read_error_message(resp, deadline).await;
@@ -207,7 +215,13 @@ impl OpenAiBackend {
             Ok(Ok(b)) => b,
         };
         if status.is_success() {
-            if let Some(u) = extract_usage(&bytes) {
+            // One parse serves the span (model, usage, finish reasons) and the log line.
+            let usage = if span.is_disabled() {
+                extract_usage(&bytes)
+            } else {
+                telemetry::record_completion(&span, &bytes)
+            };
+            if let Some(u) = usage {
                 tracing::debug!(
                     backend = %self.name,
                     prompt_tokens = u.prompt_tokens,

@@ -20,6 +20,7 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::api::{extract_usage, Usage};
+use crate::telemetry::{self, InSpan, StreamTrace};
 
 /// Logs the end of a stream once, however it ends.
 struct StreamLog {
@@ -27,10 +28,15 @@ struct StreamLog {
     usage: Option<Usage>,
     chunks: u64,
     finished: bool,
+    /// The model-call span, when exporting: ends with the stream, carrying its usage.
+    trace: Option<StreamTrace>,
 }
 
 impl Drop for StreamLog {
     fn drop(&mut self) {
+        if let Some(t) = &self.trace {
+            t.end(self.usage.as_ref(), self.finished);
+        }
         if self.finished {
             tracing::debug!(backend = %self.backend, chunks = self.chunks, usage = ?self.usage, "stream finished");
         } else {
@@ -66,8 +72,14 @@ pub fn passthrough(
     backend: String,
 ) -> Response {
     let events = resp.bytes_stream().eventsource();
-    let body = relay(events, idle_timeout, client_wants_usage, backend);
-    let mut out = Response::new(Body::from_stream(body));
+    // `passthrough` runs inside the forwarding service's model-call span.
+    let trace = StreamTrace::new(telemetry::current_model_span());
+    let span = trace.as_ref().map(|t| t.span().clone());
+    let body = relay(events, idle_timeout, client_wants_usage, backend, trace);
+    let mut out = match span {
+        Some(span) => Response::new(Body::from_stream(InSpan::new(body, span))),
+        None => Response::new(Body::from_stream(body)),
+    };
     *out.status_mut() = StatusCode::OK;
     let h = out.headers_mut();
     h.insert(
@@ -84,6 +96,7 @@ fn relay<S, E>(
     idle_timeout: Duration,
     client_wants_usage: bool,
     backend: String,
+    trace: Option<StreamTrace>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send
 where
     S: Stream<Item = Result<eventsource_stream::Event, E>> + Send + Unpin + 'static,
@@ -94,6 +107,7 @@ where
         usage: None,
         chunks: 0,
         finished: false,
+        trace,
     };
     futures::stream::unfold(
         (events, log, false),
@@ -142,6 +156,9 @@ where
                                 (events, log, false),
                             ));
                         }
+                        if let Some(t) = &mut log.trace {
+                            t.observe(&ev.data);
+                        }
                         if ev.data.contains("\"usage\"") {
                             if let Some(u) = extract_usage(ev.data.as_bytes()) {
                                 log.usage = Some(u);
@@ -184,6 +201,7 @@ mod tests {
             Duration::from_secs(5),
             wants_usage,
             "b".into(),
+            None,
         );
         let parts: Vec<_> = s.collect().await;
         parts
