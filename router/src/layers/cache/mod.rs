@@ -53,6 +53,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -273,15 +274,22 @@ where
                 .exact
                 .then(|| key::exact_key(&tenant, &chat, &decision, &body));
             let state = gw.cache.state.clone();
+            // The lookup's span (see crate::telemetry::cache_span); dropped before forwarding
+            // so a miss's upstream call is not its child.
+            let span = crate::telemetry::cache_span();
             if plan.read {
                 if let Some(a) = exact_key.as_ref().and_then(|k| state.get_exact(k)) {
                     tracing::debug!(backend = %a.backend, "exact cache hit");
+                    crate::telemetry::record_cache(&span, "hit", Some("exact"), None);
                     return Ok(replay(&a, &chat, &decision, "hit"));
                 }
             }
             let semantic = match (plan.semantic, &gw.embedder) {
                 (true, Some(e)) => match key::semantic_query(&tenant, &chat, &decision, &body) {
-                    Some(q) => embed(e, &q.text).await.map(|v| (q.scope, v)),
+                    Some(q) => embed(e, &q.text)
+                        .instrument(span.clone())
+                        .await
+                        .map(|v| (q.scope, v)),
                     None => None,
                 },
                 _ => None,
@@ -291,10 +299,18 @@ where
                     let threshold = gw.cache.settings.semantic.threshold;
                     if let Some((a, sim)) = state.get_semantic(scope, v, threshold) {
                         tracing::debug!(similarity = sim, backend = %a.backend, "semantic cache hit");
+                        crate::telemetry::record_cache(&span, "hit", Some("semantic"), Some(sim));
                         return Ok(replay(&a, &chat, &decision, "semantic-hit"));
                     }
                 }
             }
+            crate::telemetry::record_cache(
+                &span,
+                if plan.read { "miss" } else { "bypass" },
+                None,
+                None,
+            );
+            drop(span);
 
             // A miss: forward, and record the answer if it completes.
             let label = if plan.read { "miss" } else { "bypass" };
