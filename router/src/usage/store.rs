@@ -133,9 +133,23 @@ impl Store {
             }
             DatabaseKind::Postgres => (url.to_string(), 8),
         };
+        let sqlite = kind == DatabaseKind::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // In WAL mode NORMAL is crash-safe for the database (a power cut may
+                        // lose the last commits, never corrupt the file) and skips the fsync
+                        // per commit that FULL does; usage records are batched anyway.
+                        sqlx::query("PRAGMA synchronous=NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await
             .with_context(|| format!("cannot open the usage database `{}`", redact(&url)))?;
