@@ -15,7 +15,8 @@
 //!   defaults; `local` for the embedded model; 0 for a cache hit). The **counterfactual** is
 //!   the same tokens at the reference model's price (`usage.reference_model`).
 //! - **Latency** runs from here to the last byte (the stream's end, or the client leaving);
-//!   **time to first token** to the first streamed event (the whole latency for JSON).
+//!   **time to first token** to the first streamed event carrying generated output (content or
+//!   a tool call; the whole latency for JSON).
 //!
 //! The record is handed to the [`UsageSink`], which never blocks (see [`crate::usage`]).
 //!
@@ -234,6 +235,27 @@ struct StreamWatch {
     hide_usage: bool,
 }
 
+/// True when a stream chunk carries generated output: non-empty `delta.content` (or
+/// `refusal`, `reasoning_content`) or a tool call in some choice.
+fn carries_token(data: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+        return false;
+    };
+    let Some(choices) = v.get("choices").and_then(|c| c.as_array()) else {
+        return false;
+    };
+    choices.iter().any(|c| {
+        let Some(d) = c.get("delta") else {
+            return false;
+        };
+        ["content", "refusal", "reasoning_content"].iter().any(|k| {
+            d.get(k)
+                .and_then(|x| x.as_str())
+                .is_some_and(|x| !x.is_empty())
+        }) || d.get("tool_calls").is_some_and(|t| !t.is_null())
+    })
+}
+
 /// True when a chunk carries nothing but usage (`choices` empty or absent).
 fn usage_only(data: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(data)
@@ -244,7 +266,10 @@ fn usage_only(data: &str) -> bool {
 
 impl EventFilter for StreamWatch {
     fn event(&mut self, data: &str, out: &mut Vec<String>) {
-        if self.pending.first.is_none() {
+        // Time to first *token*: the opening role-only chunk (which the embedded model sends
+        // before it generates anything) does not count. Only events before the first token
+        // are parsed for this.
+        if self.pending.first.is_none() && data != "[DONE]" && carries_token(data) {
             self.pending.first = Some(Instant::now());
         }
         if data == "[DONE]" {
@@ -422,6 +447,26 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_token_is_content_not_the_role_chunk() {
+        assert!(!carries_token(
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#
+        ));
+        assert!(!carries_token(
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#
+        ));
+        assert!(!carries_token(
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(!carries_token("not json"));
+        assert!(carries_token(
+            r#"{"choices":[{"index":0,"delta":{"content":"Hi"}}]}"#
+        ));
+        assert!(carries_token(
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]}}]}"#
+        ));
+    }
     use http_body_util::BodyExt;
     use std::sync::Arc;
     use tower::ServiceExt;
