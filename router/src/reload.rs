@@ -449,10 +449,18 @@ impl Reloader {
         };
         // One pending wake-up is enough: the reload reads the file as it is by then.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        // Only events on the config file itself count: the directory may hold busy files
+        // (the SQLite usage database and its WAL next to the config is common), whose
+        // writes would otherwise re-read and hash the config several times a second.
+        let name = path.file_name().map(|n| n.to_os_string());
         let started = notify_debouncer_mini::new_debouncer(
             WATCH_DEBOUNCE,
             move |res: notify_debouncer_mini::DebounceEventResult| match res {
-                Ok(events) if !events.is_empty() => {
+                Ok(events)
+                    if events
+                        .iter()
+                        .any(|e| name.is_none() || e.path.file_name() == name.as_deref()) =>
+                {
                     let _ = tx.try_send(());
                 }
                 Ok(_) => {}
