@@ -239,6 +239,23 @@ impl ChatRequest {
         out
     }
 
+    /// A copy that asks a streaming upstream for its final usage chunk
+    /// (`stream_options.include_usage: true`, other stream options kept). The limits, cache
+    /// and account steps need the usage of streams the client did not ask it for; they hide
+    /// the chunk again with [`is_usage_only_chunk`].
+    pub fn with_stream_usage(&self) -> Result<Self, GatewayError> {
+        let mut so = self
+            .field::<serde_json::Map<String, serde_json::Value>>("stream_options")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        so.insert("include_usage".into(), serde_json::Value::Bool(true));
+        self.with_fields(&[(
+            "stream_options",
+            Some(serde_json::Value::Object(so).to_string()),
+        )])
+    }
+
     /// A copy with top-level fields changed: each `(name, Some(raw JSON))` replaces the field
     /// in place (or is appended), each `(name, None)` removes it. Every other field is kept
     /// byte for byte. Used by the policy step (parameter caps, redaction) and the limits step
@@ -287,6 +304,21 @@ pub struct Usage {
     /// Sum of both.
     #[serde(default)]
     pub total_tokens: u64,
+}
+
+/// True when a stream chunk carries usage and no choices: the chunk a step asked for with
+/// [`ChatRequest::with_stream_usage`] and hides from a client that did not.
+pub fn is_usage_only_chunk(data: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct C<'a> {
+        #[serde(borrow)]
+        choices: Option<Vec<&'a serde_json::value::RawValue>>,
+        #[serde(borrow)]
+        usage: Option<&'a serde_json::value::RawValue>,
+    }
+    serde_json::from_str::<C>(data)
+        .ok()
+        .is_some_and(|c| c.usage.is_some() && c.choices.is_none_or(|c| c.is_empty()))
 }
 
 /// Reads `usage` out of a completion (or final chunk) without building a tree.

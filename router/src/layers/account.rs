@@ -43,7 +43,7 @@ use tower::{Layer, Service};
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
-use crate::api::{extract_usage, ChatRequest, Usage};
+use crate::api::{extract_usage, is_usage_only_chunk, ChatRequest, Usage};
 use crate::error::GatewayError;
 use crate::layers::cache::CACHE_HEADER;
 use crate::metrics as m;
@@ -256,14 +256,6 @@ fn carries_token(data: &str) -> bool {
     })
 }
 
-/// True when a chunk carries nothing but usage (`choices` empty or absent).
-fn usage_only(data: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(data)
-        .ok()
-        .and_then(|v| v.get("choices").and_then(|c| c.as_array()).map(Vec::len))
-        .is_none_or(|n| n == 0)
-}
-
 impl EventFilter for StreamWatch {
     fn event(&mut self, data: &str, out: &mut Vec<String>) {
         // Time to first *token*: the opening role-only chunk (which the embedded model sends
@@ -277,7 +269,7 @@ impl EventFilter for StreamWatch {
         } else if data.contains("\"usage\"") {
             if let Some(u) = extract_usage(data.as_bytes()) {
                 self.pending.usage = Some(u);
-                if self.hide_usage && usage_only(data) {
+                if self.hide_usage && is_usage_only_chunk(data) {
                     return;
                 }
             }
@@ -330,14 +322,7 @@ where
             // request then says the client wants usage, so no inner step hides it first.
             let hide_usage = stream && !chat.client_wants_usage;
             if hide_usage {
-                let mut so = chat
-                    .field::<serde_json::Map<String, serde_json::Value>>("stream_options")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                so.insert("include_usage".into(), serde_json::Value::Bool(true));
-                let so = serde_json::Value::Object(so).to_string();
-                match chat.with_fields(&[("stream_options", Some(so))]) {
+                match chat.with_stream_usage() {
                     Ok(c) => {
                         req.extensions_mut().insert(c);
                     }
@@ -621,7 +606,11 @@ usage:
 
     #[test]
     fn usage_only_chunks() {
-        assert!(usage_only(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
-        assert!(!usage_only(r#"{"choices":[{"delta":{}}],"usage":{}}"#));
+        assert!(is_usage_only_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(!is_usage_only_chunk(
+            r#"{"choices":[{"delta":{}}],"usage":{}}"#
+        ));
     }
 }

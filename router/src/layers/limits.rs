@@ -41,7 +41,7 @@ use super::route::Decision;
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
-use crate::api::{extract_usage, ChatRequest, Usage};
+use crate::api::{extract_usage, is_usage_only_chunk, ChatRequest, Usage};
 use crate::error::{openai_error, GatewayError};
 use crate::routing::query::Query;
 use crate::runtime::{Caller, Target};
@@ -230,15 +230,7 @@ where
             // Streams: ask upstream for the usage chunk (hidden again below).
             let hide_usage = chat.stream && !chat.client_wants_usage;
             if hide_usage {
-                let mut so = chat
-                    .field::<serde_json::Map<String, serde_json::Value>>("stream_options")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                so.insert("include_usage".into(), serde_json::Value::Bool(true));
-                let so = serde_json::Value::Object(so).to_string();
-                let changed = chat.with_fields(&[("stream_options", Some(so))]);
-                match changed {
+                match chat.with_stream_usage() {
                     Ok(c) => {
                         req.extensions_mut().insert(c);
                     }
@@ -347,20 +339,12 @@ struct UsageFilter {
     hide_usage: bool,
 }
 
-/// True when a chunk carries nothing but usage (`choices` empty or absent).
-fn usage_only(data: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(data)
-        .ok()
-        .and_then(|v| v.get("choices").and_then(|c| c.as_array()).map(Vec::len))
-        .is_none_or(|n| n == 0)
-}
-
 impl EventFilter for UsageFilter {
     fn event(&mut self, data: &str, out: &mut Vec<String>) {
         if data.contains("\"usage\"") {
             if let Some(u) = extract_usage(data.as_bytes()) {
                 self.settle.usage = Some(u);
-                if self.hide_usage && usage_only(data) {
+                if self.hide_usage && is_usage_only_chunk(data) {
                     return;
                 }
             }
@@ -389,8 +373,10 @@ mod tests {
 
     #[test]
     fn usage_only_chunks() {
-        assert!(usage_only(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
-        assert!(!usage_only(
+        assert!(is_usage_only_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(!is_usage_only_chunk(
             r#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#
         ));
     }

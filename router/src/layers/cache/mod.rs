@@ -69,7 +69,7 @@ use super::route::{decision_headers, Decision};
 use super::snapshot::Snapshot;
 use super::sse_map::{event_bytes, map_events, EventFilter};
 use super::BoxFuture;
-use crate::api::ChatRequest;
+use crate::api::{is_usage_only_chunk, ChatRequest};
 use crate::error::GatewayError;
 use crate::runtime::Caller;
 use crate::upstream::forward::BACKEND_HEADER;
@@ -323,7 +323,7 @@ where
             // from a client that did not ask).
             let hide_usage = chat.stream && !chat.client_wants_usage;
             if hide_usage {
-                match with_usage(&chat) {
+                match chat.with_stream_usage() {
                     Ok(c) => {
                         req.extensions_mut().insert(c);
                     }
@@ -350,17 +350,6 @@ where
             Ok(record(resp, sink, hide_usage).await)
         })
     }
-}
-
-/// The request with `stream_options.include_usage: true`.
-fn with_usage(chat: &ChatRequest) -> Result<ChatRequest, GatewayError> {
-    let mut so = chat
-        .field::<serde_json::Map<String, Value>>("stream_options")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    so.insert("include_usage".into(), Value::Bool(true));
-    chat.with_fields(&[("stream_options", Some(Value::Object(so).to_string()))])
 }
 
 /// Embeds the last user message, or `None` (no semantic cache for this request) when it is
@@ -506,20 +495,6 @@ struct Recorder {
     hide_usage: bool,
 }
 
-/// True when a chunk carries usage and no choices.
-fn usage_only(data: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct C<'a> {
-        #[serde(borrow)]
-        choices: Option<Vec<&'a serde_json::value::RawValue>>,
-        #[serde(borrow)]
-        usage: Option<&'a serde_json::value::RawValue>,
-    }
-    serde_json::from_str::<C>(data)
-        .ok()
-        .is_some_and(|c| c.usage.is_some() && c.choices.is_none_or(|c| c.is_empty()))
-}
-
 impl EventFilter for Recorder {
     fn event(&mut self, data: &str, out: &mut Vec<String>) {
         if let (Some(asm), Some(sink)) = (&mut self.asm, &self.sink) {
@@ -529,7 +504,7 @@ impl EventFilter for Recorder {
                 self.asm = None;
             }
         }
-        if self.hide_usage && usage_only(data) {
+        if self.hide_usage && is_usage_only_chunk(data) {
             return;
         }
         out.push(data.to_string());
@@ -654,9 +629,13 @@ mod tests {
 
     #[test]
     fn usage_only_chunks() {
-        assert!(usage_only(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
-        assert!(!usage_only(r#"{"choices":[{"delta":{}}],"usage":null}"#));
-        assert!(!usage_only(r#"{"choices":[]}"#));
+        assert!(is_usage_only_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(!is_usage_only_chunk(
+            r#"{"choices":[{"delta":{}}],"usage":null}"#
+        ));
+        assert!(!is_usage_only_chunk(r#"{"choices":[]}"#));
     }
 
     #[tokio::test]
