@@ -177,6 +177,18 @@ async fn dashboard_is_admin_only_and_self_contained() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
+    // A malformed sign-in post: a 400 in OpenAI's shape.
+    let malformed = no_redirect
+        .post(url(&gw, "/dashboard/login"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(
+        malformed.json::<Value>().await.unwrap()["error"]["param"],
+        "key"
+    );
     let good = no_redirect
         .post(url(&gw, "/dashboard/login"))
         .form(&[("key", ADMIN)])

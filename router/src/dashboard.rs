@@ -102,8 +102,22 @@ pub struct LoginForm {
 /// cookie and the browser is sent to `/dashboard`; a wrong one gets the form again (401).
 pub async fn login(
     Extension(Snapshot(gw)): Extension<Snapshot>,
-    Form(form): Form<LoginForm>,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    // A malformed post gets OpenAI's error shape like every other endpoint, not axum's text.
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(e) => {
+            return crate::error::GatewayError::bad_param(
+                "key",
+                format!(
+                    "expected a form with the admin key (`key=...`): {}",
+                    e.body_text()
+                ),
+            )
+            .into_response()
+        }
+    };
     let key = form.key.trim();
     // With no admin key configured there is nothing to sign in with (loopback clients get
     // the dashboard directly); the peer address does not matter once a key is set.
