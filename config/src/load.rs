@@ -328,7 +328,10 @@ pub(crate) fn parse_lenient<T: DeserializeOwned>(
             }
         } else if let Some(field) = backticked_after(&msg, "unknown field ") {
             let mut expected = backticked_all(msg.split_once("expected").map_or("", |x| x.1));
-            for f in extra_fields {
+            // The keys parsed separately belong to the top level only, not to a section's
+            // listing (`admin.bogus` must not suggest `backends`).
+            let top_level = path.len() <= 1;
+            for f in extra_fields.iter().filter(|_| top_level) {
                 if !expected.iter().any(|e| e == f) {
                     expected.push(f.to_string());
                 }

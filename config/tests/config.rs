@@ -371,3 +371,19 @@ fn telemetry_errors_have_positions() {
     );
     assert_eq!(e.path, "telemetry");
 }
+
+#[test]
+fn admin_errors_list_only_the_sections_own_keys() {
+    let errs = errors("admin:\n  key_sha256: nothex\n  bogus: 1\n");
+    let e = find(&errs, "must be 64 hex digits");
+    assert_eq!(e.path, "admin.key_sha256");
+    assert_eq!((e.line, e.column), (Some(2), Some(3)));
+    let e = find(&errs, "unknown key `bogus`");
+    assert_eq!(e.path, "admin.bogus");
+    assert!(
+        e.message
+            .ends_with("(expected one of: key, key_sha256, protect_metrics)"),
+        "{}",
+        e.message
+    );
+}
