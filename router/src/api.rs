@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::{MapAccess, Visitor};
@@ -21,7 +22,9 @@ use crate::error::GatewayError;
 #[derive(Clone)]
 pub struct ChatRequest {
     body: Bytes,
-    fields: Vec<(Box<str>, Range<usize>)>,
+    /// Each top-level field's name and the byte range of its raw value in `body`. Shared, so
+    /// the steps that keep a copy of the request clone it without allocating.
+    fields: Arc<[(Box<str>, Range<usize>)]>,
     /// The requested model (alias).
     pub model: String,
     /// `stream: true`.
@@ -154,11 +157,16 @@ impl ChatRequest {
         }
         Ok(ChatRequest {
             body,
-            fields,
+            fields: fields.into(),
             model,
             stream,
             client_wants_usage,
         })
+    }
+
+    /// The names of the top-level fields, in document order.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(k, _)| k.as_ref())
     }
 
     /// The raw JSON text of a top-level field.
@@ -203,7 +211,7 @@ impl ChatRequest {
         };
         let fix_usage = self.stream && ask_usage && !self.client_wants_usage;
         let mut wrote_stream_options = false;
-        for (k, r) in &self.fields {
+        for (k, r) in self.fields.iter() {
             match k.as_ref() {
                 "model" => {
                     push_key(&mut out, k);
@@ -273,7 +281,7 @@ impl ChatRequest {
             out.push(b':');
             out.extend_from_slice(v);
         };
-        for (k, r) in &self.fields {
+        for (k, r) in self.fields.iter() {
             match changes.iter().find(|(n, _)| *n == k.as_ref()) {
                 Some((_, Some(v))) => push(&mut out, k, v.as_bytes()),
                 Some((_, None)) => {}
@@ -319,6 +327,22 @@ pub fn is_usage_only_chunk(data: &str) -> bool {
     serde_json::from_str::<C>(data)
         .ok()
         .is_some_and(|c| c.usage.is_some() && c.choices.is_none_or(|c| c.is_empty()))
+}
+
+/// The `usage` of a complete JSON answer, kept as a response extension by the first step
+/// that reads it (see [`answer_usage`]), so the steps above do not parse the answer again.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerUsage(pub Option<Usage>);
+
+/// The `usage` of the JSON answer `json` whose head is `parts`: the one a step below already
+/// read ([`AnswerUsage`]), else read now and kept for the steps above.
+pub fn answer_usage(parts: &mut http::response::Parts, json: &[u8]) -> Option<Usage> {
+    if let Some(u) = parts.extensions.get::<AnswerUsage>() {
+        return u.0;
+    }
+    let u = extract_usage(json);
+    parts.extensions.insert(AnswerUsage(u));
+    u
 }
 
 /// Reads `usage` out of a completion (or final chunk) without building a tree.

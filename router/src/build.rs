@@ -464,6 +464,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
             .filter_map(|t| Some((t.name.clone(), t.budget?)))
             .collect(),
         state,
+        resolved: Default::default(),
     };
 
     let embedder = build_embedder(cfg, &previous)?;

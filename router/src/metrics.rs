@@ -28,7 +28,9 @@
 //! Costs are gauges because Prometheus counters in the `metrics` crate are integers; they
 //! only ever grow, so `increase()` / `rate()` work on them as on counters.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{OnceLock, RwLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -98,6 +100,69 @@ pub fn buckets() -> [(&'static str, &'static [f64]); 4] {
         (DECISION_SCORE, SCORES),
         (LOCAL_SPEED, SPEED),
     ]
+}
+
+/// Metric handles by label values, so a hot path registers each series once instead of
+/// building and looking up its key on every request (`metrics::counter!` with owned labels
+/// allocates them and hashes the key each time). At most [`HandleCache::MAX`] series are
+/// kept; beyond that (label values from a config reloaded many times) handles are made per
+/// call as before.
+pub struct HandleCache<K, V> {
+    map: OnceLock<RwLock<HashMap<K, V>>>,
+}
+
+impl<K: Hash + Eq, V: Clone> HandleCache<K, V> {
+    const MAX: usize = 4096;
+
+    /// An empty cache (for a `static`).
+    pub const fn new() -> Self {
+        HandleCache {
+            map: OnceLock::new(),
+        }
+    }
+
+    /// The handles for `key`, made by `make` the first time. The recorder is installed first
+    /// (see [`handle`]), so no handle of the no-op recorder is ever kept.
+    pub fn get(&self, key: K, make: impl FnOnce(&K) -> V) -> V {
+        let map = self.map.get_or_init(|| {
+            let _ = handle();
+            RwLock::new(HashMap::new())
+        });
+        if let Ok(m) = map.read() {
+            if let Some(v) = m.get(&key) {
+                return v.clone();
+            }
+        }
+        let v = make(&key);
+        if let Ok(mut m) = map.write() {
+            if m.len() < Self::MAX {
+                m.entry(key).or_insert_with(|| v.clone());
+            }
+        }
+        v
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> Default for HandleCache<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Drains the histograms' recorded samples into their buckets every `every`, so memory
+/// stays bounded when nobody scrapes `/metrics` (the exporter otherwise keeps every sample
+/// until the next render). Runs until the runtime shuts down.
+pub fn spawn_upkeep(every: std::time::Duration) {
+    if let Some(h) = handle() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                h.run_upkeep();
+            }
+        });
+    }
 }
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

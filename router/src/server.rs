@@ -91,6 +91,8 @@ pub async fn start_with(
     let draining = Arc::new(AtomicBool::new(false));
     // Install the metrics recorder before the first request records anything.
     let _ = crate::metrics::handle();
+    // Histogram samples are kept until drained: drain them even when nobody scrapes.
+    crate::metrics::spawn_upkeep(std::time::Duration::from_secs(5));
     // One writer per process, made here and not per snapshot, so a reload keeps it.
     let usage = match cfg.usage.as_ref().filter(|u| u.enabled) {
         Some(u) => Some(crate::usage::UsageWriter::start(u).await?),

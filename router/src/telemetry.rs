@@ -127,6 +127,8 @@ pub struct Telemetry {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     endpoint: String,
+    /// Share of requests without a caller's trace that are exported (see [`request_span`]).
+    sample_ratio: f64,
     shut_down: bool,
 }
 
@@ -157,15 +159,12 @@ pub fn init(cfg: &slmgate_config::telemetry::Telemetry) -> anyhow::Result<Option
     let exporter = builder
         .build()
         .with_context(|| format!("telemetry: cannot build the OTLP exporter for {url}"))?;
-    let root_sampler = if cfg.sample_ratio >= 1.0 {
-        Sampler::AlwaysOn
-    } else {
-        Sampler::TraceIdRatioBased(cfg.sample_ratio)
-    };
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        // A caller's sampling decision (from `traceparent`) wins over our ratio.
-        .with_sampler(Sampler::ParentBased(Box::new(root_sampler)))
+        // The head decision is made by [`request_span`] (the caller's `traceparent` flag,
+        // else `sample_ratio`) before any span of the request exists; what it lets through
+        // is kept, unless a caller's parent says otherwise.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(
             Resource::builder()
                 .with_service_name(cfg.service_name.clone())
@@ -174,6 +173,7 @@ pub fn init(cfg: &slmgate_config::telemetry::Telemetry) -> anyhow::Result<Option
         .build();
     let mut t = Telemetry::from_provider(provider);
     t.endpoint = url;
+    t.sample_ratio = cfg.sample_ratio;
     Ok(Some(t))
 }
 
@@ -188,6 +188,7 @@ impl Telemetry {
             provider,
             tracer,
             endpoint: String::new(),
+            sample_ratio: 1.0,
             shut_down: false,
         }
     }
@@ -198,6 +199,7 @@ impl Telemetry {
     where
         S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
+        EXPORTER_LAYER.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing_opentelemetry::layer()
             .with_tracer(self.tracer.clone())
             // Per-span extras that cost an allocation or a clock read each and that the
@@ -209,7 +211,9 @@ impl Telemetry {
             // Nothing here reads `opentelemetry::Context::current()`: skip attaching it on
             // every poll.
             .with_context_activation(false)
-            .with_filter(ExportFilter)
+            .with_filter(ExportFilter {
+                sample_ratio: self.sample_ratio,
+            })
     }
 
     /// Where spans go (`…/v1/traces`); empty for a provider given to [`Telemetry::from_provider`].
@@ -281,16 +285,18 @@ impl HttpClient for BlockingHttpClient {
     }
 }
 
-/// What the OpenTelemetry layer sees: [`TARGET`] spans, the request span, and slmgate's
-/// WARN/ERROR events. Also the marker [`exporting`] looks for.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ExportFilter;
+/// What the OpenTelemetry layer sees: sampled request spans, [`TARGET`] spans (made only
+/// inside sampled requests), and slmgate's WARN/ERROR events. Also the marker [`exporting`] looks for, and where
+/// [`request_span`] finds the sampling ratio.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportFilter {
+    sample_ratio: f64,
+}
 
 impl ExportFilter {
     fn wants(meta: &Metadata<'_>) -> bool {
         if meta.is_span() {
-            meta.target() == TARGET
-                || (meta.name() == REQUEST && meta.target().starts_with("slmgate_router"))
+            meta.target() == TARGET || (meta.name() == REQUEST && meta.target() == SAMPLED_TARGET)
         } else {
             *meta.level() <= Level::WARN && meta.target().starts_with("slmgate")
         }
@@ -303,7 +309,8 @@ impl<S> Filter<S> for ExportFilter {
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
-        // Decided once per callsite and cached by `tracing`.
+        // Decided once per callsite and cached by `tracing`. (Step spans of unsampled
+        // requests are never made: see `step_spans_wanted`.)
         if Self::wants(meta) {
             Interest::always()
         } else {
@@ -316,12 +323,30 @@ impl<S> Filter<S> for ExportFilter {
     }
 }
 
-/// True when `span` is exported: it is enabled and its subscriber has the OpenTelemetry
-/// layer. (Spans of [`TARGET`] are enabled only then; the request span is also enabled for
-/// logs, hence the check.)
+/// True when `span` is exported: the OpenTelemetry layer made a sampled span of it (a step
+/// span of an unsampled request, or a request span that is only logged, is not).
 pub fn exporting(span: &Span) -> bool {
-    span.with_subscriber(|(_, dispatch)| dispatch.downcast_ref::<ExportFilter>().is_some())
-        .unwrap_or(false)
+    !span.is_disabled()
+        && span
+            .with_subscriber(|(_, dispatch)| dispatch.downcast_ref::<ExportFilter>().is_some())
+            .unwrap_or(false)
+        && span.context().span().span_context().is_sampled()
+}
+
+/// Set once an OpenTelemetry layer exists in this process (see [`step_spans_wanted`]).
+static EXPORTER_LAYER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a step span made now could be exported: always without an exporter (the span is
+/// then only a disabled DEBUG callsite, for logs), and with one only inside a sampled
+/// request or another exported step span. An unsampled request thus costs no span at all
+/// per step: the OpenTelemetry layer would otherwise build (and drop) span data for each.
+fn step_spans_wanted() -> bool {
+    if !EXPORTER_LAYER.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    Span::current()
+        .metadata()
+        .is_some_and(|m| m.target() == SAMPLED_TARGET || m.target() == TARGET)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -365,27 +390,47 @@ pub fn request_span(
     request_id: &str,
     headers: &HeaderMap,
 ) -> Span {
-    let exporting_now =
-        tracing::dispatcher::get_default(|d| d.downcast_ref::<ExportFilter>().is_some());
-    if !exporting_now {
-        // Exactly the span the logs always had.
-        return tracing::info_span!(target: "slmgate_router::stack", REQUEST,
+    let ratio = tracing::dispatcher::get_default(|d| {
+        d.downcast_ref::<ExportFilter>().map(|f| f.sample_ratio)
+    });
+    let exporting_now = ratio.is_some();
+    // The caller's trace, when it sent one: its sampled flag decides.
+    let parent = (exporting_now && headers.contains_key("traceparent"))
+        .then(|| PROPAGATOR.extract(&HeaderExtractor(headers)))
+        .filter(|cx| cx.span().span_context().is_valid());
+    let sampled = exporting_now
+        && match &parent {
+            Some(cx) => cx.span().span_context().is_sampled(),
+            None => head_sampled(ratio.unwrap_or(1.0)),
+        };
+    if !sampled {
+        // Exactly the span the logs always had; not exported, and neither are the steps
+        // inside it (see [`ExportFilter`]).
+        return tracing::info_span!(target: UNSAMPLED_TARGET, REQUEST,
             method = %method, path = %path, request_id = %request_id);
     }
-    let span = tracing::info_span!(target: "slmgate_router::stack", REQUEST,
+    let span = tracing::info_span!(target: SAMPLED_TARGET, REQUEST,
         method = %method, path = %path, request_id = %request_id,
         otel.kind = "server",
         http.response.status_code = Empty,
         otel.status_code = Empty,
     );
-    if headers.contains_key("traceparent") {
-        let cx = PROPAGATOR.extract(&HeaderExtractor(headers));
-        if cx.span().span_context().is_valid() {
-            // Fails only when the span has already started, which it cannot have yet.
-            let _ = span.set_parent(cx);
-        }
+    if let Some(cx) = parent {
+        // Fails only when the span has already started, which it cannot have yet.
+        let _ = span.set_parent(cx);
     }
     span
+}
+
+/// The `tracing` target of an exported (sampled) request span.
+const SAMPLED_TARGET: &str = "slmgate_router::stack";
+/// The `tracing` target of a request span that is only logged.
+const UNSAMPLED_TARGET: &str = "slmgate_router::stack::unsampled";
+
+/// The head-sampling decision for a request that brought no trace of its own: kept with
+/// probability `sample_ratio`.
+fn head_sampled(ratio: f64) -> bool {
+    ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio)
 }
 
 /// The trace layer's response hook: records `http.response.status_code` (and an error status
@@ -410,6 +455,9 @@ pub fn on_response<B>(res: &http::Response<B>, latency: Duration, span: &Span) {
 /// gateway checks nothing).
 #[inline]
 pub fn auth_span() -> Span {
+    if !step_spans_wanted() {
+        return Span::none();
+    }
     tracing::debug_span!(target: TARGET, AUTH,
         slmgate.auth.result = Empty,
         slmgate.key.name = Empty,
@@ -435,6 +483,9 @@ pub fn record_auth(span: &Span, result: &'static str, key: Option<&str>) {
 /// The span around the route decision.
 #[inline]
 pub fn classify_span() -> Span {
+    if !step_spans_wanted() {
+        return Span::none();
+    }
     tracing::debug_span!(target: TARGET, CLASSIFY,
         slmgate.route.target = Empty,
         slmgate.route.strategy = Empty,
@@ -478,6 +529,9 @@ pub fn record_error(span: &Span, code: &'static str) {
 /// The span around the policy rules.
 #[inline]
 pub fn policy_span() -> Span {
+    if !step_spans_wanted() {
+        return Span::none();
+    }
     tracing::debug_span!(target: TARGET, POLICY,
         slmgate.policy.rule = Empty,
         slmgate.policy.action = Empty,
@@ -517,6 +571,9 @@ pub fn record_policy(span: &Span, rule: &str, action: &'static str) {
 /// ```
 #[inline]
 pub fn cache_span() -> Span {
+    if !step_spans_wanted() {
+        return Span::none();
+    }
     tracing::debug_span!(target: TARGET, CACHE,
         slmgate.cache.result = Empty,
         slmgate.cache.kind = Empty,
@@ -613,6 +670,9 @@ macro_rules! model_call_span {
 /// The span of one call to an OpenAI-compatible backend: a client span named
 /// `chat {model}`.
 pub fn upstream_span(backend: &str, url: &reqwest::Url, model: &str, req: &ChatRequest) -> Span {
+    if !step_spans_wanted() {
+        return Span::none();
+    }
     // Built at most once, and only when the span is enabled.
     let facts = std::cell::OnceCell::new();
     let facts = || {
@@ -627,6 +687,9 @@ pub fn upstream_span(backend: &str, url: &reqwest::Url, model: &str, req: &ChatR
 
 /// The span of one generation by the embedded model, named `chat {model}`.
 pub fn local_span(backend: &str, model: &str, req: &ChatRequest) -> Span {
+    if !step_spans_wanted() {
+        return Span::none();
+    }
     let facts = std::cell::OnceCell::new();
     let facts = || facts.get_or_init(|| CallFacts::new(PROVIDER_LOCAL, backend, model, req));
     model_call_span!(LOCAL_GENERATE, "internal", facts)
@@ -899,6 +962,48 @@ mod tests {
     }
 
     #[test]
+    fn head_sampling_decides_for_the_request_and_its_steps() {
+        let req = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        let url = reqwest::Url::parse("http://127.0.0.1:9/v1").unwrap();
+        let traceparent = |flags: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "traceparent",
+                format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}")
+                    .parse()
+                    .unwrap(),
+            );
+            h
+        };
+        // (ratio, the caller's headers, exported?)
+        for (ratio, headers, want) in [
+            (1.0, HeaderMap::new(), true),
+            (0.0, HeaderMap::new(), false),
+            (0.0, traceparent("01"), true),
+            (1.0, traceparent("00"), false),
+        ] {
+            let (mut t, exporter) = pipeline();
+            t.sample_ratio = ratio;
+            let sub = tracing_subscriber::registry().with(t.layer());
+            tracing::subscriber::with_default(sub, || {
+                let request = request_span(&http::Method::POST, "/", "id", &headers);
+                assert_eq!(exporting(&request), want, "{ratio} {headers:?}");
+                let _in = request.enter();
+                let call = upstream_span("up", &url, "m", &req);
+                assert_eq!(trace_headers(&call).is_some(), want);
+                let auth = auth_span();
+                assert_eq!(
+                    auth.is_disabled(),
+                    !want,
+                    "a step span follows its request: {ratio} {headers:?}"
+                );
+            });
+            let n = exporter.get_finished_spans().unwrap().len();
+            assert_eq!(n, if want { 3 } else { 0 }, "{ratio} {headers:?}");
+        }
+    }
+
+    #[test]
     fn model_span_carries_the_genai_attributes() {
         let (t, exporter) = pipeline();
         let sub = tracing_subscriber::registry().with(t.layer());
@@ -907,6 +1012,9 @@ mod tests {
                 r#"{"model":"remote","messages":[{"role":"user","content":"hi"}],"max_tokens":64,"temperature":0.5}"#,
             );
             let url = reqwest::Url::parse("https://api.example.com/v1/chat/completions").unwrap();
+            // Step spans are exported inside a sampled request (open until the end).
+            let request = request_span(&http::Method::POST, "/", "id", &HeaderMap::new());
+            let _in = request.enter();
             let span = upstream_span("openai", &url, "gpt-x", &req);
             assert!(exporting(&span));
             let headers = trace_headers(&span).expect("traceparent");
@@ -1000,6 +1108,8 @@ mod tests {
         let _g = tracing::subscriber::set_default(sub);
         let req =
             chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
+        let request = request_span(&http::Method::POST, "/", "id", &HeaderMap::new());
+        let _in = request.enter();
         let span = local_span("local", "qwen", &req);
         let mut trace = StreamTrace::new(span.clone()).unwrap();
         trace.observe(r#"{"id":"x","model":"qwen-0.5b","choices":[{"delta":{"content":"a"},"finish_reason":null}]}"#);

@@ -179,37 +179,59 @@ impl Pending {
     }
 }
 
+/// The series of one (target, backend) pair.
+#[derive(Clone)]
+struct PairSeries {
+    prompt: metrics::Counter,
+    completion: metrics::Counter,
+    cost: metrics::Gauge,
+    counterfactual: metrics::Gauge,
+    ttft: metrics::Histogram,
+}
+
+/// The series of one (strategy, target) pair.
+#[derive(Clone)]
+struct DecisionSeries {
+    decisions: metrics::Counter,
+    score: metrics::Histogram,
+}
+
+static PAIRS: m::HandleCache<(String, String), PairSeries> = m::HandleCache::new();
+static DECISIONS: m::HandleCache<(String, String), DecisionSeries> = m::HandleCache::new();
+
 fn emit_metrics(rec: &UsageRecord, sse: bool) {
     let target = rec.target.clone().unwrap_or_default();
     let backend = rec.backend.clone().unwrap_or_default();
+    let pair = PAIRS.get((target.clone(), backend.clone()), |(t, b)| PairSeries {
+        prompt: metrics::counter!(m::TOKENS, "target" => t.clone(), "backend" => b.clone(), "kind" => "prompt"),
+        completion: metrics::counter!(m::TOKENS, "target" => t.clone(), "backend" => b.clone(), "kind" => "completion"),
+        cost: metrics::gauge!(m::COST, "target" => t.clone(), "backend" => b.clone()),
+        counterfactual: metrics::gauge!(m::COUNTERFACTUAL, "target" => t.clone(), "backend" => b.clone()),
+        ttft: metrics::histogram!(m::TTFT, "target" => t.clone(), "backend" => b.clone()),
+    });
     if rec.prompt_tokens > 0 || rec.completion_tokens > 0 {
-        for (kind, n) in [
-            ("prompt", rec.prompt_tokens),
-            ("completion", rec.completion_tokens),
-        ] {
-            metrics::counter!(m::TOKENS, "target" => target.clone(), "backend" => backend.clone(), "kind" => kind)
-                .increment(n.max(0) as u64);
-        }
+        pair.prompt.increment(rec.prompt_tokens.max(0) as u64);
+        pair.completion
+            .increment(rec.completion_tokens.max(0) as u64);
     }
-    metrics::gauge!(m::COST, "target" => target.clone(), "backend" => backend.clone())
-        .increment(rec.cost_usd);
-    metrics::gauge!(m::COUNTERFACTUAL, "target" => target.clone(), "backend" => backend.clone())
-        .increment(rec.counterfactual_usd);
+    pair.cost.increment(rec.cost_usd);
+    pair.counterfactual.increment(rec.counterfactual_usd);
     if let Some(kind) = &rec.cache {
         metrics::counter!(m::CACHE_HITS, "kind" => kind.clone()).increment(1);
     }
     if let Some(strategy) = &rec.strategy {
-        metrics::counter!(m::DECISIONS, "strategy" => strategy.clone(), "target" => target.clone())
-            .increment(1);
+        let d = DECISIONS.get((strategy.clone(), target.clone()), |(s, t)| DecisionSeries {
+            decisions: metrics::counter!(m::DECISIONS, "strategy" => s.clone(), "target" => t.clone()),
+            score: metrics::histogram!(m::DECISION_SCORE, "strategy" => s.clone(), "target" => t.clone()),
+        });
+        d.decisions.increment(1);
         if let Some(s) = rec.score {
-            metrics::histogram!(m::DECISION_SCORE, "strategy" => strategy.clone(), "target" => target.clone())
-                .record(s);
+            d.score.record(s);
         }
     }
     if sse && rec.status < 400 {
         if let Some(t) = rec.ttft_ms {
-            metrics::histogram!(m::TTFT, "target" => target.clone(), "backend" => backend.clone())
-                .record(t / 1000.0);
+            pair.ttft.record(t / 1000.0);
         }
     }
     if rec.local && rec.completion_tokens > 0 && rec.cache.is_none() {
@@ -357,7 +379,7 @@ where
             let reference = gw
                 .usage_reference
                 .as_deref()
-                .and_then(|r| gw.accounting.prices.price(r).copied());
+                .and_then(|r| gw.accounting.model_price(r));
             let rec = UsageRecord {
                 id: uuid::Uuid::now_v7().to_string(),
                 ts_ms,
@@ -395,7 +417,7 @@ where
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
-            let (parts, body) = resp.into_parts();
+            let (mut parts, body) = resp.into_parts();
             if is_sse && status.is_success() {
                 pending.sse = true;
                 let watch = StreamWatch {
@@ -417,7 +439,7 @@ where
                 }
             };
             if status.is_success() {
-                pending.usage = extract_usage(&bytes);
+                pending.usage = crate::api::answer_usage(&mut parts, &bytes);
             } else {
                 pending.rec.error_class = Some(
                     error_class(&bytes).unwrap_or_else(|| format!("http_{}", status.as_u16())),

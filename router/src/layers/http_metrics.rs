@@ -52,10 +52,18 @@ impl Drop for Sample {
             std::mem::take(&mut self.target),
             std::mem::take(&mut self.status),
         );
-        metrics::counter!(m::REQUESTS, "route" => route, "target" => target.clone(), "status" => status.clone())
-            .increment(1);
-        metrics::histogram!(m::REQUEST_DURATION, "route" => route, "target" => target, "status" => status)
-            .record(self.start.elapsed().as_secs_f64());
+        static SERIES: m::HandleCache<
+            (&'static str, String, String),
+            (metrics::Counter, metrics::Histogram),
+        > = m::HandleCache::new();
+        let (requests, duration) = SERIES.get((route, target, status), |(r, t, s)| {
+            (
+                metrics::counter!(m::REQUESTS, "route" => *r, "target" => t.clone(), "status" => s.clone()),
+                metrics::histogram!(m::REQUEST_DURATION, "route" => *r, "target" => t.clone(), "status" => s.clone()),
+            )
+        });
+        requests.increment(1);
+        duration.record(self.start.elapsed().as_secs_f64());
     }
 }
 

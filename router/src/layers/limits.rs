@@ -70,16 +70,40 @@ pub struct Accounting {
     pub teams: HashMap<String, BudgetLimits>,
     /// The state (shared with earlier and later configurations).
     pub state: LimitState,
+    /// [`PriceTable::price`] answers by model name: a model without an exact entry is
+    /// matched against every glob of the table (the embedded defaults hold dozens), which
+    /// the request path would otherwise repeat for every request.
+    pub resolved: std::sync::RwLock<HashMap<String, Option<Price>>>,
 }
 
 impl Accounting {
+    /// Models remembered by [`model_price`](Self::model_price) (configured targets and the
+    /// reference model: a handful).
+    const RESOLVED_MAX: usize = 1024;
+
     /// The price of an answer from `target` (`None` = free).
     pub fn price(&self, target: &Target) -> Option<Price> {
         match &*target.backend {
-            Backend::OpenAi(_) => self.prices.price(&target.model).copied(),
+            Backend::OpenAi(_) => self.model_price(&target.model),
             #[cfg(feature = "local")]
             Backend::Local(_) => self.prices.models.get("local").copied(),
         }
+    }
+
+    /// The price of `model` in `pricing:` (see [`PriceTable::price`]), remembered.
+    pub fn model_price(&self, model: &str) -> Option<Price> {
+        if let Ok(m) = self.resolved.read() {
+            if let Some(p) = m.get(model) {
+                return *p;
+            }
+        }
+        let p = self.prices.price(model).copied();
+        if let Ok(mut m) = self.resolved.write() {
+            if m.len() < Self::RESOLVED_MAX {
+                m.insert(model.to_string(), p);
+            }
+        }
+        p
     }
 }
 
@@ -322,7 +346,7 @@ async fn settle_response(
                 .into_response()
         }
     };
-    settle.usage = extract_usage(&bytes);
+    settle.usage = crate::api::answer_usage(&mut parts, &bytes);
     if settle.usage.is_none() {
         // No usage reported: charge what was reserved.
         settle.chunks = settle.completion;

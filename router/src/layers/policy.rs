@@ -379,7 +379,12 @@ async fn apply(
             Some((n.as_str(), v))
         })
         .collect();
-    let prompt_tokens = prompt_estimate(chat);
+    // The messages are at hand when PII is scanned: no second parse for the estimate.
+    let prompt_tokens = if set.needs_pii() {
+        crate::routing::query::Query::estimate_tokens_of(&messages) as u64
+    } else {
+        prompt_estimate(chat)
+    };
     let score = decision.score.map(f64::from);
     let facts = RequestFacts {
         model: &chat.model,

@@ -83,12 +83,14 @@ pub const COLUMNS: &[&str] = &[
 /// Rows per `INSERT` statement on PostgreSQL, far below its bound-parameter limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Rows per `INSERT` statement on SQLite. sqlx's SQLite driver resolves every bound argument
-/// by scanning the statement's parameter names, which is quadratic in the parameters of one
-/// statement: 500 rows × 24 columns spent most of the writer's CPU in `strncmp` (seen with
-/// callgrind under the gateway_load traffic). Four rows keep that negligible, and the
-/// statement text repeats, so sqlx's prepared-statement cache skips re-parsing it.
-const SQLITE_ROWS_PER_STATEMENT: usize = 4;
+/// Rows per `INSERT` statement on SQLite. Its placeholders are anonymous (`?`): sqlx's
+/// SQLite driver looks every numbered one (`$N`) up by name, a scan of the statement's
+/// parameter list each, which made a 500-row statement quadratic (seen with callgrind under
+/// the gateway_load traffic: `strncmp` and `sqlite3_bind_parameter_name` dominated the
+/// writer). Anonymous ones are bound in order at no search cost; 32 rows × 24 columns stay
+/// far below SQLite's bound-parameter limit, and full statements repeat the same text, so
+/// sqlx's prepared-statement cache skips re-parsing it.
+const SQLITE_ROWS_PER_STATEMENT: usize = 32;
 
 /// A connection pool to the usage database.
 #[derive(Debug, Clone)]
@@ -190,12 +192,15 @@ impl Store {
     /// Writes `rows` in one transaction.
     pub async fn insert(&self, rows: &[UsageRecord]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let per_statement = match self.kind {
-            DatabaseKind::Sqlite => SQLITE_ROWS_PER_STATEMENT,
-            DatabaseKind::Postgres => ROWS_PER_STATEMENT,
-        };
-        for chunk in rows.chunks(per_statement) {
-            let sql = insert_sql(chunk.len());
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let n = statement_rows(rest.len(), self.kind);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let sql: std::borrow::Cow<'static, str> = match self.kind {
+                DatabaseKind::Sqlite => sqlite_insert_sql(n).into(),
+                DatabaseKind::Postgres => insert_sql(n, self.kind).into(),
+            };
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q
@@ -267,8 +272,38 @@ impl Store {
     }
 }
 
-/// `INSERT ... VALUES ($1, ...), (...)` for `n` rows.
-fn insert_sql(n: usize) -> String {
+/// Rows in the next statement when `left` rows remain. SQLite statements come in three
+/// sizes only (32, 4 and 1 rows), so every statement text is one sqlx has prepared and cached
+/// before: a partial batch (flushed on time, not size) would otherwise be parsed afresh.
+fn statement_rows(left: usize, kind: DatabaseKind) -> usize {
+    match kind {
+        DatabaseKind::Postgres => left.min(ROWS_PER_STATEMENT),
+        DatabaseKind::Sqlite if left >= SQLITE_ROWS_PER_STATEMENT => SQLITE_ROWS_PER_STATEMENT,
+        DatabaseKind::Sqlite if left >= 4 => 4,
+        DatabaseKind::Sqlite => 1,
+    }
+}
+
+/// The SQLite insert for `n` rows (one of [`statement_rows`]' sizes), built once.
+fn sqlite_insert_sql(n: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 3] = [
+        std::sync::OnceLock::new(),
+        std::sync::OnceLock::new(),
+        std::sync::OnceLock::new(),
+    ];
+    let slot = match n {
+        1 => 0,
+        4 => 1,
+        _ => 2,
+    };
+    let n = [1, 4, SQLITE_ROWS_PER_STATEMENT][slot];
+    SQL[slot].get_or_init(|| insert_sql(n, DatabaseKind::Sqlite))
+}
+
+/// `INSERT ... VALUES (...), (...)` for `n` rows: numbered placeholders (`$1`) for
+/// PostgreSQL, anonymous ones (`?`) for SQLite (see [`SQLITE_ROWS_PER_STATEMENT`]).
+fn insert_sql(n: usize, kind: DatabaseKind) -> String {
+    use std::fmt::Write as _;
     let cols = COLUMNS.len();
     let mut sql = format!("INSERT INTO usage_records ({}) VALUES ", COLUMNS.join(", "));
     for r in 0..n {
@@ -280,8 +315,13 @@ fn insert_sql(n: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(r * cols + c + 1).to_string());
+            match kind {
+                DatabaseKind::Sqlite => sql.push('?'),
+                // Writing into a String cannot fail.
+                DatabaseKind::Postgres => {
+                    let _ = write!(sql, "${}", r * cols + c + 1);
+                }
+            }
         }
         sql.push(')');
     }
@@ -336,10 +376,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_are_numbered_across_rows() {
-        let sql = insert_sql(2);
+    fn sqlite_statements_come_in_three_sizes() {
+        for total in [1usize, 3, 4, 5, 31, 32, 33, 100, 256, 257] {
+            let (mut left, mut sizes) = (total, Vec::new());
+            while left > 0 {
+                let n = statement_rows(left, DatabaseKind::Sqlite);
+                sizes.push(n);
+                left -= n;
+            }
+            assert!(
+                sizes.iter().all(|n| [1, 4, 32].contains(n)),
+                "{total}: {sizes:?}"
+            );
+            assert_eq!(sizes.iter().sum::<usize>(), total);
+        }
+        assert_eq!(sqlite_insert_sql(4).matches('?').count(), 4 * COLUMNS.len());
+        assert_eq!(
+            statement_rows(900, DatabaseKind::Postgres),
+            ROWS_PER_STATEMENT
+        );
+    }
+
+    #[test]
+    fn placeholders_are_numbered_across_rows_on_postgres_and_anonymous_on_sqlite() {
+        let sql = insert_sql(2, DatabaseKind::Postgres);
         assert!(sql.contains("($1, $2,"));
         assert!(sql.ends_with(&format!("${})", 2 * COLUMNS.len())));
+        let sql = insert_sql(2, DatabaseKind::Sqlite);
+        assert_eq!(sql.matches('?').count(), 2 * COLUMNS.len());
+        assert!(!sql.contains('$'));
     }
 
     #[test]

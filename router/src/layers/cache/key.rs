@@ -65,7 +65,7 @@ pub fn canonical(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Number(n) => out.extend_from_slice(number(n).as_bytes()),
+        Value::Number(n) => number(n, out),
         Value::String(s) => write_string(s, out),
         other => out.extend_from_slice(other.to_string().as_bytes()),
     }
@@ -78,18 +78,23 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
 
 /// Integers as integers (whatever their spelling), other numbers in serde_json's shortest
 /// round-trip form.
-fn number(n: &serde_json::Number) -> String {
-    if let Some(i) = n.as_i64() {
-        return i.to_string();
-    }
-    if let Some(u) = n.as_u64() {
-        return u.to_string();
-    }
-    match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => (f as i64).to_string(),
-        Some(f) => serde_json::Number::from_f64(f).map_or_else(|| n.to_string(), |x| x.to_string()),
-        None => n.to_string(),
-    }
+fn number(n: &serde_json::Number, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = if let Some(i) = n.as_i64() {
+        write!(out, "{i}")
+    } else if let Some(u) = n.as_u64() {
+        write!(out, "{u}")
+    } else {
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => write!(out, "{}", f as i64),
+            Some(f) => match serde_json::Number::from_f64(f) {
+                Some(x) => write!(out, "{x}"),
+                None => write!(out, "{n}"),
+            },
+            None => write!(out, "{n}"),
+        }
+    };
 }
 
 /// The parsed body, for keying.
@@ -98,50 +103,198 @@ pub fn body_map(chat: &ChatRequest) -> Result<Map<String, Value>, GatewayError> 
         .map_err(|e| GatewayError::bad_request(format!("request body is not a JSON object: {e}")))
 }
 
-/// What every key of a request starts with.
-fn prefix(kind: &str, tenant: &str, chat: &ChatRequest, decision: &Decision) -> Value {
-    let targets: Vec<Value> = decision
-        .route
-        .targets
-        .iter()
-        .map(|t| Value::from(vec![t.backend.name().to_string(), t.model.clone()]))
-        .collect();
-    serde_json::json!({
-        "v": 1,
-        "kind": kind,
-        "tenant": tenant,
-        "model": chat.model,
-        "target": decision.target,
-        "targets": targets,
-    })
+/// Writes what every key of a request starts with: the key kind, tenant, requested alias,
+/// the router's target and the ordered (backend, model) targets, each as a JSON string (so
+/// no value can run into the next), one per line.
+fn prefix(kind: &str, tenant: &str, chat: &ChatRequest, decision: &Decision, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"v1 ");
+    out.extend_from_slice(kind.as_bytes());
+    for s in [tenant, chat.model.as_str(), decision.target.as_str()] {
+        out.push(b'\n');
+        write_string(s, out);
+    }
+    for t in &decision.route.targets {
+        out.push(b'\n');
+        write_string(t.backend.name(), out);
+        out.push(b' ');
+        write_string(&t.model, out);
+    }
+    out.extend_from_slice(b"\n\n");
 }
 
-fn hash(parts: &[&Value]) -> Key {
-    let mut buf = Vec::with_capacity(1024);
-    for p in parts {
-        canonical(p, &mut buf);
-        buf.push(b'\n');
+/// Writes `body` canonically after the prefix in `buf`, without the fields that never take
+/// part in a key, and hashes the whole.
+fn hash_with(mut buf: Vec<u8>, body: &Map<String, Value>) -> Key {
+    let mut keys: Vec<&String> = body
+        .keys()
+        .filter(|k| !NOT_KEYED.contains(&k.as_str()))
+        .collect();
+    keys.sort_unstable();
+    buf.push(b'{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_string(k, &mut buf);
+        buf.push(b':');
+        canonical(&body[k], &mut buf);
     }
+    buf.push(b'}');
     Sha256::digest(&buf).into()
 }
 
-/// The body without the fields that never take part in a key.
-fn keyed_fields(mut body: Map<String, Value>) -> Value {
-    for f in NOT_KEYED {
-        body.remove(f);
-    }
-    Value::Object(body)
+/// A buffer for one key, the prefix written.
+fn key_buffer(kind: &str, tenant: &str, chat: &ChatRequest, decision: &Decision) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(chat.body().len() + 256);
+    prefix(kind, tenant, chat, decision, &mut buf);
+    buf
 }
 
-/// The exact-cache key of a request.
-pub fn exact_key(
-    tenant: &str,
-    chat: &ChatRequest,
-    decision: &Decision,
-    body: &Map<String, Value>,
-) -> Key {
-    let fields = keyed_fields(body.clone());
-    hash(&[&prefix("exact", tenant, chat, decision), &fields])
+/// The exact-cache key of a request, canonicalised straight from the body's text (no value
+/// tree is built); `None` only for a body that is not JSON, which parsing already refused.
+pub fn exact_key(tenant: &str, chat: &ChatRequest, decision: &Decision) -> Option<Key> {
+    let mut buf = key_buffer("exact", tenant, chat, decision);
+    let mut names: Vec<&str> = chat
+        .field_names()
+        .filter(|k| !NOT_KEYED.contains(k))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    buf.push(b'{');
+    for (i, k) in names.into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_string(k, &mut buf);
+        buf.push(b':');
+        let raw = chat.raw_field(k)?;
+        canonical_text(raw, &mut buf).ok()?;
+    }
+    buf.push(b'}');
+    Some(Sha256::digest(&buf).into())
+}
+
+/// Writes the JSON text `raw` canonically (the same bytes [`canonical`] writes for its parsed
+/// value), streaming: only each object's members are held, to be sorted.
+pub fn canonical_text(raw: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    use serde::de::DeserializeSeed as _;
+    let mut de = serde_json::Deserializer::from_str(raw);
+    Canon(out).deserialize(&mut de)?;
+    de.end()
+}
+
+/// A serde visitor that writes what it visits canonically into its buffer.
+struct Canon<'o>(&'o mut Vec<u8>);
+
+/// An object key, borrowed from the text when it has no escapes.
+struct CanonKey<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for CanonKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CanonKey<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CanonKey(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CanonKey(v.to_string().into()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CanonKey(v.into()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Canon<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Canon<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        number(&v.into(), self.0);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        number(&v.into(), self.0);
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        match serde_json::Number::from_f64(v) {
+            Some(n) => number(&n, self.0),
+            None => self.0.extend_from_slice(b"null"),
+        }
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        write_string(v, self.0);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        let mut first = true;
+        loop {
+            let start = self.0.len();
+            if !first {
+                self.0.push(b',');
+            }
+            if seq.next_element_seed(Canon(&mut *self.0))?.is_none() {
+                self.0.truncate(start);
+                break;
+            }
+            first = false;
+        }
+        self.0.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut members: Vec<(CanonKey<'de>, Vec<u8>)> = Vec::new();
+        while let Some(k) = map.next_key::<CanonKey<'de>>()? {
+            let mut v = Vec::new();
+            map.next_value_seed(Canon(&mut v))?;
+            // A repeated key keeps its last value, as a parsed object does.
+            match members.iter_mut().find(|(m, _)| m.0 == k.0) {
+                Some(m) => m.1 = v,
+                None => members.push((k, v)),
+            }
+        }
+        members.sort_unstable_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        self.0.push(b'{');
+        for (i, (k, v)) in members.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            write_string(&k.0, self.0);
+            self.0.push(b':');
+            self.0.extend_from_slice(v);
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
 }
 
 /// The semantic scope of a request and the text to embed.
@@ -175,8 +328,7 @@ pub fn semantic_query(
     rest.remove(last_user);
     let mut fields = body.clone();
     fields.insert("messages".into(), Value::Array(rest));
-    let fields = keyed_fields(fields);
-    let scope = hash(&[&prefix("semantic", tenant, chat, decision), &fields]);
+    let scope = hash_with(key_buffer("semantic", tenant, chat, decision), &fields);
     Some(SemanticQuery { scope, text })
 }
 
@@ -244,8 +396,30 @@ pub(crate) mod tests {
     }
 
     fn exact(tenant: &str, body: &str, d: &Decision) -> Key {
-        let c = chat(body);
-        exact_key(tenant, &c, d, &body_map(&c).unwrap())
+        exact_key(tenant, &chat(body), d).unwrap()
+    }
+
+    #[test]
+    fn streaming_canonical_form_matches_the_parsed_one() {
+        for text in [
+            r#"{"b":[1.5,2.0,1e2,-3,18446744073709551615],"a":null,"c":{"z":"\u00e9\n","y":[true,false,{}]}}"#,
+            r#"[{"role":"user","content":"hi"},{"content":[{"type":"text","text":"x"}],"role":"assistant"}]"#,
+            r#""a \"quoted\" string""#,
+            r#"{"k":1,"k":2}"#,
+            "0.1",
+            "[]",
+        ] {
+            let mut streamed = Vec::new();
+            canonical_text(text, &mut streamed).unwrap();
+            let mut parsed = Vec::new();
+            canonical(&serde_json::from_str::<Value>(text).unwrap(), &mut parsed);
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(parsed).unwrap(),
+                "{text}"
+            );
+        }
+        assert!(canonical_text("{", &mut Vec::new()).is_err());
     }
 
     fn scope(tenant: &str, body: Value, d: &Decision) -> Option<SemanticQuery> {

@@ -261,18 +261,16 @@ where
             ) else {
                 return inner.call(req).await;
             };
-            let body = match key::body_map(&chat) {
-                Ok(b) if plan.used() => b,
-                _ => {
-                    let mut resp = inner.call(req).await?;
-                    put_header(&mut resp, "bypass");
-                    return Ok(resp);
-                }
-            };
+            if !plan.used() {
+                let mut resp = inner.call(req).await?;
+                put_header(&mut resp, "bypass");
+                return Ok(resp);
+            }
             let tenant = key::tenant(ext.get::<Caller>());
             let exact_key = plan
                 .exact
-                .then(|| key::exact_key(&tenant, &chat, &decision, &body));
+                .then(|| key::exact_key(&tenant, &chat, &decision))
+                .flatten();
             let state = gw.cache.state.clone();
             // The lookup's span (see crate::telemetry::cache_span); dropped before forwarding
             // so a miss's upstream call is not its child.
@@ -285,7 +283,10 @@ where
                 }
             }
             let semantic = match (plan.semantic, &gw.embedder) {
-                (true, Some(e)) => match key::semantic_query(&tenant, &chat, &decision, &body) {
+                (true, Some(e)) => match key::body_map(&chat)
+                    .ok()
+                    .and_then(|body| key::semantic_query(&tenant, &chat, &decision, &body))
+                {
                     Some(q) => embed(e, &q.text)
                         .instrument(span.clone())
                         .await
@@ -479,7 +480,7 @@ async fn record(resp: Response, sink: Sink, hide_usage: bool) -> Response {
                 .into_response()
         }
     };
-    if serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| replay::is_complete(&v)) {
+    if replay::is_complete_json(&bytes) {
         sink.store(bytes.clone());
     }
     parts.headers.remove(header::CONTENT_LENGTH);

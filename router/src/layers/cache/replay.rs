@@ -33,6 +33,38 @@ pub fn is_complete(v: &Value) -> bool {
     }
 }
 
+/// [`is_complete`] of a JSON answer's text, read without building its value tree (the
+/// message contents are skipped, not copied).
+pub fn is_complete_json(json: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Choice<'a> {
+        #[serde(default, borrow)]
+        finish_reason: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(default)]
+        error: Option<IgnoredAny>,
+        #[serde(default, borrow)]
+        choices: Option<Vec<Choice<'a>>>,
+    }
+    let Ok(a) = serde_json::from_slice::<Answer<'_>>(json) else {
+        return false;
+    };
+    a.error.is_none()
+        && a.choices.is_some_and(|c| {
+            !c.is_empty()
+                && c.iter().all(|c| {
+                    matches!(
+                        c.finish_reason.as_deref(),
+                        Some("stop" | "length" | "tool_calls" | "function_call")
+                    )
+                })
+        })
+}
+
 /// Merges a streamed delta into the message built so far, the way OpenAI's SDKs do:
 /// strings are appended, `index` and `type` are replaced, objects merge, and lists of
 /// objects merge item by item on their `index` (tool calls).
@@ -335,6 +367,22 @@ mod tests {
             &json!({"choices": [{"message": {}, "finish_reason": null}]})
         ));
         assert!(!is_complete(&json!({"choices": []})));
+        for v in [
+            json!({"choices": [{"finish_reason": "stop", "message": {"content": "a\"b"}}], "usage": {}}),
+            json!({"choices": [{"finish_reason": null}]}),
+            json!({"choices": [{"finish_reason": "stop"}, {"finish_reason": "length"}]}),
+            json!({"choices": []}),
+            json!({"error": {"message": "x"}, "choices": [{"finish_reason": "stop"}]}),
+            json!({"error": null, "choices": [{"finish_reason": "tool_calls"}]}),
+            json!({"choices": [{"finish_reason": 3}]}),
+            json!([1]),
+        ] {
+            assert_eq!(
+                is_complete_json(v.to_string().as_bytes()),
+                is_complete(&v),
+                "{v}"
+            );
+        }
         assert!(!is_complete(&json!({"error": {"message": "x"}})));
     }
 
