@@ -60,15 +60,16 @@ struct Stats {
     answered: u64,
 }
 
-/// CPU seconds (user + system, all threads) a process has used so far, from
+/// CPU seconds (user, system; all threads) a process has used so far, from
 /// `/proc/PID/stat`; `None` where there is no procfs.
-fn cpu_secs(pid: u32) -> Option<f64> {
+fn cpu_secs(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / clock_ticks())
+    let user: f64 = f.get(11)?.parse().ok()?;
+    let sys: f64 = f.get(12)?.parse().ok()?;
+    Some((user / clock_ticks(), sys / clock_ticks()))
 }
 
 /// `sysconf(_SC_CLK_TCK)`, from `getconf` (100 on every Linux seen).
@@ -396,7 +397,7 @@ fn main() {
             }
         }
         println!("slmgate load benchmark, {secs} s per scenario, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-        println!("{:<48} {:>6} {:>10} {:>10} {:>10} {:>7} {:>10}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "cpu us/req");
+        println!("{:<48} {:>6} {:>10} {:>10} {:>10} {:>7} {:>10} {:>9}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "cpu us/req", "of it sys");
         let mut results: Vec<(String, usize, Stats)> = Vec::new();
         for conns in [16usize, 1] {
             let mut targets: Vec<(String, SocketAddr, Load, Option<u32>)> =
@@ -410,10 +411,15 @@ fn main() {
                 // The gateway's own CPU time per answered request: the cost of the
                 // configuration, free of the load generator's and the mock's share.
                 let cpu_us = match (pid.and_then(cpu_secs), cpu0) {
-                    (Some(b), Some(a)) if s.answered > 0 => {
-                        format!("{:>10.1}", (b - a) * 1e6 / s.answered as f64)
+                    (Some((bu, bs)), Some((au, as_))) if s.answered > 0 => {
+                        let n = s.answered as f64;
+                        format!(
+                            "{:>10.1} {:>8.0}%",
+                            ((bu - au) + (bs - as_)) * 1e6 / n,
+                            100.0 * (bs - as_) / ((bu - au) + (bs - as_)).max(1e-9)
+                        )
                     }
-                    _ => format!("{:>10}", "-"),
+                    _ => format!("{:>10} {:>9}", "-", "-"),
                 };
                 println!(
                     "{:<48} {:>6} {:>10.0} {:>10.3} {:>10.3} {:>7} {cpu_us}",

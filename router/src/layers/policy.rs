@@ -156,7 +156,87 @@ struct Applied {
     restore: Option<Redactions>,
 }
 
+/// The message texts a request's rules look at, borrowed from the body where they need no
+/// unescaping: the PII scan reads them and the prompt estimate counts them, with no value
+/// tree built (only a redaction parses the messages into values, to rewrite them).
+#[derive(Debug, Default)]
+struct MessageTexts<'a> {
+    /// String contents and the `text` of every part, in order.
+    texts: Vec<std::borrow::Cow<'a, str>>,
+    /// The prompt estimate (see [`Query::estimate_tokens_of`], which it matches).
+    estimate: u64,
+}
+
+impl<'a> MessageTexts<'a> {
+    /// Reads the raw `messages` array.
+    fn read(raw: &'a str) -> Result<Self, serde_json::Error> {
+        use serde_json::value::RawValue;
+        use std::borrow::Cow;
+        #[derive(serde::Deserialize)]
+        struct Msg<'a> {
+            #[serde(borrow, default)]
+            content: Option<&'a RawValue>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Part<'a> {
+            #[serde(rename = "type", borrow, default)]
+            kind: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            text: Option<&'a RawValue>,
+        }
+        fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+            let t = raw.get();
+            if !t.starts_with('"') {
+                return None;
+            }
+            serde_json::from_str::<&str>(t)
+                .map(Cow::Borrowed)
+                .or_else(|_| serde_json::from_str::<String>(t).map(Cow::Owned))
+                .ok()
+        }
+        let msgs: Vec<Msg<'a>> = serde_json::from_str(raw)?;
+        let mut out = MessageTexts::default();
+        let mut chars = 0;
+        for m in &msgs {
+            let Some(content) = m.content else { continue };
+            match content.get().as_bytes().first() {
+                Some(b'"') => {
+                    if let Some(t) = string(content) {
+                        chars += t.chars().count();
+                        out.texts.push(t);
+                    }
+                }
+                Some(b'[') => {
+                    let parts: Vec<Part<'a>> = serde_json::from_str(content.get())?;
+                    let mut any = false;
+                    for p in &parts {
+                        let Some(t) = p.text.and_then(string) else {
+                            continue;
+                        };
+                        let counted = match p.kind.map(RawValue::get) {
+                            None | Some("\"text\"") => true,
+                            Some(_) => false,
+                        };
+                        if counted {
+                            if any {
+                                chars += 1;
+                            }
+                            any |= !t.is_empty();
+                            chars += t.chars().count();
+                        }
+                        out.texts.push(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.estimate = ((chars * 2).div_ceil(7) + 4 * msgs.len() + 2) as u64;
+        Ok(out)
+    }
+}
+
 /// The text of every message (string contents and text parts), in order.
+#[cfg(test)]
 fn message_texts(messages: &[Value]) -> Vec<&str> {
     let mut out = Vec::new();
     for m in messages {
@@ -357,16 +437,15 @@ async fn apply(
     };
     let key = ext.get::<Caller>().and_then(|c| c.key.clone());
 
-    // Messages are parsed only when PII is scanned or redacted.
-    let mut messages: Vec<Value> = if set.needs_pii() {
-        chat.field::<Vec<Value>>("messages")
-            .map_err(IntoResponse::into_response)?
-            .unwrap_or_default()
-    } else {
-        Vec::new()
+    // Message texts are read only when PII is scanned.
+    let texts = match chat.raw_field("messages") {
+        Some(raw) if set.needs_pii() => Some(MessageTexts::read(raw).map_err(|e| {
+            GatewayError::bad_param("messages", format!("invalid `messages`: {e}")).into_response()
+        })?),
+        _ => None,
     };
     let mut pii: Vec<PiiKind> = Vec::new();
-    for t in message_texts(&messages) {
+    for t in texts.iter().flat_map(|t| t.texts.iter()) {
         pii.extend(set.pii().kinds_in(t));
     }
     pii.sort();
@@ -379,12 +458,10 @@ async fn apply(
             Some((n.as_str(), v))
         })
         .collect();
-    // The messages are at hand when PII is scanned: no second parse for the estimate.
-    let prompt_tokens = if set.needs_pii() {
-        crate::routing::query::Query::estimate_tokens_of(&messages) as u64
-    } else {
-        prompt_estimate(chat)
-    };
+    // The texts are at hand when PII is scanned: no second parse for the estimate.
+    let prompt_tokens = texts
+        .as_ref()
+        .map_or_else(|| prompt_estimate(chat), |t| t.estimate);
     let score = decision.score.map(f64::from);
     let facts = RequestFacts {
         model: &chat.model,
@@ -460,6 +537,10 @@ async fn apply(
     let mut restore = None;
     if let Some(r) = outcome.redact() {
         let mut red = Redactions::default();
+        let mut messages: Vec<Value> = chat
+            .field("messages")
+            .map_err(IntoResponse::into_response)?
+            .unwrap_or_default();
         if redact_messages(&mut messages, set, r.kinds.as_deref(), &mut red) {
             let json = serde_json::to_string(&messages).map_err(|e| {
                 GatewayError::Internal(format!("re-encoding messages: {e}")).into_response()
@@ -636,6 +717,26 @@ mod tests {
     use super::*;
     use slmgate_policies::pii::{PiiConfig, PiiDetector};
     use slmgate_policies::rules::ParamAction;
+
+    #[test]
+    fn borrowed_texts_match_the_parsed_messages() {
+        for raw in [
+            r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Héllo \"wörld\", mail a@b.co"}]"#,
+            r#"[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"text":"bcd"},{"type":"input_text","text":"zz"}]},{"role":"assistant","content":null},{"role":"tool"}]"#,
+            r#"[{"role":"user","content":[{"type":"text","text":""},{"type":"text","text":"x"}]}]"#,
+        ] {
+            let values: Vec<Value> = serde_json::from_str(raw).unwrap();
+            let t = MessageTexts::read(raw).unwrap();
+            let texts: Vec<&str> = t.texts.iter().map(|c| c.as_ref()).collect();
+            assert_eq!(texts, message_texts(&values), "{raw}");
+            assert_eq!(
+                t.estimate,
+                Query::estimate_tokens_of(&values) as u64,
+                "{raw}"
+            );
+        }
+        assert!(MessageTexts::read(r#"{"not":"an array"}"#).is_err());
+    }
 
     #[test]
     fn stream_restore_spans_chunks_and_flushes_at_finish() {
