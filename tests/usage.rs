@@ -205,6 +205,9 @@ fn check_rows(rows: &[UsageRecord]) {
     let broken = row(rows, "req-broken", false);
     assert!(broken.status >= 500, "{broken:?}");
     assert_eq!(broken.error_class.as_deref(), Some("upstream_error"));
+    // A failure after routing still records what the router decided.
+    assert_eq!(broken.target.as_deref(), Some("broken"), "{broken:?}");
+    assert_eq!(broken.strategy.as_deref(), Some("alias"), "{broken:?}");
     let nope = row(rows, "req-nope", false);
     assert_eq!(nope.status, 404);
     assert_eq!(nope.error_class.as_deref(), Some("model_not_found"));

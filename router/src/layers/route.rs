@@ -192,8 +192,15 @@ where
                     telemetry::record_decision(&span, &d);
                     // Ends the classify span here: the steps below are not part of it.
                     drop(span);
-                    req.extensions_mut().insert(d);
-                    inner.call(req).await
+                    req.extensions_mut().insert(d.clone());
+                    let mut resp = inner.call(req).await?;
+                    // A refusal below (policy, limits) or an error before any target answered
+                    // still says what the router decided (for the client and the usage row);
+                    // answers carry the decision they were served under already.
+                    if !resp.headers().contains_key(ROUTE_HEADER) {
+                        decision_headers(&d, resp.headers_mut());
+                    }
+                    Ok(resp)
                 }
                 Err(e) => {
                     telemetry::record_error(&span, e.code());
