@@ -3,7 +3,7 @@
 //! ```text
 //! cargo bench --bench classify          # the embedded default config, models/ (real MiniLM)
 //! SLMGATE_DATA_DIR=../shared/data cargo bench --bench classify
-//! BENCH_WEIGHTS=f32,int8,f32,int8 cargo bench --bench classify   # compare weight formats
+//! BENCH_WEIGHTS=f32,int16,f32,int16 cargo bench --bench classify   # compare weight formats
 //! ```
 //!
 //! Classifies distinct real queries (CLINC150 utterances, and arena-bench prompts cut to
@@ -13,7 +13,7 @@
 //! against the running server). Without `--bench` (under `cargo test --all-targets`) it is a
 //! quick smoke run on a tiny generated embedder.
 //!
-//! `BENCH_WEIGHTS` (a comma-separated list of `f32`, `q8_0`, `int8`) runs the whole bench once
+//! `BENCH_WEIGHTS` (a comma-separated list of `f32`, `q8_0`, `int16`) runs the whole bench once
 //! per entry, in order, each in a fresh child process with `SLMGATE_BERT_WEIGHTS` set to it
 //! (the embedder's weight format); repeat entries to interleave them on a noisy machine.
 

@@ -1033,9 +1033,9 @@ fn attention(
             return;
         }
         let at = |row: usize, part: usize| (start + row) * w3 + part * h + head * hd;
-        // Keys transposed (`kt[d][j]`) and padded with zero keys to whole 8-lane vectors
-        // (`lp` columns; the padding's scores are computed, then ignored).
-        let lp = len.next_multiple_of(8);
+        // Keys transposed (`kt[d][j]`) and padded with zero keys to whole pairs of 8-lane
+        // vectors (`lp` columns; the padding's scores are computed, then ignored).
+        let lp = len.next_multiple_of(16);
         let mut kt = vec![0f32; hd * lp];
         for j in 0..len {
             for (d, &v) in qkv[at(j, 1)..][..hd].iter().enumerate() {
@@ -1086,8 +1086,9 @@ fn attention(
     });
 }
 
-/// `out[r][j] = scale · q(r) · k_j` for `Q` queries and the `lp` (padded) keys of `kt`
-/// (`kt[d·lp + j]`): a 4 × 8 register tile, so the sums over `d` run as independent chains.
+/// `out[r][j] = scale · q(r) · k_j` for `Q` queries and the `lp` (padded to 16) keys of `kt`
+/// (`kt[d·lp + j]`): a 4 × 16 register tile of fused multiply-adds, so the sums over `d` run
+/// as eight independent chains (enough to hide the FMA latency).
 #[inline(always)]
 fn scores_block<'a, const Q: usize>(
     q: impl Fn(usize) -> &'a [f32],
@@ -1097,19 +1098,19 @@ fn scores_block<'a, const Q: usize>(
     out: &mut [f32],
 ) {
     let qs: [&[f32]; Q] = std::array::from_fn(q);
-    for jc in (0..lp).step_by(8) {
-        let mut acc = [[0f32; 8]; Q];
+    for jc in (0..lp).step_by(16) {
+        let mut acc = [[0f32; 16]; Q];
         for (d, kd) in kt.chunks_exact(lp).enumerate() {
-            let k8 = &kd[jc..jc + 8];
+            let k16 = &kd[jc..jc + 16];
             for r in 0..Q {
                 let qd = qs[r][d];
-                for l in 0..8 {
-                    acc[r][l] += qd * k8[l];
+                for l in 0..16 {
+                    acc[r][l] = qd.mul_add(k16[l], acc[r][l]);
                 }
             }
         }
         for (r, acc) in acc.iter().enumerate() {
-            for (o, &a) in out[r * lp + jc..r * lp + jc + 8].iter_mut().zip(acc) {
+            for (o, &a) in out[r * lp + jc..r * lp + jc + 16].iter_mut().zip(acc) {
                 *o = a * scale;
             }
         }
@@ -1117,7 +1118,8 @@ fn scores_block<'a, const Q: usize>(
 }
 
 /// `out(r)[d] = inv[r] · Σ_j probs[r·lp + j] · v(j)[d]` for `Q` queries over `len` keys,
-/// eight dimensions × `Q` queries at a time.
+/// sixteen dimensions × `Q` queries at a time (eight independent chains of fused
+/// multiply-adds), then eight, then one.
 #[inline(always)]
 fn context_block<'a, 'o, const Q: usize>(
     probs: &[f32],
@@ -1128,16 +1130,35 @@ fn context_block<'a, 'o, const Q: usize>(
     out: impl Fn(usize) -> &'o mut [f32],
 ) {
     let outs: [&mut [f32]; Q] = std::array::from_fn(out);
+    let pr: [&[f32]; Q] = std::array::from_fn(|r| &probs[r * lp..r * lp + len]);
     let hd = outs[0].len();
-    let whole = hd - hd % 8;
-    for dc in (0..whole).step_by(8) {
+    let mut dc = 0;
+    while dc + 16 <= hd {
+        let mut acc = [[0f32; 16]; Q];
+        for j in 0..len {
+            let v16 = &v(j)[dc..dc + 16];
+            for r in 0..Q {
+                let p = pr[r][j];
+                for l in 0..16 {
+                    acc[r][l] = p.mul_add(v16[l], acc[r][l]);
+                }
+            }
+        }
+        for r in 0..Q {
+            for (o, &a) in outs[r][dc..dc + 16].iter_mut().zip(&acc[r]) {
+                *o = a * inv[r];
+            }
+        }
+        dc += 16;
+    }
+    while dc + 8 <= hd {
         let mut acc = [[0f32; 8]; Q];
         for j in 0..len {
             let v8 = &v(j)[dc..dc + 8];
             for r in 0..Q {
-                let p = probs[r * lp + j];
+                let p = pr[r][j];
                 for l in 0..8 {
-                    acc[r][l] += p * v8[l];
+                    acc[r][l] = p.mul_add(v8[l], acc[r][l]);
                 }
             }
         }
@@ -1146,10 +1167,11 @@ fn context_block<'a, 'o, const Q: usize>(
                 *o = a * inv[r];
             }
         }
+        dc += 8;
     }
     for (r, out) in outs.into_iter().enumerate() {
-        for (d, o) in out.iter_mut().enumerate().skip(whole) {
-            let sum: f32 = (0..len).map(|j| probs[r * lp + j] * v(j)[d]).sum();
+        for (d, o) in out.iter_mut().enumerate().skip(dc) {
+            let sum = (0..len).fold(0f32, |s, j| pr[r][j].mul_add(v(j)[d], s));
             *o = sum * inv[r];
         }
     }
@@ -1266,8 +1288,8 @@ mod tests {
     #[test]
     fn attention_matches_naive() {
         let mut rng = Lcg(9);
-        // Head sizes with and without a remainder past whole 8-lane vectors.
-        for (heads, hd) in [(3, 8), (2, 13)] {
+        // Head sizes with and without remainders past whole 16- and 8-lane blocks.
+        for (heads, hd) in [(3, 8), (2, 13), (2, 21), (1, 32)] {
             check_attention(&mut rng, heads, hd);
         }
     }

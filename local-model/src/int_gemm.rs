@@ -44,7 +44,6 @@ pub(crate) struct PairRow(pub(crate) [i16; 2 * NR]);
 
 /// A weight matrix `n × k` quantized per output column and packed into panels.
 pub(crate) struct IntMatrix {
-    n: usize,
     /// `k` rounded up to an even number, halved: rows per panel.
     pairs: usize,
     /// `panels × pairs` rows.
@@ -87,17 +86,11 @@ impl IntMatrix {
             l1 = l1.max(row_l1);
         }
         Self {
-            n,
             pairs,
             panels,
             scales,
             l1,
         }
-    }
-
-    /// Output columns.
-    pub(crate) fn n(&self) -> usize {
-        self.n
     }
 
     /// Panel rows (pairs of inputs).
@@ -329,6 +322,10 @@ mod avx2 {
     /// AVX2 and FMA must be available; `x` must be valid for reads of `2·panel.len()` values
     /// at each `r·ldx` (`r < M`), `sx` of `M` values, `sw` of 16; `dst` as for
     /// [`super::tile`] with 16 columns.
+    // Not inlined: compiled on its own, the 6-row tile keeps its 12 accumulators, 2 weight
+    // vectors, the broadcast and the product in the 16 registers; inlined into the caller's
+    // loop, LLVM spilled an accumulator to the stack (a store-forwarding chain per step).
+    #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tile<const M: usize, const PREFETCH: bool>(
         x: *const i16,
@@ -388,8 +385,14 @@ mod tests {
     use crate::fixtures::Lcg;
     use crate::kernels::detected_isa;
 
-    fn run(isa: Isa, w: &IntMatrix, acts: &IntActs, tokens: usize, bias: &[f32]) -> Vec<f32> {
-        let n = w.n();
+    fn run(
+        isa: Isa,
+        w: &IntMatrix,
+        n: usize,
+        acts: &IntActs,
+        tokens: usize,
+        bias: &[f32],
+    ) -> Vec<f32> {
         let ldx = 2 * w.pairs();
         let mut out = vec![f32::NAN; tokens * n];
         for p in 0..n.div_ceil(NR) {
@@ -455,7 +458,7 @@ mod tests {
                 );
                 acts.scales[t] = s;
             }
-            let reference = run(Isa::Scalar, &m, &acts, tokens, &bias);
+            let reference = run(Isa::Scalar, &m, n, &acts, tokens, &bias);
             for t in 0..tokens {
                 let xt = &x[t * k..(t + 1) * k];
                 let xmax = xt.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -479,7 +482,7 @@ mod tests {
                 }
             }
             if detected_isa() != Isa::Scalar {
-                let simd = run(detected_isa(), &m, &acts, tokens, &bias);
+                let simd = run(detected_isa(), &m, n, &acts, tokens, &bias);
                 for (i, (a, b)) in simd.iter().zip(&reference).enumerate() {
                     assert_eq!(
                         a.to_bits(),
