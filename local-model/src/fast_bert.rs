@@ -1121,6 +1121,7 @@ fn scores_block<'a, const Q: usize>(
 /// sixteen dimensions × `Q` queries at a time (eight independent chains of fused
 /// multiply-adds), then eight, then one.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // `j` indexes the `Q` probability rows and `v` at once
 fn context_block<'a, 'o, const Q: usize>(
     probs: &[f32],
     lp: usize,

@@ -455,7 +455,9 @@ fn real_quantized_quality() {
     };
     let train_texts: Vec<String> = train.iter().map(|(t, _)| t.clone()).collect();
     let test_texts: Vec<String> = test.iter().map(|(t, _)| t.clone()).collect();
-    let mut exact: Option<(Vec<Vec<f32>>, Vec<Vec<f32>>)> = None;
+    // The `f32` embeddings of the CLINC150 test utterances and of the prompts.
+    type Vectors = Vec<Vec<f32>>;
+    let mut exact: Option<(Vectors, Vectors)> = None;
     for weights in [WeightFormat::F32, WeightFormat::Int16, WeightFormat::Q8_0] {
         let e = load(&dir, EmbedBackend::Fast, weights);
         let started = std::time::Instant::now();
