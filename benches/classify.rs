@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench --bench classify          # the embedded default config, models/ (real MiniLM)
 //! SLMGATE_DATA_DIR=../shared/data cargo bench --bench classify
+//! BENCH_WEIGHTS=f32,int16,f32,int16 cargo bench --bench classify   # compare weight formats
 //! ```
 //!
 //! Classifies distinct real queries (CLINC150 utterances, and arena-bench prompts cut to
@@ -11,6 +12,10 @@
 //! new). Measured twice: in-process (`Router::decide`) and over HTTP (`POST /v1/route`
 //! against the running server). Without `--bench` (under `cargo test --all-targets`) it is a
 //! quick smoke run on a tiny generated embedder.
+//!
+//! `BENCH_WEIGHTS` (a comma-separated list of `f32`, `q8_0`, `int16`) runs the whole bench once
+//! per entry, in order, each in a fresh child process with `SLMGATE_BERT_WEIGHTS` set to it
+//! (the embedder's weight format); repeat entries to interleave them on a noisy machine.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -230,7 +235,30 @@ router:
     Some(slmgate_config::load_str_with_env(&yaml, "smoke.yaml", &|_| None).expect("smoke config"))
 }
 
+/// Runs this bench again in a child process per `BENCH_WEIGHTS` entry. Returns false when
+/// `BENCH_WEIGHTS` is unset (run in this process).
+fn run_per_weight_format() -> bool {
+    let Ok(list) = std::env::var("BENCH_WEIGHTS") else {
+        return false;
+    };
+    let exe = std::env::current_exe().expect("current exe");
+    for format in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        println!("== embedder weights: {format}");
+        let status = std::process::Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .env_remove("BENCH_WEIGHTS")
+            .env("SLMGATE_BERT_WEIGHTS", format)
+            .status()
+            .expect("run the bench for one weight format");
+        assert!(status.success(), "bench with weights {format}: {status}");
+    }
+    true
+}
+
 fn main() {
+    if run_per_weight_format() {
+        return;
+    }
     let bench = std::env::args().any(|a| a == "--bench");
     let tmp = tempfile::tempdir().expect("tempdir");
     let Some(cfg) = config(bench, tmp.path()) else {
@@ -257,8 +285,12 @@ fn main() {
         let tl = sequential(&router, &long).await;
         let rate = concurrent(router.clone(), Arc::new(many.to_vec()), 16).await;
         println!(
-            "classify (in-process Router::decide, distinct queries, {} strategies)",
-            router.strategies.len()
+            "classify (in-process Router::decide, distinct queries, {} strategies, embedder {})",
+            router.strategies.len(),
+            router
+                .embedder
+                .as_ref()
+                .map_or("none", |e| e.model.backend())
         );
         println!(
             "  1 client, short queries (CLINC150, n={}): p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms",

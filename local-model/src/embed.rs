@@ -140,6 +140,22 @@ impl From<candle_core::Error> for EmbedError {
 /// `BertModel` instead of [`crate::fast_bert`].
 pub const BACKEND_ENV: &str = "SLMGATE_BERT_BACKEND";
 
+/// The environment variable that, when set (`f32`, `q8_0` or `int8`), overrides
+/// [`EmbedderOptions::weights`] for every embedder the process loads — `/v1/embeddings`
+/// included, so it is for measurements and opt-in deployments that accept approximate
+/// embeddings (see [`WeightFormat`]). An unknown value fails the load.
+pub const WEIGHTS_ENV: &str = "SLMGATE_BERT_WEIGHTS";
+
+/// The weight format to load: [`WEIGHTS_ENV`] if set and not empty, else `configured`.
+fn weights_from_env(configured: WeightFormat) -> Result<WeightFormat, EmbedError> {
+    match std::env::var(WEIGHTS_ENV) {
+        Ok(v) if !v.trim().is_empty() => v
+            .parse()
+            .map_err(|e: String| EmbedError::Options(format!("{WEIGHTS_ENV}: {e}"))),
+        _ => Ok(configured),
+    }
+}
+
 /// Which implementation runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EmbedBackend {
@@ -172,7 +188,8 @@ pub struct EmbedderOptions {
     /// The implementation ([`EmbedBackend::Auto`] by default).
     pub backend: EmbedBackend,
     /// The linear layers' weight format on the fast backend ([`WeightFormat::F32`] by default:
-    /// exact; see [`WeightFormat`] for the int8 trade-off). candle always uses `f32`.
+    /// exact; see [`WeightFormat`] for the int8 trade-offs). candle always uses `f32`.
+    /// [`WEIGHTS_ENV`] overrides it.
     pub weights: WeightFormat,
     /// Compute threads of the fast backend; 0 (the default) means every CPU this process may
     /// use.
@@ -325,8 +342,9 @@ impl Embedder {
             let tensors =
                 candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(model_err)?;
             drop(bytes);
+            let format = weights_from_env(options.weights)?;
             let weights =
-                BertWeights::from_tensors(&tensors, &config, options.weights).map_err(model_err)?;
+                BertWeights::from_tensors(&tensors, &config, format).map_err(model_err)?;
             let threads = match options.threads {
                 0 => crate::threads::default_threads(),
                 n => n,
@@ -515,14 +533,15 @@ impl Embedder {
         &self.device
     }
 
-    /// The implementation in use, for logs and benchmarks: `fast f32`, `fast q8_0` or
-    /// `candle`.
+    /// The implementation in use, for logs and benchmarks: `fast f32`, `fast q8_0`,
+    /// `fast int16` or `candle`.
     pub fn backend(&self) -> &'static str {
         match &self.backend {
             Backend::Candle(_) => "candle",
             Backend::Fast(fast) => match fast.weights.format() {
                 WeightFormat::F32 => "fast f32",
                 WeightFormat::Q8_0 => "fast q8_0",
+                WeightFormat::Int16 => "fast int16",
             },
         }
     }

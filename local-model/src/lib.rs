@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod generator;
 pub mod gguf_tokenizer;
 pub mod hub;
+mod int_gemm;
 pub mod kernels;
 pub mod models;
 pub mod pool;
