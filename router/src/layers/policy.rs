@@ -163,7 +163,7 @@ struct Applied {
 struct MessageTexts<'a> {
     /// String contents and the `text` of every part, in order.
     texts: Vec<std::borrow::Cow<'a, str>>,
-    /// The prompt estimate (see [`Query::estimate_tokens_of`], which it matches).
+    /// The prompt estimate: [`Query::estimated_tokens`] of the same messages.
     estimate: u64,
 }
 
@@ -230,7 +230,12 @@ impl<'a> MessageTexts<'a> {
                 _ => {}
             }
         }
-        out.estimate = ((chars * 2).div_ceil(7) + 4 * msgs.len() + 2) as u64;
+        out.estimate = Query {
+            total_chars: chars,
+            messages: msgs.len(),
+            ..Query::default()
+        }
+        .estimated_tokens() as u64;
         Ok(out)
     }
 }
@@ -729,11 +734,12 @@ mod tests {
             let t = MessageTexts::read(raw).unwrap();
             let texts: Vec<&str> = t.texts.iter().map(|c| c.as_ref()).collect();
             assert_eq!(texts, message_texts(&values), "{raw}");
-            assert_eq!(
-                t.estimate,
-                Query::estimate_tokens_of(&values) as u64,
-                "{raw}"
-            );
+            let req = ChatRequest::parse(bytes::Bytes::from(format!(
+                r#"{{"model":"m","messages":{raw}}}"#
+            )))
+            .unwrap();
+            let want = Query::from_chat(&req).unwrap().estimated_tokens() as u64;
+            assert_eq!(t.estimate, want, "{raw}");
         }
         assert!(MessageTexts::read(r#"{"not":"an array"}"#).is_err());
     }

@@ -169,41 +169,6 @@ impl Query {
         }
     }
 
-    /// [`estimated_tokens`](Self::estimated_tokens) of already parsed `messages`, counted the
-    /// way [`from_chat`](Self::from_chat) counts them (for a step that holds the messages as
-    /// JSON values anyway and need not parse them again).
-    pub fn estimate_tokens_of(messages: &[serde_json::Value]) -> usize {
-        use serde_json::Value;
-        let mut chars = 0;
-        for m in messages {
-            match m.get("content") {
-                Some(Value::String(s)) => chars += s.chars().count(),
-                Some(Value::Array(parts)) => {
-                    let mut any = false;
-                    for p in parts {
-                        if !matches!(p.get("type").map(Value::as_str), Some(Some("text")) | None) {
-                            continue;
-                        }
-                        if let Some(t) = p.get("text").and_then(Value::as_str) {
-                            if any {
-                                chars += 1;
-                            }
-                            any |= !t.is_empty();
-                            chars += t.chars().count();
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Query {
-            total_chars: chars,
-            messages: messages.len(),
-            ..Query::default()
-        }
-        .estimated_tokens()
-    }
-
     /// A quick upper-bound-leaning estimate of the prompt's tokens: ~3.5 characters per
     /// token for English BPE vocabularies, plus a few tokens of chat-template overhead per
     /// message. Used to decide when an exact count is worth making.
@@ -220,23 +185,6 @@ mod tests {
     fn q(body: &str) -> Result<Query, GatewayError> {
         let req = ChatRequest::parse(Bytes::from(body.to_string()))?;
         Query::from_chat(&req)
-    }
-
-    #[test]
-    fn estimate_of_parsed_messages_matches_from_chat() {
-        for body in [
-            r#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Héllo wörld, how are you?"}]}"#,
-            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"text":"bcd"}]},{"role":"assistant","content":null}]}"#,
-            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":""},{"type":"text","text":"x"}]}]}"#,
-        ] {
-            let req = ChatRequest::parse(Bytes::from(body.to_string())).unwrap();
-            let msgs: Vec<serde_json::Value> = req.field("messages").unwrap().unwrap();
-            assert_eq!(
-                Query::estimate_tokens_of(&msgs),
-                Query::from_chat(&req).unwrap().estimated_tokens(),
-                "{body}"
-            );
-        }
     }
 
     #[test]

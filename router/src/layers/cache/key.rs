@@ -122,24 +122,37 @@ fn prefix(kind: &str, tenant: &str, chat: &ChatRequest, decision: &Decision, out
     out.extend_from_slice(b"\n\n");
 }
 
-/// Writes `body` canonically after the prefix in `buf`, without the fields that never take
-/// part in a key, and hashes the whole.
-fn hash_with(mut buf: Vec<u8>, body: &Map<String, Value>) -> Key {
-    let mut keys: Vec<&String> = body
-        .keys()
-        .filter(|k| !NOT_KEYED.contains(&k.as_str()))
-        .collect();
-    keys.sort_unstable();
+/// Writes an object of the keyed `names` (sorted, once each, without [`NOT_KEYED`]), each
+/// member's value written by `value`; `None` when a value cannot be written.
+fn write_members<'k>(
+    buf: &mut Vec<u8>,
+    mut names: Vec<&'k str>,
+    mut value: impl FnMut(&'k str, &mut Vec<u8>) -> Option<()>,
+) -> Option<()> {
+    names.retain(|k| !NOT_KEYED.contains(k));
+    names.sort_unstable();
+    names.dedup();
     buf.push(b'{');
-    for (i, k) in keys.into_iter().enumerate() {
+    for (i, k) in names.into_iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        write_string(k, &mut buf);
+        write_string(k, buf);
         buf.push(b':');
-        canonical(&body[k], &mut buf);
+        value(k, buf)?;
     }
     buf.push(b'}');
+    Some(())
+}
+
+/// Writes `body` canonically after the prefix in `buf` and hashes the whole.
+fn hash_with(mut buf: Vec<u8>, body: &Map<String, Value>) -> Key {
+    let names = body.keys().map(String::as_str).collect();
+    // Writing a parsed value cannot fail.
+    let _ = write_members(&mut buf, names, |k, b| {
+        canonical(&body[k], b);
+        Some(())
+    });
     Sha256::digest(&buf).into()
 }
 
@@ -154,23 +167,9 @@ fn key_buffer(kind: &str, tenant: &str, chat: &ChatRequest, decision: &Decision)
 /// tree is built); `None` only for a body that is not JSON, which parsing already refused.
 pub fn exact_key(tenant: &str, chat: &ChatRequest, decision: &Decision) -> Option<Key> {
     let mut buf = key_buffer("exact", tenant, chat, decision);
-    let mut names: Vec<&str> = chat
-        .field_names()
-        .filter(|k| !NOT_KEYED.contains(k))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    buf.push(b'{');
-    for (i, k) in names.into_iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        write_string(k, &mut buf);
-        buf.push(b':');
-        let raw = chat.raw_field(k)?;
-        canonical_text(raw, &mut buf).ok()?;
-    }
-    buf.push(b'}');
+    write_members(&mut buf, chat.field_names().collect(), |k, b| {
+        canonical_text(chat.raw_field(k)?, b).ok()
+    })?;
     Some(Sha256::digest(&buf).into())
 }
 
