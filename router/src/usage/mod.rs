@@ -273,7 +273,12 @@ async fn run(
 ) {
     let batch = opts.batch.max(1);
     let mut buf: Vec<UsageRecord> = Vec::with_capacity(batch);
-    let mut tick = tokio::time::interval(opts.flush_interval);
+    // `interval` would tick at once: a record queued before this task first ran would be
+    // written alone, long before `flush_interval`.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + opts.flush_interval,
+        opts.flush_interval,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -366,6 +371,27 @@ mod tests {
         w.sink.record(rec(1000));
         assert_eq!(w.sink.dropped(), 1, "records after shutdown are counted");
         w.shutdown().await;
+    }
+
+    /// A record queued before the writer task first runs waits for the flush interval like
+    /// any other (a `tokio::time::interval` ticks at once and wrote it alone: CI saw this).
+    #[tokio::test]
+    async fn the_first_flush_waits_for_the_interval() {
+        let (_dir, store) = temp_store().await;
+        let w = UsageWriter::with_store(
+            store.clone(),
+            WriterOptions {
+                queue: 10,
+                batch: 10,
+                flush_interval: Duration::from_secs(3600),
+            },
+        );
+        w.sink.record(rec(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(w.sink.written(), 0);
+        assert_eq!(store.count().await.unwrap(), 0);
+        w.shutdown().await;
+        assert_eq!(w.sink.written(), 1);
     }
 
     #[tokio::test]
