@@ -290,7 +290,7 @@ fn main() {
             router
                 .embedder
                 .as_ref()
-                .map_or("none", |e| e.model.backend())
+                .map_or("none", |e| e.routing_model().backend())
         );
         println!(
             "  1 client, short queries (CLINC150, n={}): p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms",

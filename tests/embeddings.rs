@@ -93,6 +93,56 @@ async fn embeddings_follow_the_openai_schema() {
         .any(|m| m["id"] == "minilm"));
 }
 
+/// `/v1/embeddings` answers with exact `f32` weights while routing and the semantic cache
+/// use an `int16` copy (the default `routing_weights`); one copy when both are the same.
+#[tokio::test]
+async fn served_embeddings_are_exact_and_routing_has_its_own_copy() {
+    use slmgate_local_model::embed::{Embedder, EmbedderOptions, WeightFormat};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny-bert");
+    slmgate_local_model::embed_fixtures::write_tiny_bert(&dir);
+    let gw = gateway(&config(&dir.display().to_string())).await;
+    let text = "the cat sat on the mat";
+    let load = |weights| {
+        Embedder::load(&EmbedderOptions {
+            weights,
+            ..EmbedderOptions::new(&dir)
+        })
+        .unwrap()
+        .embed(&[text])
+        .unwrap()
+        .remove(0)
+    };
+    let (exact, int16) = (load(WeightFormat::F32), load(WeightFormat::Int16));
+    assert_ne!(exact, int16, "the tiny model must tell the formats apart");
+
+    let v: Value = embed(&gw, json!({"model": "minilm", "input": text}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let served: Vec<f32> = serde_json::from_value(v["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(served, exact);
+    {
+        let snapshot = gw.shared.load();
+        let e = snapshot.embedder.as_ref().expect("embedder");
+        assert_eq!(e.model.backend(), "fast f32");
+        assert_eq!(e.routing_model().backend(), "fast int16");
+        let routed = e.routing_batcher().embed(&[text]).await.unwrap().remove(0);
+        assert_eq!(&routed[..], &int16[..]);
+    }
+    gw.shutdown();
+
+    let same = format!(
+        "{}  routing_weights: f32\n",
+        config(&dir.display().to_string()).replace("keys: []\n", "")
+    );
+    let gw = gateway(&same).await;
+    let snapshot = gw.shared.load();
+    let e = snapshot.embedder.as_ref().expect("embedder");
+    assert!(std::sync::Arc::ptr_eq(&e.model, e.routing_model()));
+}
+
 #[tokio::test]
 async fn embeddings_bad_input_is_4xx() {
     let tmp = tempfile::tempdir().unwrap();

@@ -188,6 +188,17 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
         if e.max_batch == 0 {
             ctx.err(&[key("embedder"), key("max_batch")], "must be at least 1");
         }
+        for (field, value) in [
+            ("weights", &e.weights),
+            ("routing_weights", &e.routing_weights),
+        ] {
+            if !crate::schema::EMBEDDER_WEIGHTS.contains(&value.as_str()) {
+                ctx.err(
+                    &[key("embedder"), key(field)],
+                    format!("`{value}`: expected f32, int16 or q8_0"),
+                );
+            }
+        }
     }
 
     let mut model_names: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();

@@ -302,6 +302,24 @@ models:
 }
 
 #[test]
+fn embedder_weight_formats() {
+    let cfg = load_str_with_env("embedder:\n  model: /m\n", "e.yaml", &no_env).unwrap();
+    let e = cfg.embedder.as_ref().unwrap();
+    assert_eq!(
+        (e.weights.as_str(), e.routing_weights.as_str()),
+        ("f32", "int16")
+    );
+    let errs = errors("embedder:\n  model: /m\n  weights: int8\n  routing_weights: q4\n");
+    let w = find(&errs, "`int8`: expected f32, int16 or q8_0");
+    assert_eq!(
+        (w.path.as_str(), w.line),
+        ("embedder.weights", Some(3)),
+        "{w:?}"
+    );
+    find(&errs, "`q4`: expected f32, int16 or q8_0");
+}
+
+#[test]
 fn missing_file_is_an_error() {
     let errs = slmgate_config::load_file("/nonexistent/slmgate.yaml").unwrap_err();
     assert!(errs.to_string().contains("cannot read"), "{errs}");

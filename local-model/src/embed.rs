@@ -140,14 +140,14 @@ impl From<candle_core::Error> for EmbedError {
 /// `BertModel` instead of [`crate::fast_bert`].
 pub const BACKEND_ENV: &str = "SLMGATE_BERT_BACKEND";
 
-/// The environment variable that, when set (`f32`, `q8_0` or `int8`), overrides
+/// The environment variable that, when set (`f32`, `q8_0` or `int16`), overrides
 /// [`EmbedderOptions::weights`] for every embedder the process loads — `/v1/embeddings`
 /// included, so it is for measurements and opt-in deployments that accept approximate
 /// embeddings (see [`WeightFormat`]). An unknown value fails the load.
 pub const WEIGHTS_ENV: &str = "SLMGATE_BERT_WEIGHTS";
 
 /// The weight format to load: [`WEIGHTS_ENV`] if set and not empty, else `configured`.
-fn weights_from_env(configured: WeightFormat) -> Result<WeightFormat, EmbedError> {
+pub fn weights_from_env(configured: WeightFormat) -> Result<WeightFormat, EmbedError> {
     match std::env::var(WEIGHTS_ENV) {
         Ok(v) if !v.trim().is_empty() => v
             .parse()

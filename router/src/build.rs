@@ -166,22 +166,48 @@ fn build_embedder(
     opts.device = device::parse_device(&e.device)
         .with_context(|| format!("embedder: device `{}`", e.device))?;
     opts.max_batch = e.max_batch;
-    let started = std::time::Instant::now();
-    let model = embed::Embedder::load(&opts).context("embedder: loading")?;
-    tracing::info!(
-        name = %e.name,
-        dim = model.dim(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "embedder loaded"
+    let format = |field: &str, v: &str| -> anyhow::Result<embed::WeightFormat> {
+        let configured = v
+            .parse()
+            .map_err(|m: String| anyhow::anyhow!("embedder.{field}: {m}"))?;
+        Ok(embed::weights_from_env(configured)?)
+    };
+    let (served, routing) = (
+        format("weights", &e.weights)?,
+        format("routing_weights", &e.routing_weights)?,
     );
+    let load = |weights| -> anyhow::Result<Arc<embed::Embedder>> {
+        let started = std::time::Instant::now();
+        let model = embed::Embedder::load(&embed::EmbedderOptions {
+            weights,
+            ..opts.clone()
+        })
+        .context("embedder: loading")?;
+        tracing::info!(
+            name = %e.name,
+            dim = model.dim(),
+            backend = model.backend(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "embedder loaded"
+        );
+        Ok(Arc::new(model))
+    };
+    let model = load(served)?;
     let batcher = crate::embed_batcher::BatcherOptions {
         max_batch: e.max_batch,
         max_wait: e.batch_wait,
         queue: 1024,
         cache_entries: e.cache_entries,
     };
-    let embedder = crate::embeddings::LocalEmbedder::new(e.name.clone(), Arc::new(model), batcher)
-        .context("embedder: starting its batching thread")?;
+    let mut embedder =
+        crate::embeddings::LocalEmbedder::new(e.name.clone(), model.clone(), batcher)
+            .context("embedder: starting its batching thread")?;
+    // candle's BERT (GPUs, SLMGATE_BERT_BACKEND=candle) has one format: no second copy.
+    if routing != served && model.backend() != "candle" {
+        embedder = embedder
+            .with_routing_model(load(routing)?, batcher)
+            .context("embedder: starting its batching thread")?;
+    }
     Ok(Some(Arc::new(embedder)))
 }
 
@@ -273,6 +299,14 @@ impl Loaded {
         }
         if let Some((_, e)) = &self.embedder {
             out.push(format!("embedder `{}`", e.name));
+            #[cfg(feature = "local")]
+            if !Arc::ptr_eq(&e.model, e.routing_model()) {
+                out.push(format!(
+                    "embedder `{}` for routing ({})",
+                    e.name,
+                    e.routing_model().backend()
+                ));
+            }
         }
         out
     }

@@ -24,34 +24,76 @@ use crate::upstream::UpstreamClock;
 /// Most inputs accepted in one request (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
 
-/// The embedder as the gateway serves it.
+/// The embedder as the gateway serves it: `/v1/embeddings` on [`LocalEmbedder::model`], and
+/// the embeddings slmgate uses itself (routing, the semantic cache) on
+/// [`LocalEmbedder::routing_model`] — the same model unless `embedder.routing_weights`
+/// differs from `embedder.weights`, in which case a second copy in that format.
 pub struct LocalEmbedder {
     /// The model name clients send (`embedder.name`).
     pub name: String,
-    /// The loaded model.
+    /// The loaded model (`/v1/embeddings`).
     #[cfg(feature = "local")]
     pub model: Arc<slmgate_local_model::embed::Embedder>,
-    /// Cache and micro-batching in front of the model (shared with routing later).
+    /// Cache and micro-batching in front of the model.
     #[cfg(feature = "local")]
     pub batcher: crate::embed_batcher::EmbedBatcher,
+    /// The routing copy and its own cache and batcher, when it differs.
+    #[cfg(feature = "local")]
+    routing: Option<(
+        Arc<slmgate_local_model::embed::Embedder>,
+        crate::embed_batcher::EmbedBatcher,
+    )>,
+}
+
+#[cfg(feature = "local")]
+fn batcher_for(
+    model: &Arc<slmgate_local_model::embed::Embedder>,
+    opts: crate::embed_batcher::BatcherOptions,
+) -> std::io::Result<crate::embed_batcher::EmbedBatcher> {
+    let m = model.clone();
+    let embed: Arc<crate::embed_batcher::EmbedFn> =
+        Arc::new(move |texts: &[&str]| m.embed(texts).map_err(|e| e.to_string()));
+    crate::embed_batcher::EmbedBatcher::new(embed, opts)
 }
 
 impl LocalEmbedder {
-    /// Wraps a loaded model with its cache and batcher.
+    /// Wraps a loaded model with its cache and batcher; routing uses it too.
     #[cfg(feature = "local")]
     pub fn new(
         name: String,
         model: Arc<slmgate_local_model::embed::Embedder>,
         opts: crate::embed_batcher::BatcherOptions,
     ) -> std::io::Result<Self> {
-        let m = model.clone();
-        let embed: Arc<crate::embed_batcher::EmbedFn> =
-            Arc::new(move |texts: &[&str]| m.embed(texts).map_err(|e| e.to_string()));
         Ok(Self {
             name,
+            batcher: batcher_for(&model, opts)?,
             model,
-            batcher: crate::embed_batcher::EmbedBatcher::new(embed, opts)?,
+            routing: None,
         })
+    }
+
+    /// Routing and the semantic cache use `model` (with a cache and batcher of its own)
+    /// instead of the served one.
+    #[cfg(feature = "local")]
+    pub fn with_routing_model(
+        mut self,
+        model: Arc<slmgate_local_model::embed::Embedder>,
+        opts: crate::embed_batcher::BatcherOptions,
+    ) -> std::io::Result<Self> {
+        self.routing = Some((model.clone(), batcher_for(&model, opts)?));
+        Ok(self)
+    }
+
+    /// The model routing and the semantic cache embed with.
+    #[cfg(feature = "local")]
+    pub fn routing_model(&self) -> &Arc<slmgate_local_model::embed::Embedder> {
+        self.routing.as_ref().map_or(&self.model, |(m, _)| m)
+    }
+
+    /// The batcher (and exact-text cache) routing and the semantic cache embed through.
+    #[cfg(feature = "local")]
+    pub fn routing_batcher(&self) -> &crate::embed_batcher::EmbedBatcher {
+        self.routing.as_ref().map_or(&self.batcher, |(_, b)| b)
     }
 
     #[cfg(feature = "local")]

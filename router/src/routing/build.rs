@@ -80,7 +80,9 @@ fn read_examples(path: &str) -> anyhow::Result<Vec<String>> {
 /// Embeds texts with the loaded model (startup only: blocking).
 #[cfg(feature = "local")]
 fn embed_all(e: &LocalEmbedder, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
-    e.model.embed(texts).map_err(|err| anyhow::anyhow!("{err}"))
+    e.routing_model()
+        .embed(texts)
+        .map_err(|err| anyhow::anyhow!("{err}"))
 }
 
 #[cfg(not(feature = "local"))]

@@ -420,7 +420,7 @@ pub async fn embed_query(e: &LocalEmbedder, q: &Query) -> Result<Arc<[f32]>, Gat
     #[cfg(feature = "local")]
     {
         use crate::embed_batcher::BatchError;
-        match e.batcher.embed(&[q.embed_text()]).await {
+        match e.routing_batcher().embed(&[q.embed_text()]).await {
             Ok(mut v) if v.len() == 1 => Ok(v.remove(0)),
             Ok(_) => Err(GatewayError::Internal("embedder returned no vector".into())),
             Err(BatchError::Overloaded) => Err(GatewayError::RateLimited {

@@ -93,10 +93,13 @@ pub async fn score_file(router: &Router, input: &Path, output: &Path) -> anyhow:
     Ok(n)
 }
 
-/// Loads the embedder the config names (`embedder.model`), for training and evaluation.
+/// Loads the embedder the config names (`embedder.model`), for training and evaluation:
+/// with exact `f32` weights for training, or as routing embeds (`embedder.routing_weights`)
+/// for evaluation, so `slmgate eval` measures what `serve` decides.
 #[cfg(feature = "local")]
 pub fn load_embedder(
     cfg: &slmgate_config::Config,
+    as_routing: bool,
 ) -> anyhow::Result<slmgate_local_model::embed::Embedder> {
     use slmgate_local_model::{embed, hub};
     let e = cfg
@@ -105,7 +108,14 @@ pub fn load_embedder(
         .context("the config has no `embedder:` section")?;
     let dir = hub::resolve_model_dir(&e.model, &embed::REQUIRED_FILES)
         .with_context(|| format!("embedder `{}` (run scripts/fetch-models.sh)", e.model))?;
-    Ok(embed::Embedder::load(&embed::EmbedderOptions::new(dir))?)
+    let mut opts = embed::EmbedderOptions::new(dir);
+    if as_routing {
+        opts.weights = e
+            .routing_weights
+            .parse()
+            .map_err(|m: String| anyhow::anyhow!("embedder.routing_weights: {m}"))?;
+    }
+    Ok(embed::Embedder::load(&opts)?)
 }
 
 /// `slmgate train`: fits a scorer on labelled files and writes it (see
@@ -118,7 +128,7 @@ pub fn train(
     svg: Option<&Path>,
     opts: &super::train::TrainOptions,
 ) -> anyhow::Result<String> {
-    let embedder = load_embedder(cfg)?;
+    let embedder = load_embedder(cfg, false)?;
     let report = super::train::train_command(data, &embedder, out, svg, opts)?;
     Ok(report.to_string())
 }
@@ -140,7 +150,7 @@ pub fn eval(
             .unwrap_or_else(|| "builtin".into())
     });
     let scorer = super::scoring::load_scorer(&spec)?;
-    let embedder = load_embedder(cfg)?;
+    let embedder = load_embedder(cfg, true)?;
     let opts = super::train::EvalOptions::for_scorer(&scorer);
     let report = super::train::eval_command(
         data,

@@ -132,7 +132,7 @@ pub fn complexity(
 
 #[cfg(feature = "local")]
 fn embedder_dim(e: &LocalEmbedder) -> usize {
-    e.model.dim()
+    e.routing_model().dim()
 }
 
 #[cfg(not(feature = "local"))]
@@ -142,7 +142,9 @@ fn embedder_dim(_e: &LocalEmbedder) -> usize {
 
 #[cfg(feature = "local")]
 fn embed_all(e: &LocalEmbedder, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
-    e.model.embed(texts).map_err(|err| anyhow::anyhow!("{err}"))
+    e.routing_model()
+        .embed(texts)
+        .map_err(|err| anyhow::anyhow!("{err}"))
 }
 
 #[cfg(not(feature = "local"))]

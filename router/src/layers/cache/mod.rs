@@ -361,7 +361,7 @@ async fn embed(e: &crate::embeddings::LocalEmbedder, text: &str) -> Option<Arc<[
         return None;
     }
     #[cfg(feature = "local")]
-    if e.model.count_tokens(text) > e.model.max_tokens() {
+    if e.routing_model().count_tokens(text) > e.routing_model().max_tokens() {
         // The embedder would read a prefix: two questions sharing it would look the same.
         return None;
     }
