@@ -1,8 +1,8 @@
 //! Load benchmark: the mock upstream directly vs through slmgate, in one run.
 //!
 //! ```text
-//! cargo bench --bench gateway_load            # 5 s per scenario
-//! BENCH_SECS=10 cargo bench --bench gateway_load
+//! cargo bench --bench gateway_load            # 6 s per scenario, in 3 round-robin slices
+//! BENCH_SECS=12 BENCH_ROUNDS=6 cargo bench --bench gateway_load
 //! BENCH_CONFIGS=plain cargo bench --bench gateway_load   # only the plain pass-through
 //! ```
 //!
@@ -95,6 +95,9 @@ enum Load {
     Keyed,
 }
 
+/// The next prompt number (see [`keyed_body`]).
+static PROMPT_SEQ: AtomicU64 = AtomicU64::new(0);
+
 fn keyed_body(conn: usize, n: u64) -> Bytes {
     let pii = if n % 10 == 0 {
         " My e-mail is jane.doe@example.com."
@@ -130,9 +133,9 @@ async fn one_connection(
     };
     tokio::spawn(conn);
     let key = format!("Bearer bench-key-{}", conn_no % BENCH_KEYS);
-    let mut n = 0u64;
     while Instant::now() < until {
-        n += 1;
+        // Distinct across connections, rounds and scenarios: the cache never hits.
+        let n = PROMPT_SEQ.fetch_add(1, Ordering::Relaxed);
         let mut req = Request::post(&*path)
             .header("host", &*host)
             .header("content-type", "application/json");
@@ -177,7 +180,44 @@ async fn one_connection(
     (lat, overhead, errors, answered)
 }
 
-async fn run(addr: SocketAddr, path: &str, conns: usize, secs: f64, load: Load) -> Stats {
+/// What one or more runs against a target measured.
+struct Raw {
+    lat: Histogram<u64>,
+    oh: Histogram<u64>,
+    errors: u64,
+    answered: u64,
+    /// Measured seconds (warm-ups excluded).
+    secs: f64,
+    /// The gateway's CPU seconds over the runs (warm-ups included), when known.
+    cpu: Option<(f64, f64)>,
+}
+
+impl Raw {
+    fn new() -> Self {
+        Raw {
+            lat: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+            oh: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+            errors: 0,
+            answered: 0,
+            secs: 0.0,
+            cpu: Some((0.0, 0.0)),
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            rps: self.lat.len() as f64 / self.secs.max(1e-9),
+            p50_us: self.lat.value_at_quantile(0.5),
+            p99_us: self.lat.value_at_quantile(0.99),
+            errors: self.errors,
+            overhead_p50_us: (!self.oh.is_empty()).then(|| self.oh.value_at_quantile(0.5)),
+            answered: self.answered,
+        }
+    }
+}
+
+/// One run of `secs` (after a warm-up) against `addr`, added to `raw`.
+async fn run(raw: &mut Raw, addr: SocketAddr, path: &str, conns: usize, secs: f64, load: Load) {
     let warm = Duration::from_secs_f64((secs * 0.2).min(1.0));
     let start = Instant::now();
     let warmup_until = start + warm;
@@ -197,25 +237,14 @@ async fn run(addr: SocketAddr, path: &str, conns: usize, secs: f64, load: Load) 
             ))
         })
         .collect();
-    let mut lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let mut oh = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let mut errors = 0;
-    let mut answered = 0;
     for t in tasks {
         let (l, o, e, a) = t.await.expect("load task");
-        lat.add(&l).expect("merge");
-        oh.add(&o).expect("merge");
-        errors += e;
-        answered += a;
+        raw.lat.add(&l).expect("merge");
+        raw.oh.add(&o).expect("merge");
+        raw.errors += e;
+        raw.answered += a;
     }
-    Stats {
-        rps: lat.len() as f64 / secs,
-        p50_us: lat.value_at_quantile(0.5),
-        p99_us: lat.value_at_quantile(0.99),
-        errors,
-        overhead_p50_us: (!oh.is_empty()).then(|| oh.value_at_quantile(0.5)),
-        answered,
-    }
+    raw.secs += secs;
 }
 
 /// Client keys generated for the keyed configurations.
@@ -346,7 +375,13 @@ fn main() {
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(if smoke { 0.3 } else { 5.0 });
+        .unwrap_or(if smoke { 0.3 } else { 6.0 });
+    // BENCH_ROUNDS: how many slices each scenario's time is cut into, run round-robin.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(if smoke { 1 } else { 3 });
 
     // The mock upstream: its own single-threaded runtime on its own thread.
     let otlp_ratio: f64 = std::env::var("BENCH_OTLP")
@@ -396,7 +431,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        println!("slmgate load benchmark, {secs} s per scenario, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        println!("slmgate load benchmark, {secs} s per scenario in {rounds} round-robin slices, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
         println!("{:<48} {:>6} {:>10} {:>10} {:>10} {:>7} {:>10} {:>9}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "cpu us/req", "of it sys");
         let mut results: Vec<(String, usize, Stats)> = Vec::new();
         for conns in [16usize, 1] {
@@ -405,18 +440,30 @@ fn main() {
             for (s, (g, addr)) in scenarios.iter().zip(&gateways) {
                 targets.push((format!("through slmgate ({})", s.name), *addr, s.load, Some(g.0.id())));
             }
-            for (name, addr, load, pid) in targets {
-                let cpu0 = pid.and_then(cpu_secs);
-                let s = run(addr, "/v1/chat/completions", conns, secs, load).await;
+            // Round-robin: every target gets `rounds` slices of the time, so a slow spell of
+            // this shared machine is spread over all of them instead of landing on one.
+            let mut raws: Vec<Raw> = targets.iter().map(|_| Raw::new()).collect();
+            for _ in 0..rounds {
+                for ((_, addr, load, pid), raw) in targets.iter().zip(raws.iter_mut()) {
+                    let cpu0 = pid.and_then(cpu_secs);
+                    run(raw, *addr, "/v1/chat/completions", conns, secs / rounds as f64, *load).await;
+                    raw.cpu = match (pid.and_then(cpu_secs), cpu0, raw.cpu) {
+                        (Some((bu, bs)), Some((au, as_)), Some((u, s))) => Some((u + bu - au, s + bs - as_)),
+                        _ => None,
+                    };
+                }
+            }
+            for ((name, _, _, pid), raw) in targets.into_iter().zip(raws) {
+                let s = raw.stats();
                 // The gateway's own CPU time per answered request: the cost of the
                 // configuration, free of the load generator's and the mock's share.
-                let cpu_us = match (pid.and_then(cpu_secs), cpu0) {
-                    (Some((bu, bs)), Some((au, as_))) if s.answered > 0 => {
+                let cpu_us = match raw.cpu {
+                    Some((u, sys)) if pid.is_some() && s.answered > 0 => {
                         let n = s.answered as f64;
                         format!(
                             "{:>10.1} {:>8.0}%",
-                            ((bu - au) + (bs - as_)) * 1e6 / n,
-                            100.0 * (bs - as_) / ((bu - au) + (bs - as_)).max(1e-9)
+                            (u + sys) * 1e6 / n,
+                            100.0 * sys / (u + sys).max(1e-9)
                         )
                     }
                     _ => format!("{:>10} {:>9}", "-", "-"),

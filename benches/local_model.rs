@@ -10,7 +10,8 @@
 //! BENCH_GROUPS=embed cargo bench --bench local_model # only the embedder group
 //! ```
 //!
-//! `BENCH_GROUPS` lists the groups to run (`generate,embed` by default).
+//! `BENCH_GROUPS` lists the groups to run (`generate,embed` by default); `BENCH_EMBEDDERS`
+//! the embedders (`candle,f32,q8_0,int16` by default).
 //!
 //! The model is `SLMGATE_GGUF` or `models/SmolLM2-135M-Instruct.Q4_1.gguf`; threads are
 //! `BENCH_THREADS` or every CPU. For each quantization (`q8_0`, `q4k`, `keep`) it measures,
@@ -25,8 +26,8 @@
 //! the `q8_0` row, through the repository's `.venv` (or `SLMGATE_PYTHON`). Without
 //! llama-cpp-python the llama.cpp columns say so and the rest still runs.
 //!
-//! The **embed** group loads `SLMGATE_EMBEDDER` or `models/all-MiniLM-L6-v2` three times
-//! (candle's `BertModel`, the fast backend with `f32` weights, and with `q8_0` weights) and
+//! The **embed** group loads `SLMGATE_EMBEDDER` or `models/all-MiniLM-L6-v2` four times
+//! (candle's `BertModel`, the fast backend with `f32`, `q8_0` and `int16` weights) and
 //! measures, on `BENCH_THREADS` threads (candle uses its own pool):
 //!
 //! - the median latency of embedding one ~10-token and one ~60-token query;
@@ -201,10 +202,11 @@ fn smoke() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 
 /// The embedder configurations compared, reference (candle) first.
-const EMBEDDERS: [(EmbedBackend, WeightFormat); 3] = [
+const EMBEDDERS: [(EmbedBackend, WeightFormat); 4] = [
     (EmbedBackend::Candle, WeightFormat::F32),
     (EmbedBackend::Fast, WeightFormat::F32),
     (EmbedBackend::Fast, WeightFormat::Q8_0),
+    (EmbedBackend::Fast, WeightFormat::Int16),
 ];
 
 /// A ~10-token query (11 tokens with [CLS]/[SEP]).
@@ -269,7 +271,21 @@ fn bench_embed(threads: usize) -> anyhow::Result<()> {
     );
     let mut reference: Option<Vec<Vec<f32>>> = None;
     let mut rows = Vec::new();
+    // BENCH_EMBEDDERS=int16 (a list of candle, f32, q8_0, int16) measures only those (for a
+    // profiler); the cosine column is then against the first one listed.
+    let only = std::env::var("BENCH_EMBEDDERS").ok();
+    let wanted = |backend: EmbedBackend, weights: WeightFormat| {
+        let name = match backend {
+            EmbedBackend::Candle => "candle".to_string(),
+            _ => weights.to_string(),
+        };
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w.trim() == name))
+    };
     for (backend, weights) in EMBEDDERS {
+        if !wanted(backend, weights) {
+            continue;
+        }
         let e = load_embedder(&dir, backend, weights, threads)?;
         let tokens = [QUERY_10, QUERY_60, batch[0]].map(|t| e.count_tokens(t));
         let vectors = e.embed(&all)?;
@@ -287,6 +303,10 @@ fn bench_embed(threads: usize) -> anyhow::Result<()> {
         let q60 = median_ms(100, || e.embed(&[QUERY_60]).map(drop).map_err(Into::into))?;
         let b16 = median_ms(30, || e.embed(&batch).map(drop).map_err(Into::into))?;
         rows.push((e.backend(), tokens, q10, q60, b16, min_cos));
+    }
+    if rows.is_empty() {
+        println!("no embedder matches BENCH_EMBEDDERS={only:?}");
+        return Ok(());
     }
     println!();
     println!(

@@ -283,7 +283,9 @@ fn default_max_retry_backoff() -> Duration {
 /// In-memory weight format for the local model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 pub enum Quantize {
-    /// Requantize to Q8_0 on load (fastest on CPU; the default).
+    /// Requantize to Q8_0 on load (the default when `quantize` is absent: fast on every
+    /// backend; the embedded default config says `keep` for its llama-architecture Q4_1 file,
+    /// which slmgate's own kernels run faster as it is).
     #[serde(rename = "q8_0")]
     #[default]
     Q8_0,

@@ -84,9 +84,12 @@ impl Expiry<Key, Arc<Scope>> for ScopeExpiry {
     }
 }
 
-/// The cache stores. Cloning gives another handle to the same stores.
+/// The cache stores. Cloning gives another handle to the same stores (one reference count:
+/// a moka `Cache` clone bumps several shared counters, twice per request per store).
 #[derive(Clone)]
-pub struct CacheState {
+pub struct CacheState(Arc<Stores>);
+
+struct Stores {
     exact: Cache<Key, Arc<Answer>>,
     semantic: Cache<Key, Arc<Scope>>,
     max_bytes: u64,
@@ -96,8 +99,8 @@ pub struct CacheState {
 impl std::fmt::Debug for CacheState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheState")
-            .field("exact_entries", &self.exact.entry_count())
-            .field("semantic_scopes", &self.semantic.entry_count())
+            .field("exact_entries", &self.0.exact.entry_count())
+            .field("semantic_scopes", &self.0.semantic.entry_count())
             .finish()
     }
 }
@@ -118,7 +121,7 @@ impl CacheState {
     pub fn new(cfg: &CacheConfig) -> Self {
         let max_bytes = cfg.exact.max_bytes;
         let max_entries = cfg.semantic.max_entries;
-        CacheState {
+        CacheState(Arc::new(Stores {
             exact: Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_, a: &Arc<Answer>| weight(a))
@@ -131,7 +134,7 @@ impl CacheState {
                 .build(),
             max_bytes,
             max_entries,
-        }
+        }))
     }
 
     /// The state a new configuration should use: `previous` (with its entries) when its
@@ -139,8 +142,8 @@ impl CacheState {
     pub fn carry(previous: Option<&CacheState>, cfg: &CacheConfig) -> Self {
         match previous {
             Some(p)
-                if p.max_bytes == cfg.exact.max_bytes
-                    && p.max_entries == cfg.semantic.max_entries =>
+                if p.0.max_bytes == cfg.exact.max_bytes
+                    && p.0.max_entries == cfg.semantic.max_entries =>
             {
                 p.clone()
             }
@@ -154,12 +157,12 @@ impl CacheState {
 
     /// The exact answer for `key`, if cached and fresh.
     pub fn get_exact(&self, key: &Key) -> Option<Arc<Answer>> {
-        self.exact.get(key)
+        self.0.exact.get(key)
     }
 
     /// Caches an exact answer.
     pub fn put_exact(&self, key: Key, answer: Arc<Answer>) {
-        self.exact.insert(key, answer);
+        self.0.exact.insert(key, answer);
     }
 
     /// The answer in `scope` whose vector is most similar to `v`, if that similarity is at
@@ -170,7 +173,7 @@ impl CacheState {
         v: &[f32],
         threshold: f32,
     ) -> Option<(Arc<Answer>, f32)> {
-        let s = self.semantic.get(scope)?;
+        let s = self.0.semantic.get(scope)?;
         let now = Instant::now();
         s.entries
             .iter()
@@ -186,7 +189,7 @@ impl CacheState {
     /// may forget.
     pub fn put_semantic(&self, scope: Key, vector: Arc<[f32]>, answer: Arc<Answer>) {
         let now = Instant::now();
-        let mut entries: Vec<SemanticEntry> = match self.semantic.get(&scope) {
+        let mut entries: Vec<SemanticEntry> = match self.0.semantic.get(&scope) {
             Some(s) => s
                 .entries
                 .iter()
@@ -209,12 +212,12 @@ impl CacheState {
             let extra = entries.len() - MAX_PER_SCOPE;
             entries.drain(..extra);
         }
-        self.semantic.insert(scope, Arc::new(Scope { entries }));
+        self.0.semantic.insert(scope, Arc::new(Scope { entries }));
     }
 
     /// Exact answers cached (approximate: moka counts lazily).
     pub fn exact_entries(&self) -> u64 {
-        self.exact.entry_count()
+        self.0.exact.entry_count()
     }
 }
 
@@ -280,7 +283,7 @@ mod tests {
             v[i] = 1.0;
             s.put_semantic([3; 32], Arc::from(v), answer(&i.to_string(), hour));
         }
-        let scope = s.semantic.get(&[3; 32]).unwrap();
+        let scope = s.0.semantic.get(&[3; 32]).unwrap();
         assert_eq!(scope.entries.len(), MAX_PER_SCOPE);
         let mut first = vec![0.0f32; MAX_PER_SCOPE + 10];
         first[0] = 1.0;
