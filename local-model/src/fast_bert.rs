@@ -66,7 +66,9 @@ const CHUNK_BYTES: usize = 192 * 1024;
 /// (`vpmaddwd`, 16 multiply-adds per instruction), with embeddings at cosine ≥ 0.99998 of
 /// the exact ones (CLINC150 and the router's prompts; nearest-centroid intent accuracy and
 /// `slmgate eval` unchanged) — close, but not the exact values `/v1/embeddings` promises
-/// (a reference similarity moves by 1.5e-4), so it is opt-in (`SLMGATE_BERT_WEIGHTS=int16`).
+/// (a reference similarity moves by 1.5e-4), so the gateway uses it for routing and the
+/// semantic cache only (`embedder.routing_weights`, a second copy of the model) and serves
+/// `/v1/embeddings` from `f32` weights (`embedder.weights`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
     /// Exact `f32` weights.
