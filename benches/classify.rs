@@ -70,24 +70,49 @@ fn short_queries(n: usize) -> Vec<String> {
     out.into_iter().step_by(stride).take(n).collect()
 }
 
-/// Distinct ~64-token queries: arena-bench prompts cut to about 250 characters.
-fn long_queries(n: usize) -> Vec<String> {
-    let mut out = Vec::new();
+/// Real prompts (arena-bench) cut to at most `max` tokens of the embedder, special tokens
+/// included, taken from those at least `max - 8` tokens long: the top of the "≤ 64-token
+/// query" range. Generated prompts fill in when the data is absent.
+fn long_queries(n: usize, max: usize, count: &dyn Fn(&str) -> usize) -> Vec<String> {
+    let mut prompts: Vec<String> = Vec::new();
     if let Ok(raw) = std::fs::read_to_string(data_dir().join("arena-bench-v1.jsonl")) {
         for line in raw.lines() {
             if let Ok(v) = serde_json::from_str::<Value>(line) {
                 if let Some(t) = v["prompt"].as_str() {
-                    out.push(t.chars().take(250).collect());
+                    prompts.push(t.to_string());
                 }
             }
         }
     }
     let mut i = 0;
-    while out.len() < n {
-        out.push(format!("Explain, step by step and with an example, how {i} distinct processes share memory safely in a modern operating system, and compare the costs of the approaches you describe."));
-        i += 1;
+    let mut out = Vec::new();
+    let mut next = prompts.into_iter();
+    while out.len() < n && i < 100 * n {
+        let p = next.next().unwrap_or_else(|| {
+            i += 1;
+            format!("Explain, step by step and with an example, how {i} distinct processes share memory safely in a modern operating system, and compare the costs of the approaches you describe. ").repeat(3)
+        });
+        if count(&p) + 8 < max {
+            continue;
+        }
+        // The longest prefix (in characters) that fits in `max` tokens.
+        let chars: Vec<(usize, char)> = p.char_indices().collect();
+        let (mut lo, mut hi) = (0usize, chars.len());
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            let end = chars.get(mid).map_or(p.len(), |c| c.0);
+            if count(&p[..end]) <= max {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let end = chars.get(lo).map_or(p.len(), |c| c.0);
+        let cut = p[..end].trim_end().to_string();
+        if count(&cut) + 8 >= max {
+            out.push(cut);
+        }
     }
-    out.truncate(n);
     out
 }
 
@@ -278,7 +303,14 @@ fn main() {
         let all = short_queries(n1 + n16 + 50);
         let (warm, rest) = all.split_at(50);
         let (one, many) = rest.split_at(n1);
-        let long = long_queries(nlong);
+        let count = |t: &str| {
+            router
+                .embedder
+                .as_ref()
+                .map_or(t.len() / 4, |e| e.routing_model().count_tokens(t))
+        };
+        let long = long_queries(nlong, 64, &count);
+        let lens: Vec<usize> = long.iter().map(|t| count(t)).collect();
         sequential(&router, warm).await;
 
         let t1 = sequential(&router, one).await;
@@ -300,8 +332,11 @@ fn main() {
             pct(&t1, 0.99)
         );
         println!(
-            "  1 client, ~64-token queries (n={}):       p50 {:.2} ms  p90 {:.2} ms",
+            "  1 client, 56–64-token queries (n={}, {}–{} tokens, mean {:.1}): p50 {:.2} ms  p90 {:.2} ms",
             tl.len(),
+            lens.iter().min().unwrap_or(&0),
+            lens.iter().max().unwrap_or(&0),
+            lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64,
             pct(&tl, 0.5),
             pct(&tl, 0.9)
         );
