@@ -8,7 +8,8 @@
 //! steps it adds, on the same configuration (`benches/configs/policies.yaml`: 20 rules, 7 PII
 //! kinds + 2 custom regexes) and the same prompts: the PII scan of a prompt without and with
 //! an e-mail address, the 20-rule evaluation of a request no rule matches (every rule tried),
-//! a key + team budget admission settled at once, and a requests + tokens rate-limit check.
+//! a key + team budget admission settled at once, a requests + tokens rate-limit check, and
+//! the exact cache's lookup + insert of a fresh answer.
 //! Run without `--bench` (as `cargo test --all-targets` does), each runs a few iterations.
 
 use std::hint::black_box;
@@ -116,5 +117,33 @@ fn budget_and_limits(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pii, rules, budget_and_limits);
+/// The exact cache's store work per miss, as the load bench causes it: a lookup that misses
+/// and an insert of a ~300-byte answer under a fresh key, into a 64 MB cache that fills (and
+/// then evicts) as the benchmark runs.
+fn cache_store(c: &mut Criterion) {
+    use slmgate_router::layers::cache::store::{Answer, CacheState};
+    let mut cfg = slmgate_config::cache::Cache::default();
+    cfg.exact.max_bytes = 64 << 20;
+    let state = CacheState::new(&cfg);
+    let json = bytes::Bytes::from(vec![b'x'; 300]);
+    let mut n = 0u64;
+    c.bench_function("cache/exact miss + insert (64 MB store)", |b| {
+        b.iter(|| {
+            n += 1;
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&n.to_le_bytes());
+            assert!(state.get_exact(black_box(&key)).is_none());
+            state.put_exact(
+                key,
+                std::sync::Arc::new(Answer {
+                    json: bytes::Bytes::copy_from_slice(&json),
+                    backend: "mock".to_string(),
+                    ttl: Duration::from_secs(3600),
+                }),
+            );
+        })
+    });
+}
+
+criterion_group!(benches, pii, rules, budget_and_limits, cache_store);
 criterion_main!(benches);

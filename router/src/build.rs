@@ -202,11 +202,18 @@ fn build_embedder(
     let mut embedder =
         crate::embeddings::LocalEmbedder::new(e.name.clone(), model.clone(), batcher)
             .context("embedder: starting its batching thread")?;
-    // candle's BERT (GPUs, SLMGATE_BERT_BACKEND=candle) has one format: no second copy.
-    if routing != served && model.backend() != "candle" {
-        embedder = embedder
-            .with_routing_model(load(routing)?, batcher)
-            .context("embedder: starting its batching thread")?;
+    if routing != served {
+        if model.backend() == "candle" {
+            // candle's BERT (GPUs, SLMGATE_BERT_BACKEND=candle) has one format.
+            tracing::info!(
+                routing_weights = %routing,
+                "embedder on candle: routing uses the served f32 model"
+            );
+        } else {
+            embedder = embedder
+                .with_routing_model(load(routing)?, batcher)
+                .context("embedder: starting its batching thread")?;
+        }
     }
     Ok(Some(Arc::new(embedder)))
 }
