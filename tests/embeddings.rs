@@ -17,6 +17,14 @@ fn config(dir: &str) -> String {
     )
 }
 
+/// A tiny random BERT generated in a temporary directory (kept while the guard lives).
+fn tiny_bert() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny-bert");
+    slmgate_local_model::embed_fixtures::write_tiny_bert(&dir);
+    (tmp, dir)
+}
+
 async fn embed(gw: &slmgate_router::Running, body: Value) -> reqwest::Response {
     client()
         .post(url(gw, "/v1/embeddings"))
@@ -28,9 +36,7 @@ async fn embed(gw: &slmgate_router::Running, body: Value) -> reqwest::Response {
 
 #[tokio::test]
 async fn embeddings_follow_the_openai_schema() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tiny-bert");
-    slmgate_local_model::embed_fixtures::write_tiny_bert(&dir);
+    let (_tmp, dir) = tiny_bert();
     let gw = gateway(&config(&dir.display().to_string())).await;
 
     let resp = embed(
@@ -98,9 +104,7 @@ async fn embeddings_follow_the_openai_schema() {
 #[tokio::test]
 async fn served_embeddings_are_exact_and_routing_has_its_own_copy() {
     use slmgate_local_model::embed::{Embedder, EmbedderOptions, WeightFormat};
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tiny-bert");
-    slmgate_local_model::embed_fixtures::write_tiny_bert(&dir);
+    let (_tmp, dir) = tiny_bert();
     let gw = gateway(&config(&dir.display().to_string())).await;
     let text = "the cat sat on the mat";
     let load = |weights| {
@@ -145,9 +149,7 @@ async fn served_embeddings_are_exact_and_routing_has_its_own_copy() {
 
 #[tokio::test]
 async fn embeddings_bad_input_is_4xx() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tiny-bert");
-    slmgate_local_model::embed_fixtures::write_tiny_bert(&dir);
+    let (_tmp, dir) = tiny_bert();
     let gw = gateway(&config(&dir.display().to_string())).await;
     for (body, status, param) in [
         (json!({"model": "minilm"}), 400, "input"),

@@ -343,6 +343,18 @@ mod tests {
         assert_eq!(sink.dropped(), 8, "a closed queue counts too");
     }
 
+    /// A writer on `store` with these options.
+    fn writer(store: &Store, queue: usize, batch: usize, flush_interval: Duration) -> UsageWriter {
+        UsageWriter::with_store(
+            store.clone(),
+            WriterOptions {
+                queue,
+                batch,
+                flush_interval,
+            },
+        )
+    }
+
     async fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("u.db").display());
@@ -354,14 +366,7 @@ mod tests {
     async fn shutdown_writes_everything_queued() {
         let (_dir, store) = temp_store().await;
         // A long flush interval and a big batch: only shutdown can write these.
-        let w = UsageWriter::with_store(
-            store.clone(),
-            WriterOptions {
-                queue: 1000,
-                batch: 500,
-                flush_interval: Duration::from_secs(3600),
-            },
-        );
+        let w = writer(&store, 1000, 500, Duration::from_secs(3600));
         for i in 0..300 {
             w.sink.record(rec(i));
         }
@@ -378,14 +383,7 @@ mod tests {
     #[tokio::test]
     async fn the_first_flush_waits_for_the_interval() {
         let (_dir, store) = temp_store().await;
-        let w = UsageWriter::with_store(
-            store.clone(),
-            WriterOptions {
-                queue: 10,
-                batch: 10,
-                flush_interval: Duration::from_secs(3600),
-            },
-        );
+        let w = writer(&store, 10, 10, Duration::from_secs(3600));
         w.sink.record(rec(1));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(w.sink.written(), 0);
@@ -397,14 +395,7 @@ mod tests {
     #[tokio::test]
     async fn batches_are_written_on_size_and_on_time() {
         let (_dir, store) = temp_store().await;
-        let w = UsageWriter::with_store(
-            store.clone(),
-            WriterOptions {
-                queue: 100,
-                batch: 4,
-                flush_interval: Duration::from_millis(50),
-            },
-        );
+        let w = writer(&store, 100, 4, Duration::from_millis(50));
         for i in 0..6 {
             w.sink.record(rec(i));
         }
@@ -419,14 +410,7 @@ mod tests {
     #[tokio::test]
     async fn a_refusing_database_counts_write_errors() {
         let (_dir, store) = temp_store().await;
-        let w = UsageWriter::with_store(
-            store.clone(),
-            WriterOptions {
-                queue: 100,
-                batch: 10,
-                flush_interval: Duration::from_secs(3600),
-            },
-        );
+        let w = writer(&store, 100, 10, Duration::from_secs(3600));
         sqlx::query("DROP TABLE usage_records")
             .execute(store.pool())
             .await

@@ -42,18 +42,12 @@ pub fn tenant(caller: Option<&Caller>) -> String {
 pub fn canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
+            let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
             keys.sort_unstable();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(k, out);
-                out.push(b':');
+            let _ = write_object(out, keys, |k, out| {
                 canonical(&m[k], out);
-            }
-            out.push(b'}');
+                Some(())
+            });
         }
         Value::Array(a) => {
             out.push(b'[');
@@ -127,11 +121,21 @@ fn prefix(kind: &str, tenant: &str, chat: &ChatRequest, decision: &Decision, out
 fn write_members<'k>(
     buf: &mut Vec<u8>,
     mut names: Vec<&'k str>,
-    mut value: impl FnMut(&'k str, &mut Vec<u8>) -> Option<()>,
+    value: impl FnMut(&'k str, &mut Vec<u8>) -> Option<()>,
 ) -> Option<()> {
     names.retain(|k| !NOT_KEYED.contains(k));
     names.sort_unstable();
     names.dedup();
+    write_object(buf, names, value)
+}
+
+/// Writes `{"name":value,…}` for `names` in the order given, each value written by `value`;
+/// `None` (stopping at once) when a value cannot be written.
+fn write_object<'k>(
+    buf: &mut Vec<u8>,
+    names: Vec<&'k str>,
+    mut value: impl FnMut(&'k str, &mut Vec<u8>) -> Option<()>,
+) -> Option<()> {
     buf.push(b'{');
     for (i, k) in names.into_iter().enumerate() {
         if i > 0 {
