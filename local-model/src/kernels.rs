@@ -278,6 +278,23 @@ pub enum Isa {
     Scalar,
 }
 
+/// Every implementation this CPU can run, the portable one first (for tests that compare
+/// each with it).
+#[cfg(test)]
+pub(crate) fn isas() -> Vec<Isa> {
+    let mut v = vec![Isa::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if detected_isa() != Isa::Scalar {
+            v.push(Isa::Avx2);
+        }
+        if detected_isa() == Isa::Avx512Vnni {
+            v.push(Isa::Avx512Vnni);
+        }
+    }
+    v
+}
+
 /// The best implementation this CPU supports (detected once).
 pub fn detected_isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
@@ -699,20 +716,6 @@ mod tests {
         // SAFETY: `out` holds tokens × rows elements and is only used here.
         unsafe { matmul_rows_with(isa, w, x, 0..w.rows(), OutPtr(out.as_mut_ptr()), w.rows()) };
         out
-    }
-
-    fn isas() -> Vec<Isa> {
-        let mut v = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if detected_isa() != Isa::Scalar {
-                v.push(Isa::Avx2);
-            }
-            if detected_isa() == Isa::Avx512Vnni {
-                v.push(Isa::Avx512Vnni);
-            }
-        }
-        v
     }
 
     /// Every implementation agrees with the scalar reference, and the reference with a plain
