@@ -89,9 +89,13 @@ impl Expiry<Key, Arc<Scope>> for ScopeExpiry {
 #[derive(Clone)]
 pub struct CacheState(Arc<Stores>);
 
+/// The stores' hasher. Their keys are sha256 digests, so a fast non-cryptographic hash is
+/// enough (moka's default, SipHash-1-3, is made for keys an attacker chooses).
+type KeyHasher = foldhash::fast::RandomState;
+
 struct Stores {
-    exact: Cache<Key, Arc<Answer>>,
-    semantic: Cache<Key, Arc<Scope>>,
+    exact: Cache<Key, Arc<Answer>, KeyHasher>,
+    semantic: Cache<Key, Arc<Scope>, KeyHasher>,
     max_bytes: u64,
     max_entries: u64,
 }
@@ -126,12 +130,12 @@ impl CacheState {
                 .max_capacity(max_bytes)
                 .weigher(|_, a: &Arc<Answer>| weight(a))
                 .expire_after(AnswerExpiry)
-                .build(),
+                .build_with_hasher(KeyHasher::default()),
             semantic: Cache::builder()
                 .max_capacity(max_entries)
                 .weigher(|_, s: &Arc<Scope>| u32::try_from(s.entries.len()).unwrap_or(u32::MAX))
                 .expire_after(ScopeExpiry)
-                .build(),
+                .build_with_hasher(KeyHasher::default()),
             max_bytes,
             max_entries,
         }))
