@@ -492,11 +492,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid policies: {}", all.join("; "))
     })?;
-    let policies = Policies {
-        set: policy_set,
-        active: cfg.policies.is_some(),
-        backends: backends.clone(),
-    };
+    let policies = Policies::new(policy_set, cfg.policies.is_some(), backends.clone());
     let accounting = Accounting {
         prices: crate::usage::pricing::merged(&cfg.pricing),
         teams: cfg

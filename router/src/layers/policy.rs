@@ -66,16 +66,30 @@ pub struct Policies {
     pub active: bool,
     /// Enabled backends by name, for rules that route to a backend directly.
     pub backends: HashMap<String, Arc<Backend>>,
+    /// [`PolicySet::headers`] parsed once (`None` for a name HTTP cannot carry): looking a
+    /// header up by a parsed name skips validating and lower-casing it on every request.
+    header_names: Vec<Option<http::HeaderName>>,
 }
 
 impl Policies {
+    /// The policies of `set`.
+    pub fn new(set: PolicySet, active: bool, backends: HashMap<String, Arc<Backend>>) -> Self {
+        let header_names = set
+            .headers()
+            .iter()
+            .map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        Policies {
+            set,
+            active,
+            backends,
+            header_names,
+        }
+    }
+
     /// No policies: every request passes unchanged.
     pub fn none() -> Self {
-        Policies {
-            set: PolicySet::empty(),
-            active: false,
-            backends: HashMap::new(),
-        }
+        Policies::new(PolicySet::empty(), false, HashMap::new())
     }
 }
 
@@ -458,8 +472,9 @@ async fn apply(
     let headers: Vec<(&str, &str)> = set
         .headers()
         .iter()
-        .filter_map(|n| {
-            let v = req.headers().get(n.as_str())?.to_str().ok()?;
+        .zip(&gw.policies.header_names)
+        .filter_map(|(n, h)| {
+            let v = req.headers().get(h.as_ref()?)?.to_str().ok()?;
             Some((n.as_str(), v))
         })
         .collect();
