@@ -8,9 +8,9 @@
 //! lanes, 16 multiply-adds per instruction where an `f32` FMA does 8 (without VNNI the sum
 //! goes to the accumulator with a separate `vpaddd`, so the gain over the `f32` kernel is
 //! ~1.4–1.7×, not 2×). Where the CPU has AVX-512 VNNI, `vpdpwssd` fuses the two on 512-bit
-//! vectors (see `vnni`; ~2× the `f32` kernel). Nothing can overflow: a column's `Σ|q_w|` is known at load time, and
-//! the activations are quantized to at most [`IntMatrix::act_max`] = `(2³¹ − 1) / max Σ|q_w|`
-//! (capped at `i16::MAX`), so every sum is exact.
+//! vectors (see `vnni`; ~2× the `f32` kernel). Nothing can overflow: a column's `Σ|q_w|` is
+//! known at load time, and the activations are quantized to at most [`IntMatrix::act_max`] =
+//! `(2³¹ − 1) / max Σ|q_w|` (capped at `i16::MAX`), so every sum is exact.
 //!
 //! Why 12-bit weights and not 8: with one scale per output column (the whole-`K` `i32` sum
 //! needs one scale per column, not per block) 8-bit weights lose too much on MiniLM (min
@@ -527,9 +527,8 @@ mod tests {
     }
 
     /// Every SIMD tile (AVX2, and AVX-512 VNNI where the CPU has it) gives bit-for-bit the
-    /// scalar results; both are within the quantization
-    /// error of the exact product; shapes cover partial panels, every tile height and an odd
-    /// input size.
+    /// scalar results, which are within the quantization error of the exact product; shapes
+    /// cover partial panels, every tile height and an odd input size.
     #[test]
     fn tiles_match_scalar_reference_and_exact_product() {
         let mut rng = Lcg(5);

@@ -270,7 +270,8 @@ impl QActs {
 /// Which implementation [`matmul_rows`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
-    /// AVX-512 VNNI + VL (`vpdpbusd` on 256-bit vectors).
+    /// AVX-512 VNNI + VL: `vpdpbusd` on 256-bit vectors for the quantized generation
+    /// kernels, `vpdpwssd` on 512-bit vectors for the `int16` embedder GEMM.
     Avx512Vnni,
     /// AVX2 + FMA.
     Avx2,

@@ -66,8 +66,9 @@ pub struct Policies {
     pub active: bool,
     /// Enabled backends by name, for rules that route to a backend directly.
     pub backends: HashMap<String, Arc<Backend>>,
-    /// [`PolicySet::headers`] parsed once (`None` for a name HTTP cannot carry): looking a
-    /// header up by a parsed name skips validating and lower-casing it on every request.
+    /// [`PolicySet::headers`] of `set` parsed once (`None` for a name HTTP cannot carry):
+    /// looking a header up by a parsed name skips validating it on every request. Made by
+    /// [`Policies::new`] (private, so that it always follows `set`).
     header_names: Vec<Option<http::HeaderName>>,
 }
 
