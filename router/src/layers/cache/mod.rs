@@ -69,7 +69,7 @@ use super::route::{decision_headers, Decision};
 use super::snapshot::Snapshot;
 use super::sse_map::{event_bytes, map_events, EventFilter};
 use super::BoxFuture;
-use crate::api::{is_usage_only_chunk, ChatRequest};
+use crate::api::{is_usage_only_chunk, AnswerUsage, ChatRequest};
 use crate::error::GatewayError;
 use crate::runtime::Caller;
 use crate::upstream::forward::BACKEND_HEADER;
@@ -480,7 +480,12 @@ async fn record(resp: Response, sink: Sink, hide_usage: bool) -> Response {
                 .into_response()
         }
     };
-    if replay::is_complete_json(&bytes) {
+    let (complete, usage) = replay::read_json_answer(&bytes);
+    if parts.extensions.get::<AnswerUsage>().is_none() {
+        // For the limits and account steps above: the answer is read once.
+        parts.extensions.insert(AnswerUsage(usage));
+    }
+    if complete {
         sink.store(bytes.clone());
     }
     parts.headers.remove(header::CONTENT_LENGTH);

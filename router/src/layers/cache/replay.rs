@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::api::{extract_usage, Usage};
+
 /// Finish reasons of a complete answer.
 fn finished(reason: Option<&Value>) -> bool {
     matches!(
@@ -36,7 +38,16 @@ pub fn is_complete(v: &Value) -> bool {
 /// [`is_complete`] of a JSON answer's text, read without building its value tree (the
 /// message contents are skipped, not copied).
 pub fn is_complete_json(json: &[u8]) -> bool {
+    read_json_answer(json).0
+}
+
+/// What the steps read from a JSON answer, in one parse: whether it is complete
+/// ([`is_complete`]) and its `usage` (what [`extract_usage`] reads). The cache step reads
+/// both and leaves the usage for the limits and account steps above it
+/// ([`crate::api::AnswerUsage`]), so an answer is parsed once, not twice.
+pub fn read_json_answer(json: &[u8]) -> (bool, Option<Usage>) {
     use serde::de::IgnoredAny;
+    use serde_json::value::RawValue;
     use std::borrow::Cow;
     #[derive(serde::Deserialize)]
     struct Choice<'a> {
@@ -49,11 +60,20 @@ pub fn is_complete_json(json: &[u8]) -> bool {
         error: Option<IgnoredAny>,
         #[serde(default, borrow)]
         choices: Option<Vec<Choice<'a>>>,
+        #[serde(default, borrow)]
+        usage: Option<&'a RawValue>,
     }
     let Ok(a) = serde_json::from_slice::<Answer<'_>>(json) else {
-        return false;
+        // Not an answer this shape reads (an odd `choices`, not JSON): not complete, and the
+        // usage as the limits step would read it on its own.
+        return (false, extract_usage(json));
     };
-    a.error.is_none()
+    let usage = a.usage.and_then(|raw| {
+        serde_json::from_str::<Option<Usage>>(raw.get())
+            .ok()
+            .flatten()
+    });
+    let complete = a.error.is_none()
         && a.choices.is_some_and(|c| {
             !c.is_empty()
                 && c.iter().all(|c| {
@@ -62,7 +82,8 @@ pub fn is_complete_json(json: &[u8]) -> bool {
                         Some("stop" | "length" | "tool_calls" | "function_call")
                     )
                 })
-        })
+        });
+    (complete, usage)
 }
 
 /// Merges a streamed delta into the message built so far, the way OpenAI's SDKs do:
@@ -383,6 +404,25 @@ mod tests {
                 "{v}"
             );
         }
+        // The usage read along is what `extract_usage` reads on its own, whatever the rest.
+        for v in [
+            json!({"choices": [{"finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}),
+            json!({"choices": [{"finish_reason": 3}], "usage": {"prompt_tokens": 3}}),
+            json!({"choices": [{"finish_reason": "stop"}], "usage": null}),
+            json!({"choices": [{"finish_reason": "stop"}], "usage": "x"}),
+            json!({"choices": [{"finish_reason": "stop"}]}),
+            json!({"usage": {"completion_tokens": 2}}),
+            json!([1]),
+        ] {
+            let text = v.to_string();
+            let (complete, usage) = read_json_answer(text.as_bytes());
+            assert_eq!(usage, extract_usage(text.as_bytes()), "{v}");
+            assert_eq!(complete, is_complete(&v), "{v}");
+        }
+        assert_eq!(
+            read_json_answer(br#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#),
+            (true, Some(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 }))
+        );
         assert!(!is_complete(&json!({"error": {"message": "x"}})));
     }
 
