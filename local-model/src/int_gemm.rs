@@ -205,49 +205,36 @@ pub(crate) unsafe fn tile(
             && x.len() >= (m - 1) * ldx + 2 * pairs
     );
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && cols == NR {
-        // SAFETY: AVX-512 F/BW/VL + VNNI are available (that is what `Isa::Avx512Vnni`
-        // means); `x`, `sx` and `sw` were checked above, `dst` is the caller's contract.
-        unsafe {
-            let (x, sx, sw) = (x.as_ptr(), sx.as_ptr(), sw.as_ptr());
-            let np = next.map_or(std::ptr::null(), <[PairRow]>::as_ptr);
-            match (m, next.is_some()) {
-                (1, false) => vnni::tile::<1, false>(x, ldx, sx, panel, np, sw, dst),
-                (2, false) => vnni::tile::<2, false>(x, ldx, sx, panel, np, sw, dst),
-                (3, false) => vnni::tile::<3, false>(x, ldx, sx, panel, np, sw, dst),
-                (4, false) => vnni::tile::<4, false>(x, ldx, sx, panel, np, sw, dst),
-                (5, false) => vnni::tile::<5, false>(x, ldx, sx, panel, np, sw, dst),
-                (_, false) => vnni::tile::<6, false>(x, ldx, sx, panel, np, sw, dst),
-                (1, true) => vnni::tile::<1, true>(x, ldx, sx, panel, np, sw, dst),
-                (2, true) => vnni::tile::<2, true>(x, ldx, sx, panel, np, sw, dst),
-                (3, true) => vnni::tile::<3, true>(x, ldx, sx, panel, np, sw, dst),
-                (4, true) => vnni::tile::<4, true>(x, ldx, sx, panel, np, sw, dst),
-                (5, true) => vnni::tile::<5, true>(x, ldx, sx, panel, np, sw, dst),
-                (_, true) => vnni::tile::<6, true>(x, ldx, sx, panel, np, sw, dst),
-            }
-        }
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar && cols == NR {
-        // SAFETY: AVX2 is available (any non-scalar `Isa` implies it); `x`, `sx` and `sw` were
-        // checked above, `dst` is the caller's contract.
+        let (x, sx, sw) = (x.as_ptr(), sx.as_ptr(), sw.as_ptr());
+        let np = next.map_or(std::ptr::null(), <[PairRow]>::as_ptr);
+        // The instance of module `$isa`'s tile for these rows and prefetching.
+        macro_rules! tile_of {
+            ($isa:ident) => {
+                match (m, next.is_some()) {
+                    (1, false) => $isa::tile::<1, false>(x, ldx, sx, panel, np, sw, dst),
+                    (2, false) => $isa::tile::<2, false>(x, ldx, sx, panel, np, sw, dst),
+                    (3, false) => $isa::tile::<3, false>(x, ldx, sx, panel, np, sw, dst),
+                    (4, false) => $isa::tile::<4, false>(x, ldx, sx, panel, np, sw, dst),
+                    (5, false) => $isa::tile::<5, false>(x, ldx, sx, panel, np, sw, dst),
+                    (_, false) => $isa::tile::<6, false>(x, ldx, sx, panel, np, sw, dst),
+                    (1, true) => $isa::tile::<1, true>(x, ldx, sx, panel, np, sw, dst),
+                    (2, true) => $isa::tile::<2, true>(x, ldx, sx, panel, np, sw, dst),
+                    (3, true) => $isa::tile::<3, true>(x, ldx, sx, panel, np, sw, dst),
+                    (4, true) => $isa::tile::<4, true>(x, ldx, sx, panel, np, sw, dst),
+                    (5, true) => $isa::tile::<5, true>(x, ldx, sx, panel, np, sw, dst),
+                    (_, true) => $isa::tile::<6, true>(x, ldx, sx, panel, np, sw, dst),
+                }
+            };
+        }
+        // SAFETY: `Isa::Avx512Vnni` means AVX-512 F/BW/VL + VNNI are available, and any
+        // non-scalar `Isa` implies AVX2; `x`, `sx` and `sw` were checked above, `dst` is the
+        // caller's contract.
         unsafe {
-            let (x, sx, sw) = (x.as_ptr(), sx.as_ptr(), sw.as_ptr());
-            let np = next.map_or(std::ptr::null(), <[PairRow]>::as_ptr);
-            match (m, next.is_some()) {
-                (1, false) => avx2::tile::<1, false>(x, ldx, sx, panel, np, sw, dst),
-                (2, false) => avx2::tile::<2, false>(x, ldx, sx, panel, np, sw, dst),
-                (3, false) => avx2::tile::<3, false>(x, ldx, sx, panel, np, sw, dst),
-                (4, false) => avx2::tile::<4, false>(x, ldx, sx, panel, np, sw, dst),
-                (5, false) => avx2::tile::<5, false>(x, ldx, sx, panel, np, sw, dst),
-                (_, false) => avx2::tile::<6, false>(x, ldx, sx, panel, np, sw, dst),
-                (1, true) => avx2::tile::<1, true>(x, ldx, sx, panel, np, sw, dst),
-                (2, true) => avx2::tile::<2, true>(x, ldx, sx, panel, np, sw, dst),
-                (3, true) => avx2::tile::<3, true>(x, ldx, sx, panel, np, sw, dst),
-                (4, true) => avx2::tile::<4, true>(x, ldx, sx, panel, np, sw, dst),
-                (5, true) => avx2::tile::<5, true>(x, ldx, sx, panel, np, sw, dst),
-                (_, true) => avx2::tile::<6, true>(x, ldx, sx, panel, np, sw, dst),
+            if isa == Isa::Avx512Vnni {
+                tile_of!(vnni)
+            } else {
+                tile_of!(avx2)
             }
         }
         return;

@@ -35,13 +35,8 @@ pub fn is_complete(v: &Value) -> bool {
     }
 }
 
-/// [`is_complete`] of a JSON answer's text, read without building its value tree (the
-/// message contents are skipped, not copied).
-pub fn is_complete_json(json: &[u8]) -> bool {
-    read_json_answer(json).0
-}
-
-/// What the steps read from a JSON answer, in one parse: whether it is complete
+/// What the steps read from a JSON answer, in one parse, without building its value tree
+/// (the message contents are skipped, not copied): whether it is complete
 /// ([`is_complete`]) and its `usage` (what [`extract_usage`] reads). The cache step reads
 /// both and leaves the usage for the limits and account steps above it
 /// ([`crate::api::AnswerUsage`]), so an answer is parsed once, not twice.
@@ -399,7 +394,7 @@ mod tests {
             json!([1]),
         ] {
             assert_eq!(
-                is_complete_json(v.to_string().as_bytes()),
+                read_json_answer(v.to_string().as_bytes()).0,
                 is_complete(&v),
                 "{v}"
             );
