@@ -622,6 +622,7 @@ fn matmul(
                 pool,
                 lin,
                 tokens,
+                MR,
                 4 * k,
                 residual,
                 act,
@@ -666,6 +667,7 @@ fn matmul(
                 pool,
                 lin,
                 tokens,
+                int_gemm::mr(isa),
                 2 * ldx,
                 residual,
                 act,
@@ -724,7 +726,7 @@ impl<T> SyncPtr<T> {
     }
 }
 
-/// Runs `tile(t, m, p, first, dst)` over every tile of `m ≤ MR` token rows × panel `p` of
+/// Runs `tile(t, m, p, first, dst)` over every tile of `m ≤ mr` token rows × panel `p` of
 /// `NR` output columns, in chunks of rows (whose inputs, `row_bytes` each, stay in L2 while
 /// the chunk's panels pass over them) × chunks of panels shared out over the pool's threads;
 /// `first` is true for a chunk's first tile of rows (prefetch the next panel then), `dst`
@@ -734,6 +736,7 @@ fn tiled(
     pool: &ComputePool,
     lin: &Linear,
     tokens: usize,
+    mr: usize,
     row_bytes: usize,
     residual: Option<&[f32]>,
     act: Act,
@@ -743,7 +746,7 @@ fn tiled(
     let n = lin.n;
     let np = n.div_ceil(NR);
     // Token rows per chunk: the rows' activations stay in L2 while panels pass over them.
-    let rows = ((CHUNK_BYTES / row_bytes.max(1)) / MR * MR).max(MR);
+    let rows = ((CHUNK_BYTES / row_bytes.max(1)) / mr * mr).max(mr);
     let row_chunks = tokens.div_ceil(rows);
     // About 8 chunks of panels per thread: small enough to balance, large enough that
     // taking one costs nothing.
@@ -761,7 +764,7 @@ fn tiled(
         // while the chunk's panels (a few hundred KB) stream from L2.
         let mut t = t0;
         while t < t1 {
-            let m = (t1 - t).min(MR);
+            let m = (t1 - t).min(mr);
             for p in p0..p1 {
                 let c0 = p * NR;
                 let res = res as *const f32;
