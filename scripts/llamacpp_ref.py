@@ -33,10 +33,27 @@ import time
 # message (what slmgate renders for a single user message).
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 USER = "What is the capital of France?"
-CHAT_PROMPT = (
-    f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
-    f"<|im_start|>user\n{USER}<|im_end|>\n<|im_start|>assistant\n"
-)
+
+
+def chat_prompt(user):
+    return (
+        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
+        f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+CHAT_PROMPT = chat_prompt(USER)
+# More fixed chat prompts for the greedy test (listed before either implementation decoded
+# them; see local-model/tests/llamacpp_parity.rs for how they are compared).
+MORE_USERS = [
+    "Write a haiku about the sea.",
+    "What is 12 times 7?",
+    "Translate 'good morning' into Spanish.",
+    "Name three primary colors.",
+    "Explain what a CPU does in one sentence.",
+    "List the days of the week.",
+    "Who wrote Romeo and Juliet?",
+]
 # 64 prompt tokens for the prefill measurement: the first 64 tokens of this text.
 PREFILL_TEXT = "The quick brown fox jumps over the lazy dog. " * 8
 GREEDY_TOKENS = 16
@@ -132,19 +149,38 @@ def main():
         "threads": args.threads,
     }
 
-    # Token ids: the chat prompt, greedy continuation, tricky strings.
-    prompt_ids = llm.tokenize(CHAT_PROMPT.encode(), add_bos=False, special=True)
-    llm.reset()
-    llm.eval(prompt_ids)
-    greedy = []
-    greedy_top = []
-    for _ in range(GREEDY_TOKENS):
-        logits = last_logits(llm)
-        tok = argmax(logits)
-        top = sorted(range(len(logits)), key=lambda i: -logits[i])[:TOP_K]
-        greedy_top.append([[int(i), round(float(logits[i]), 4)] for i in top])
-        greedy.append(tok)
-        llm.eval([tok])
+    # Token ids: the chat prompts, greedy continuations, tricky strings.
+    def decode_greedy(user):
+        prompt = chat_prompt(user)
+        ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(ids)
+        greedy, greedy_top = [], []
+        for _ in range(GREEDY_TOKENS):
+            logits = last_logits(llm)
+            tok = argmax(logits)
+            top = sorted(range(len(logits)), key=lambda i: -logits[i])[:TOP_K]
+            greedy_top.append([[int(i), round(float(logits[i]), 4)] for i in top])
+            greedy.append(tok)
+            llm.eval([tok])
+        return {
+            "user": user,
+            "prompt": prompt,
+            "prompt_ids": ids,
+            "greedy_ids": greedy,
+            "greedy_text": llm.detokenize(greedy).decode("utf-8", "replace"),
+            "greedy_top": greedy_top,
+            # llama.cpp's smallest top-1 − top-2 logit gap over the steps.
+            "min_margin": round(min(t[0][1] - t[1][1] for t in greedy_top), 4),
+        }
+
+    more = [decode_greedy(u) for u in MORE_USERS]
+    main_chat = decode_greedy(USER)
+    prompt_ids, greedy, greedy_top = (
+        main_chat["prompt_ids"],
+        main_chat["greedy_ids"],
+        main_chat["greedy_top"],
+    )
     result["prompt"] = CHAT_PROMPT
     result["prompt_ids"] = prompt_ids
     result["greedy_ids"] = greedy
@@ -199,6 +235,7 @@ def main():
             "greedy_text": result["greedy_text"],
             "greedy_top": greedy_top,
             "tokenize": result["tokenize"],
+            "more_chats": more,
         }
         with open(args.fixture, "w", encoding="utf-8") as f:
             json.dump(fixture, f, ensure_ascii=False, indent=1)
