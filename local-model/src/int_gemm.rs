@@ -524,7 +524,16 @@ mod tests {
     #[test]
     fn tiles_match_scalar_reference_and_exact_product() {
         let mut rng = Lcg(5);
-        for &(n, k, tokens) in &[(16, 2, 1), (40, 33, 7), (96, 64, 13), (48, 1536, 11)] {
+        // Every tile height of every ISA: 1–16 token rows in one tile, 33 = 16 + 16 + 1.
+        let heights = (1..=16).map(|t| (16, 24, t));
+        let shapes = [
+            (16, 2, 1),
+            (40, 33, 7),
+            (96, 64, 13),
+            (48, 1536, 11),
+            (32, 48, 33),
+        ];
+        for (n, k, tokens) in heights.chain(shapes) {
             let w: Vec<f32> = (0..n * k).map(|_| rng.next()).collect();
             let bias: Vec<f32> = (0..n).map(|_| rng.next()).collect();
             let mut x: Vec<f32> = (0..tokens * k).map(|_| rng.next() * 4.0).collect();
