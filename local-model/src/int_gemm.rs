@@ -33,9 +33,9 @@ pub(crate) const NR: usize = 16;
 /// Token rows per tile (12 accumulators + 2 weights + 1 broadcast + 1 product = 16 registers).
 pub(crate) const MR: usize = 6;
 /// Token rows per tile of the AVX-512 VNNI kernel: one 512-bit accumulator per row, and
-/// AVX-512 has 32 vector registers, so 16 rows still fit (each
-/// weight row loaded feeds more multiply-adds, and the CPU has more independent sums to
-/// overlap: see the measurements on `vnni`).
+/// AVX-512 has 32 vector registers, so 16 rows fit. Each weight row loaded then feeds 16
+/// multiply-adds, and 16 independent sums keep two 512-bit units busy where 6 could not
+/// (measurements on `vnni`).
 pub(crate) const MR_VNNI: usize = 16;
 
 /// The tallest tile [`tile`] takes for `isa`.
@@ -46,6 +46,7 @@ pub(crate) fn mr(isa: Isa) -> usize {
         MR
     }
 }
+
 /// The largest quantized weight magnitude (12-bit symmetric). Measured on all-MiniLM-L6-v2
 /// (min cosine to the exact embeddings over a varied text set): ±127 (8-bit) 0.9965, ±511
 /// 0.99990, ±2047 0.999985, ±8191 0.99989 (the activations' range shrinks as the weights'
@@ -188,9 +189,9 @@ pub(crate) struct Dst {
     pub(crate) ldr: usize,
 }
 
-/// Multiplies `m` (1..=[`mr`]`(isa)`) quantized token rows of `x` (row stride `ldx` values, `2·panel.len()`
-/// used per row, with scales `sx`) by one panel (column scales `sw`) and stores the first
-/// `cols` (≤ NR) columns to `dst`, prefetching the `next` panel meanwhile.
+/// Multiplies `m` (1..=[`mr`]`(isa)`) quantized token rows of `x` (row stride `ldx` values,
+/// `2·panel.len()` used per row, with scales `sx`) by one panel (column scales `sw`) and
+/// stores the first `cols` (≤ NR) columns to `dst`, prefetching the `next` panel meanwhile.
 ///
 /// # Safety
 /// `dst.out` must be valid for writes, `dst.bias` for reads of `cols` values per row
@@ -402,10 +403,11 @@ mod avx2 {
 /// row one multiply-add with the pair broadcast from memory. The sums are the same exact
 /// integers as the AVX2 and scalar paths (`vpdpwssd` wraps, and nothing can overflow: see
 /// [`IntMatrix::act_max`]), and the dequantization is the same fused multiply-add, so all
-/// three give identical bits. Measured on this 2-core AMD EPYC VM (AVX-512), one thread,
-/// `cargo test --release -p slmgate-local-model --lib zz_kernel_speed -- --ignored
-/// --nocapture`: ~111 G multiply-adds/s, against the AVX2 tile's ~87, the `f32` tile's ~55
-/// and ~116 for a bare loop of `vpdpwssd` (the peak).
+/// three give identical bits. Measured one thread at a time with `cargo test --release -p
+/// slmgate-local-model --lib zz_kernel_speed -- --ignored --nocapture`: on a 2-core AMD EPYC
+/// VM (AVX-512), six-row tiles ran at ~111 G multiply-adds/s (the AVX2 tile ~87, the `f32`
+/// tile ~55); on a 2-core Intel Xeon (Emerald Rapids) six rows gave 87–91 and
+/// [`MR_VNNI`]` = 16` rows 150–169 (12 rows 138–150, 24 rows 144–164).
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use super::{Dst, PairRow};
