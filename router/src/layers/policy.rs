@@ -60,15 +60,16 @@ pub const POLICY_HEADER: &str = "x-slmgate-policy";
 
 /// The compiled `policies:` of one config, and what their targets may name.
 pub struct Policies {
-    /// The rules; [`PolicySet::empty`] when the config has no `policies:`.
-    pub set: PolicySet,
+    /// The rules; [`PolicySet::empty`] when the config has no `policies:`. Private (read
+    /// with [`Policies::set`]) so that `header_names` always follows it.
+    set: PolicySet,
     /// Whether the config has a `policies:` section at all (else the step is skipped).
     pub active: bool,
     /// Enabled backends by name, for rules that route to a backend directly.
     pub backends: HashMap<String, Arc<Backend>>,
     /// [`PolicySet::headers`] of `set` parsed once (`None` for a name HTTP cannot carry):
     /// looking a header up by a parsed name skips validating it on every request. Made by
-    /// [`Policies::new`] (private, so that it always follows `set`).
+    /// [`Policies::new`].
     header_names: Vec<Option<http::HeaderName>>,
 }
 
@@ -86,6 +87,11 @@ impl Policies {
             backends,
             header_names,
         }
+    }
+
+    /// The rules.
+    pub fn set(&self) -> &PolicySet {
+        &self.set
     }
 
     /// No policies: every request passes unchanged.
