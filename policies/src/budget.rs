@@ -28,6 +28,10 @@
 //! ```
 
 use std::collections::HashMap;
+
+/// The ledger's maps are keyed by names from the operator's config (keys and teams), so a
+/// fast non-cryptographic hash is enough (std's SipHash is made for keys an attacker picks).
+type Names<V> = HashMap<String, V, foldhash::fast::RandomState>;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -249,8 +253,8 @@ impl Account {
 
 #[derive(Debug, Default)]
 struct Accounts {
-    keys: HashMap<String, Account>,
-    teams: HashMap<String, Account>,
+    keys: Names<Account>,
+    teams: Names<Account>,
 }
 
 impl Accounts {

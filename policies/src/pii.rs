@@ -205,10 +205,29 @@ pub struct Finding {
     pub span: Range<usize>,
 }
 
+/// A set of built-in kinds, one bit each: asked several times per scanned text, where a
+/// hashed set cost more than the scan of a short prompt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct KindSet(u8);
+
+impl KindSet {
+    fn of(kinds: &[BuiltinPii]) -> Self {
+        KindSet(kinds.iter().fold(0, |bits, k| bits | Self::bit(*k)))
+    }
+
+    fn bit(kind: BuiltinPii) -> u8 {
+        1 << (kind as u8)
+    }
+
+    fn contains(self, kind: BuiltinPii) -> bool {
+        self.0 & Self::bit(kind) != 0
+    }
+}
+
 /// Compiled detectors. Cheap to share (`Arc`) and `Sync`; detection allocates only its output.
 #[derive(Debug, Clone)]
 pub struct PiiDetector {
-    enabled: HashSet<BuiltinPii>,
+    enabled: KindSet,
     /// `None` only for [`PiiDetector::none`].
     re: Option<Arc<Builtins>>,
     custom: Vec<(PiiKind, Regex)>,
@@ -301,7 +320,7 @@ impl PiiDetector {
         }
         match re {
             Some(re) if errs.is_empty() => Ok(PiiDetector {
-                enabled: cfg.kinds.iter().copied().collect(),
+                enabled: KindSet::of(&cfg.kinds),
                 re: Some(Arc::new(re)),
                 custom,
             }),
@@ -312,7 +331,7 @@ impl PiiDetector {
     /// A detector that finds nothing.
     pub fn none() -> Self {
         PiiDetector {
-            enabled: HashSet::new(),
+            enabled: KindSet::default(),
             re: None,
             custom: Vec::new(),
         }
@@ -324,7 +343,7 @@ impl PiiDetector {
             PiiKind::Custom(n) => self.custom.iter().any(|(k, _)| k.name() == &**n),
             _ => BuiltinPii::ALL
                 .iter()
-                .any(|b| PiiKind::from(*b) == *kind && self.enabled.contains(b)),
+                .any(|b| PiiKind::from(*b) == *kind && self.enabled.contains(*b)),
         }
     }
 
@@ -343,7 +362,7 @@ impl PiiDetector {
     pub fn kind_names(&self) -> Vec<String> {
         let mut v: Vec<String> = BuiltinPii::ALL
             .iter()
-            .filter(|b| self.enabled.contains(b))
+            .filter(|b| self.enabled.contains(**b))
             .map(|b| PiiKind::from(*b).name().to_string())
             .collect();
         v.extend(self.custom.iter().map(|(k, _)| k.name().to_string()));
@@ -364,14 +383,14 @@ impl PiiDetector {
                 }
             }
         }
-        let on = |b: BuiltinPii| self.enabled.contains(&b);
+        let on = |b: BuiltinPii| self.enabled.contains(b);
         let Some(re) = self.re.as_deref() else {
             return resolve_overlaps(cands);
         };
         if on(BuiltinPii::Email) && text.contains('@') {
             find_emails(&re.email, text, &mut cands);
         }
-        if on(BuiltinPii::Ipv6) && text.contains(':') {
+        if on(BuiltinPii::Ipv6) && close_colons(text) {
             find_ipv6(&re.ipv6, text, &mut cands);
         }
         // Every other built-in kind needs a cluster of digits; one byte pass decides which
@@ -841,6 +860,21 @@ fn find_ipv4(re: &Regex, text: &str, out: &mut Vec<Finding>) {
     }
 }
 
+/// Whether `text` has two colons at most four bytes apart: every IPv6 address has (its
+/// groups are at most four hex digits, and it has at least two colons), ordinary prose with
+/// a colon ("Question 5: …") does not, and the IPv6 regex is the dearest to run.
+fn close_colons(text: &str) -> bool {
+    let mut last: Option<usize> = None;
+    let colons = text.bytes().enumerate().filter(|(_, b)| *b == b':');
+    for (i, _) in colons {
+        if last.is_some_and(|l| i - l <= 5) {
+            return true;
+        }
+        last = Some(i);
+    }
+    false
+}
+
 fn find_ipv6(re: &Regex, text: &str, out: &mut Vec<Finding>) {
     for m in re.find_iter(text) {
         let mut s = m.start();
@@ -971,6 +1005,45 @@ fn find_phones(re: &Builtins, text: &str, out: &mut Vec<Finding>, national: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_ipv6_form_has_close_colons() {
+        for addr in [
+            "::",
+            "::1",
+            "fe80::1",
+            "2001:db8:85a3:0:0:8a2e:370:7334",
+            "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+            "::ffff:192.0.2.1",
+            "1::",
+            "abcd:ef01::",
+        ] {
+            assert!(addr.parse::<std::net::Ipv6Addr>().is_ok(), "{addr}");
+            assert!(close_colons(&format!("host {addr} here")), "{addr}");
+        }
+        for prose in [
+            "Question 5: what is it?",
+            "Note: see below: ok",
+            "no colon",
+            "ratio 16:9",
+        ] {
+            assert!(!close_colons(prose), "{prose}");
+        }
+    }
+
+    #[test]
+    fn kind_set_holds_what_was_enabled() {
+        let s = KindSet::of(&[BuiltinPii::Email, BuiltinPii::Ipv6]);
+        for k in BuiltinPii::ALL {
+            assert_eq!(
+                s.contains(k),
+                matches!(k, BuiltinPii::Email | BuiltinPii::Ipv6)
+            );
+        }
+        assert!(BuiltinPii::ALL
+            .into_iter()
+            .all(|k| KindSet::of(&BuiltinPii::ALL).contains(k)));
+    }
 
     #[test]
     fn digit_profile() {

@@ -119,7 +119,7 @@ type QuotaKey = (LimitKind, u32, u32);
 /// Rate-limit state for every key. Cheap `Clone` handle; keep one across config reloads.
 pub struct RateLimiters<C: Clock = DefaultClock> {
     clock: C,
-    limiters: Arc<RwLock<HashMap<QuotaKey, Arc<Keyed<C>>>>>,
+    limiters: Arc<RwLock<HashMap<QuotaKey, Arc<Keyed<C>>, foldhash::fast::RandomState>>>,
 }
 
 impl<C: Clock + Clone> Clone for RateLimiters<C> {

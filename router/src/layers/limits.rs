@@ -67,14 +67,18 @@ pub struct Accounting {
     /// `pricing:`; the entry `local` prices `kind: local` backends.
     pub prices: PriceTable,
     /// Team budgets by team name.
-    pub teams: HashMap<String, BudgetLimits>,
+    pub teams: NameMap<BudgetLimits>,
     /// The state (shared with earlier and later configurations).
     pub state: LimitState,
     /// [`PriceTable::price`] answers by model name: a model without an exact entry is
     /// matched against every glob of the table (the embedded defaults hold dozens), which
     /// the request path would otherwise repeat for every request.
-    pub resolved: std::sync::RwLock<HashMap<String, Option<Price>>>,
+    pub resolved: std::sync::RwLock<NameMap<Option<Price>>>,
 }
+
+/// A map keyed by names from the config (teams, models): looked up on every request, and no
+/// client chooses its keys, so a fast non-cryptographic hash instead of SipHash.
+pub type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 impl Accounting {
     /// Models remembered by [`model_price`](Self::model_price) (configured targets and the

@@ -503,7 +503,8 @@ async fn apply(
         prompt_tokens,
         pii: &pii,
         now: SystemTime::now(),
-        split_hash: split_hash(req),
+        // Only a `split` reads it: no request-id hashing for policies without one.
+        split_hash: if set.splits() { split_hash(req) } else { 0 },
     };
     let outcome = set.evaluate(&facts);
     let rule = (!outcome.is_default()).then(|| outcome.rule_name().to_string());

@@ -66,6 +66,15 @@ pub fn canonical(v: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
+    // serde_json escapes `"`, `\` and control characters, nothing else, so a string without
+    // them is written as is (most are: prompts rarely hold a quote or a newline).
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json escapes a string one way only.
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -275,10 +284,14 @@ impl<'de> serde::de::Visitor<'de> for Canon<'_> {
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut members: Vec<(CanonKey<'de>, Vec<u8>)> = Vec::new();
+        // Every member's canonical value goes into one scratch buffer (a range each), to be
+        // copied out in key order.
+        let mut members: Vec<(CanonKey<'de>, std::ops::Range<usize>)> = Vec::new();
+        let mut values = Vec::new();
         while let Some(k) = map.next_key::<CanonKey<'de>>()? {
-            let mut v = Vec::new();
-            map.next_value_seed(Canon(&mut v))?;
+            let start = values.len();
+            map.next_value_seed(Canon(&mut values))?;
+            let v = start..values.len();
             // A repeated key keeps its last value, as a parsed object does.
             match members.iter_mut().find(|(m, _)| m.0 == k.0) {
                 Some(m) => m.1 = v,
@@ -293,7 +306,7 @@ impl<'de> serde::de::Visitor<'de> for Canon<'_> {
             }
             write_string(&k.0, self.0);
             self.0.push(b':');
-            self.0.extend_from_slice(v);
+            self.0.extend_from_slice(&values[v.clone()]);
         }
         self.0.push(b'}');
         Ok(())
@@ -423,6 +436,23 @@ pub(crate) mod tests {
             );
         }
         assert!(canonical_text("{", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain prose, with punctuation: / ? ! é 雪 \u{2028} \u{7f}",
+            "a \"quote\"",
+            "back\\slash",
+            "tab\tnewline\n\r",
+            "\u{0}\u{1f} control",
+            " ",
+        ] {
+            let mut ours = Vec::new();
+            write_string(s, &mut ours);
+            assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
     }
 
     fn scope(tenant: &str, body: Value, d: &Decision) -> Option<SemanticQuery> {
