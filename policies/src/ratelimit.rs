@@ -116,10 +116,13 @@ type Keyed<C> =
 /// (kind, per minute, burst) identifies one quota.
 type QuotaKey = (LimitKind, u32, u32);
 
+/// The limiter of each quota (a few per config: foldhash, not SipHash, on the request path).
+type Quotas<C> = HashMap<QuotaKey, Arc<Keyed<C>>, foldhash::fast::RandomState>;
+
 /// Rate-limit state for every key. Cheap `Clone` handle; keep one across config reloads.
 pub struct RateLimiters<C: Clock = DefaultClock> {
     clock: C,
-    limiters: Arc<RwLock<HashMap<QuotaKey, Arc<Keyed<C>>, foldhash::fast::RandomState>>>,
+    limiters: Arc<RwLock<Quotas<C>>>,
 }
 
 impl<C: Clock + Clone> Clone for RateLimiters<C> {
