@@ -628,6 +628,13 @@ async fn restore_response(resp: Response, red: Redactions) -> Response {
                 .into_response()
         }
     };
+    // Most answers do not repeat a placeholder: pass them on untouched instead of parsing
+    // and re-encoding them. (A placeholder is plain ASCII, so it is in the text as is unless
+    // the upstream `\u`-escapes letters, which then takes the slow path.)
+    let finder = |needle: &[u8]| memchr::memmem::find(&bytes, needle).is_some();
+    if !finder(b"\\u") && !red.iter().any(|(p, _)| finder(p.as_bytes())) {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
     let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, Body::from(bytes));
     };
@@ -745,6 +752,40 @@ mod tests {
     use super::*;
     use slmgate_policies::pii::{PiiConfig, PiiDetector};
     use slmgate_policies::rules::ParamAction;
+
+    async fn restored(answer: &str, red: Redactions) -> String {
+        let mut resp = Response::new(Body::from(answer.to_string()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let out = restore_response(resp, red).await;
+        let bytes = axum::body::to_bytes(out.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_without_placeholders_pass_untouched() {
+        let det = PiiDetector::new(&PiiConfig::default()).unwrap();
+        let mut red = Redactions::default();
+        let _ = det.redact_into("mail bob@example.com", &mut red);
+        assert_eq!(red.len(), 1);
+        // Untouched, byte for byte (a re-encoding would drop the spaces).
+        let plain =
+            r#"{ "choices": [ {"message": {"content": "Paris."}, "finish_reason": "stop"} ] }"#;
+        assert_eq!(restored(plain, red.clone()).await, plain);
+        // The placeholder as is, and \u-escaped: both restored.
+        for content in ["Wrote to [EMAIL_1].", "Wrote to \\u005bEMAIL_1\\u005d."] {
+            let answer = format!(r#"{{"choices":[{{"message":{{"content":"{content}"}}}}]}}"#);
+            let v: Value = serde_json::from_str(&restored(&answer, red.clone()).await).unwrap();
+            assert_eq!(
+                v["choices"][0]["message"]["content"],
+                "Wrote to bob@example.com."
+            );
+        }
+    }
 
     #[test]
     fn borrowed_texts_match_the_parsed_messages() {
