@@ -28,10 +28,6 @@
 //! ```
 
 use std::collections::HashMap;
-
-/// The ledger's maps are keyed by names from the operator's config (keys and teams), so a
-/// fast non-cryptographic hash is enough (std's SipHash is made for keys an attacker picks).
-type Names<V> = HashMap<String, V, foldhash::fast::RandomState>;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -41,6 +37,10 @@ use serde::Deserialize;
 use crate::error::{Errors, Path};
 use crate::time::{from_unix_secs, month_index, month_start_day, rfc3339, unix_secs, DAY};
 use crate::{PathSeg, PolicyError};
+
+/// The ledger's maps are keyed by names from the operator's config (keys and teams), so a
+/// fast non-cryptographic hash is enough (std's SipHash is made for keys an attacker picks).
+type Names<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 /// Money is kept in nano-dollars so that sums are exact and comparisons never drift.
 const NANOS_PER_USD: f64 = 1e9;
