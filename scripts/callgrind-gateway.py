@@ -189,7 +189,7 @@ def measure(name, args, mock_port, outdir):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("configs", nargs="*", default=["plain", "policies"])
+    p.add_argument("configs", nargs="*", default=["plain", "policies"], help="plain and/or policies")
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--policies", default=str(ROOT / "benches/configs/policies.yaml"))
@@ -197,6 +197,9 @@ def main():
     p.add_argument("--keep", action="store_true", help="keep target/callgrind/<name>.measured")
     p.add_argument("--cache-sim", action="store_true", help="also simulate caches (misses per function)")
     args = p.parse_args()
+    unknown = set(args.configs) - {"plain", "policies"}
+    if unknown:
+        p.error(f"unknown configuration(s) {sorted(unknown)}: plain or policies")
     if not shutil.which("valgrind"):
         sys.exit("needs valgrind (apt-get install valgrind)")
     outdir = ROOT / "target/callgrind"

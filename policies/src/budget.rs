@@ -27,7 +27,6 @@
 //! assert!(ledger.admit(&who, 0.6, now).is_ok());   // 0.25 + 0.6 ≤ 1.0
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -36,11 +35,7 @@ use serde::Deserialize;
 
 use crate::error::{Errors, Path};
 use crate::time::{from_unix_secs, month_index, month_start_day, rfc3339, unix_secs, DAY};
-use crate::{PathSeg, PolicyError};
-
-/// The ledger's maps are keyed by names from the operator's config (keys and teams), so a
-/// fast non-cryptographic hash is enough (std's SipHash is made for keys an attacker picks).
-type Names<V> = HashMap<String, V, foldhash::fast::RandomState>;
+use crate::{NameMap, PathSeg, PolicyError};
 
 /// Money is kept in nano-dollars so that sums are exact and comparisons never drift.
 const NANOS_PER_USD: f64 = 1e9;
@@ -253,8 +248,8 @@ impl Account {
 
 #[derive(Debug, Default)]
 struct Accounts {
-    keys: Names<Account>,
-    teams: Names<Account>,
+    keys: NameMap<Account>,
+    teams: NameMap<Account>,
 }
 
 impl Accounts {

@@ -105,3 +105,8 @@ mod time;
 
 pub use error::{render_path, PathSeg, PolicyError};
 pub use rules::{KnownTargets, Outcome, PoliciesConfig, PolicySet, RequestFacts};
+
+/// A map keyed by names from the operator's config (keys, teams, models), looked up on every
+/// request: no client picks these keys, so a fast non-cryptographic hash is enough (std's
+/// SipHash is made for keys an attacker chooses).
+pub type NameMap<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;

@@ -210,6 +210,9 @@ pub struct Finding {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct KindSet(u8);
 
+// One bit per built-in kind must fit the set.
+const _: () = assert!(BuiltinPii::ALL.len() <= u8::BITS as usize);
+
 impl KindSet {
     fn of(kinds: &[BuiltinPii]) -> Self {
         KindSet(kinds.iter().fold(0, |bits, k| bits | Self::bit(*k)))

@@ -22,7 +22,6 @@
 //! State lives in [`LimitState`], a cheap handle that [`crate::build::build_gateway_with`]
 //! takes from the previous configuration, so spend and rate-limit cells survive a reload.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,6 +33,7 @@ use http::{header, HeaderValue, Request, StatusCode};
 use slmgate_policies::budget::{BudgetLedger, BudgetLimits, Budgeted, Reservation};
 use slmgate_policies::pricing::{Price, PriceTable};
 use slmgate_policies::ratelimit::RateLimiters;
+use slmgate_policies::NameMap;
 use tower::{Layer, Service};
 
 use super::cache::CacheHit;
@@ -75,10 +75,6 @@ pub struct Accounting {
     /// the request path would otherwise repeat for every request.
     pub resolved: std::sync::RwLock<NameMap<Option<Price>>>,
 }
-
-/// A map keyed by names from the config (teams, models): looked up on every request, and no
-/// client chooses its keys, so a fast non-cryptographic hash instead of SipHash.
-pub type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 impl Accounting {
     /// Models remembered by [`model_price`](Self::model_price) (configured targets and the
