@@ -30,7 +30,9 @@
 //! Everything shares this machine's cores, exactly as a sidecar gateway would.
 //! Printed: req/s, p50 and p99 latency for each scenario, the gateway process's CPU time per
 //! answered request (user + system, all threads, warm-up included: the steadiest figure on
-//! a noisy machine), and the gateway's added latency.
+//! a noisy machine), its minor page faults and context switches per answered request (costs
+//! an instruction count misses: each is microseconds in a VM), and the gateway's added
+//! latency.
 
 mod support;
 
@@ -70,6 +72,33 @@ fn cpu_secs(pid: u32) -> Option<(f64, f64)> {
     let user: f64 = f.get(11)?.parse().ok()?;
     let sys: f64 = f.get(12)?.parse().ok()?;
     Some((user / clock_ticks(), sys / clock_ticks()))
+}
+
+/// Minor page faults and context switches (voluntary + involuntary, summed over the live
+/// threads) of a process so far, from procfs: costs of a request that instruction counts miss
+/// (a fault or a thread wake-up in a VM costs microseconds).
+fn faults_switches(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let minflt: u64 = rest.split_whitespace().nth(7)?.parse().ok()?;
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some((minflt, switches))
 }
 
 /// `sysconf(_SC_CLK_TCK)`, from `getconf` (100 on every Linux seen).
@@ -190,6 +219,8 @@ struct Raw {
     secs: f64,
     /// The gateway's CPU seconds over the runs (warm-ups included), when known.
     cpu: Option<(f64, f64)>,
+    /// The gateway's minor page faults and context switches over the runs, when known.
+    events: Option<(u64, u64)>,
 }
 
 impl Raw {
@@ -201,6 +232,7 @@ impl Raw {
             answered: 0,
             secs: 0.0,
             cpu: Some((0.0, 0.0)),
+            events: Some((0, 0)),
         }
     }
 
@@ -432,7 +464,7 @@ fn main() {
             }
         }
         println!("slmgate load benchmark, {secs} s per scenario in {rounds} round-robin slices, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-        println!("{:<48} {:>6} {:>10} {:>10} {:>10} {:>7} {:>10} {:>9}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "cpu us/req", "of it sys");
+        println!("{:<48} {:>6} {:>10} {:>10} {:>10} {:>7} {:>10} {:>9} {:>10} {:>12}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "cpu us/req", "of it sys", "faults/req", "switches/req");
         let mut results: Vec<(String, usize, Stats)> = Vec::new();
         for conns in [16usize, 1] {
             let mut targets: Vec<(String, SocketAddr, Load, Option<u32>)> =
@@ -446,9 +478,16 @@ fn main() {
             for _ in 0..rounds {
                 for ((_, addr, load, pid), raw) in targets.iter().zip(raws.iter_mut()) {
                     let cpu0 = pid.and_then(cpu_secs);
+                    let ev0 = pid.and_then(faults_switches);
                     run(raw, *addr, "/v1/chat/completions", conns, secs / rounds as f64, *load).await;
                     raw.cpu = match (pid.and_then(cpu_secs), cpu0, raw.cpu) {
                         (Some((bu, bs)), Some((au, as_)), Some((u, s))) => Some((u + bu - au, s + bs - as_)),
+                        _ => None,
+                    };
+                    raw.events = match (pid.and_then(faults_switches), ev0, raw.events) {
+                        (Some((bf, bs)), Some((af, as_)), Some((f, s))) => {
+                            Some((f + bf.saturating_sub(af), s + bs.saturating_sub(as_)))
+                        }
                         _ => None,
                     };
                 }
@@ -468,8 +507,15 @@ fn main() {
                     }
                     _ => format!("{:>10} {:>9}", "-", "-"),
                 };
+                let events = match raw.events {
+                    Some((f, sw)) if pid.is_some() && s.answered > 0 => {
+                        let n = s.answered as f64;
+                        format!(" {:>10.2} {:>12.2}", f as f64 / n, sw as f64 / n)
+                    }
+                    _ => String::new(),
+                };
                 println!(
-                    "{:<48} {:>6} {:>10.0} {:>10.3} {:>10.3} {:>7} {cpu_us}",
+                    "{:<48} {:>6} {:>10.0} {:>10.3} {:>10.3} {:>7} {cpu_us}{events}",
                     name,
                     conns,
                     s.rps,

@@ -29,7 +29,7 @@ use std::net::Ipv6Addr;
 use std::ops::Range;
 use std::sync::Arc;
 
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSetBuilder};
 use serde::Deserialize;
 
 use crate::error::{Errors, Path, PolicyError};
@@ -234,6 +234,10 @@ pub struct PiiDetector {
     /// `None` only for [`PiiDetector::none`].
     re: Option<Arc<Builtins>>,
     custom: Vec<(PiiKind, Regex)>,
+    /// All custom patterns in one set: one pass tells whether any can match, so ordinary
+    /// text costs one search instead of one per pattern. `None` when there is at most one
+    /// pattern, or the set exceeds the size limit (each pattern is then searched).
+    custom_any: Option<regex::RegexSet>,
 }
 
 #[derive(Debug)]
@@ -321,11 +325,20 @@ impl PiiDetector {
                 Err(e) => errs.push(&p.key("regex"), format!("invalid regex: {}", one_line(&e))),
             }
         }
+        let custom_any = (custom.len() > 1)
+            .then(|| {
+                RegexSetBuilder::new(custom.iter().map(|(_, r)| r.as_str()))
+                    .size_limit(CUSTOM_REGEX_SIZE_LIMIT)
+                    .build()
+                    .ok()
+            })
+            .flatten();
         match re {
             Some(re) if errs.is_empty() => Ok(PiiDetector {
                 enabled: KindSet::of(&cfg.kinds),
                 re: Some(Arc::new(re)),
                 custom,
+                custom_any,
             }),
             _ => Err(errs.0),
         }
@@ -337,6 +350,7 @@ impl PiiDetector {
             enabled: KindSet::default(),
             re: None,
             custom: Vec::new(),
+            custom_any: None,
         }
     }
 
@@ -376,7 +390,11 @@ impl PiiDetector {
     /// custom patterns win, then the more specific kind, then the longer match).
     pub fn detect(&self, text: &str) -> Vec<Finding> {
         let mut cands: Vec<Finding> = Vec::new();
-        for (kind, re) in &self.custom {
+        let custom = match &self.custom_any {
+            Some(set) if !set.is_match(text) => &[][..],
+            _ => &self.custom[..],
+        };
+        for (kind, re) in custom {
             for m in re.find_iter(text) {
                 if !m.is_empty() {
                     cands.push(Finding {

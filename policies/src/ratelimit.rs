@@ -110,8 +110,15 @@ impl fmt::Display for RateLimited {
 
 impl std::error::Error for RateLimited {}
 
-type Keyed<C> =
-    RateLimiter<String, DashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+/// Cells by key name, hashed with foldhash: the names come from the configuration (the
+/// caller's authenticated key), never from request text, so SipHash's flooding protection
+/// buys nothing on this per-request lookup.
+type Keyed<C> = RateLimiter<
+    String,
+    DashMapStateStore<String, foldhash::fast::RandomState>,
+    C,
+    NoOpMiddleware<<C as Clock>::Instant>,
+>;
 
 /// (kind, per minute, burst) identifies one quota.
 type QuotaKey = (LimitKind, u32, u32);
@@ -177,7 +184,11 @@ impl<C: Clock + Clone> RateLimiters<C> {
         map.entry(key)
             .or_insert_with(|| {
                 let quota = quota(per_minute, burst);
-                Arc::new(RateLimiter::dashmap_with_clock(quota, self.clock.clone()))
+                Arc::new(RateLimiter::dashmap_with_clock_and_hasher(
+                    quota,
+                    self.clock.clone(),
+                    foldhash::fast::RandomState::default(),
+                ))
             })
             .clone()
     }
@@ -185,18 +196,24 @@ impl<C: Clock + Clone> RateLimiters<C> {
     /// Checks the request limit, then the token limit for `tokens` (0 = no token check), for
     /// `key`. A refused token check still counts the request.
     pub fn check(&self, key: &str, limits: &RateLimits, tokens: u32) -> Result<(), RateLimited> {
-        self.check_requests(key, limits)?;
-        self.check_tokens(key, limits, tokens)
+        // governor's keyed limiters look up a `&String`: one copy for both checks.
+        let key = key.to_string();
+        self.requests(&key, limits)?;
+        self.tokens(&key, limits, tokens)
     }
 
     /// Counts one request for `key` against `limits.requests_per_minute`.
     pub fn check_requests(&self, key: &str, limits: &RateLimits) -> Result<(), RateLimited> {
+        self.requests(&key.to_string(), limits)
+    }
+
+    fn requests(&self, key: &String, limits: &RateLimits) -> Result<(), RateLimited> {
         let Some(rpm) = limits.requests_per_minute else {
             return Ok(());
         };
         let burst = limits.burst_requests.unwrap_or(rpm);
         let l = self.limiter((LimitKind::Requests, rpm.get(), burst.get()));
-        l.check_key(&key.to_string()).map_err(|nu| RateLimited {
+        l.check_key(key).map_err(|nu| RateLimited {
             kind: LimitKind::Requests,
             per_minute: rpm.get(),
             retry_after: Some(nu.wait_time_from(self.clock.now())),
@@ -210,6 +227,10 @@ impl<C: Clock + Clone> RateLimiters<C> {
         limits: &RateLimits,
         tokens: u32,
     ) -> Result<(), RateLimited> {
+        self.tokens(&key.to_string(), limits, tokens)
+    }
+
+    fn tokens(&self, key: &String, limits: &RateLimits, tokens: u32) -> Result<(), RateLimited> {
         let (Some(tpm), Some(n)) = (limits.tokens_per_minute, NonZeroU32::new(tokens)) else {
             return Ok(());
         };
@@ -220,7 +241,7 @@ impl<C: Clock + Clone> RateLimiters<C> {
             per_minute: tpm.get(),
             retry_after,
         };
-        match l.check_key_n(&key.to_string(), n) {
+        match l.check_key_n(key, n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(nu)) => Err(refused(Some(nu.wait_time_from(self.clock.now())))),
             Err(_) => Err(refused(None)),

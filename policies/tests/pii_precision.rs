@@ -5,10 +5,17 @@ use slmgate_policies::pii::{CustomPii, PiiConfig, PiiDetector, PiiKind};
 
 fn detector() -> PiiDetector {
     let cfg = PiiConfig {
-        custom: vec![CustomPii {
-            name: "employee_id".into(),
-            regex: r"\bEMP-\d{6}\b".into(),
-        }],
+        // Two patterns: the detector asks one set of both first (see `PiiDetector::detect`).
+        custom: vec![
+            CustomPii {
+                name: "employee_id".into(),
+                regex: r"\bEMP-\d{6}\b".into(),
+            },
+            CustomPii {
+                name: "ticket".into(),
+                regex: r"\bTCK-[A-Z]{3}-\d{4}\b".into(),
+            },
+        ],
         ..PiiConfig::default()
     };
     match PiiDetector::new(&cfg) {
@@ -103,6 +110,7 @@ const POSITIVES: &[(&str, &str, &str)] = &[
         "::ffff:192.0.2.128",
     ),
     ("badge EMP-004211 lost", "employee_id", "EMP-004211"),
+    ("see TCK-ABC-1234 (reopened)", "ticket", "TCK-ABC-1234"),
 ];
 
 /// Texts with no PII: dates, prices, versions, timestamps, order numbers, measurements,
@@ -248,4 +256,25 @@ fn disabled_kinds_are_not_reported() {
     let kinds = det.kinds_in("x@y.com 4111 1111 1111 1111 8.8.8.8");
     assert_eq!(kinds, [PiiKind::Email]);
     assert!(!det.detects(&PiiKind::Phone));
+}
+
+#[test]
+fn several_custom_patterns_in_one_text() {
+    let d = detector();
+    let text = "EMP-123456 filed TCK-XYZ-0001 and EMP-654321";
+    let found: Vec<(String, &str)> = d
+        .detect(text)
+        .into_iter()
+        .map(|f| (f.kind.name().to_string(), &text[f.span]))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("employee_id".to_string(), "EMP-123456"),
+            ("ticket".to_string(), "TCK-XYZ-0001"),
+            ("employee_id".to_string(), "EMP-654321"),
+        ]
+    );
+    // Neither pattern: the one set search says no, nothing is reported.
+    assert!(d.detect("EMP-12345 and TCK-AB-0001 are not ids").is_empty());
 }

@@ -334,6 +334,11 @@ proptest! {
         let expected = weights.iter().position(|w| { acc += u64::from(*w); r < acc });
         prop_assert_eq!(out.split_arm(), expected);
         prop_assert!(expected.is_some_and(|i| weights[i] > 0));
+        // Picking the arm after evaluating (what the gateway does, hashing its request id
+        // only for outcomes that split) gives the same arm.
+        let late = set.evaluate(&RequestFacts::default());
+        prop_assert!(late.splits());
+        prop_assert_eq!(late.with_split_hash(hash).split_arm(), expected);
     }
 }
 

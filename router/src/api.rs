@@ -24,7 +24,7 @@ pub struct ChatRequest {
     body: Bytes,
     /// Each top-level field's name and the byte range of its raw value in `body`. Shared, so
     /// the steps that keep a copy of the request clone it without allocating.
-    fields: Arc<[(Box<str>, Range<usize>)]>,
+    fields: Arc<Fields>,
     /// The requested model (alias).
     pub model: String,
     /// `stream: true`.
@@ -41,6 +41,15 @@ impl fmt::Debug for ChatRequest {
             .field("bytes", &self.body.len())
             .finish()
     }
+}
+
+/// Where a request's parts sit in its body, found by the one parse in [`ChatRequest::parse`].
+struct Fields {
+    /// Each top-level field's name and the byte range of its raw value.
+    top: Vec<(Box<str>, Range<usize>)>,
+    /// Each message's raw `content` (`None` when absent), in order: the policy step's PII
+    /// scan and prompt estimate read them without parsing `messages` again.
+    contents: Vec<Option<Range<usize>>>,
 }
 
 /// An object whose values stay raw, in document order.
@@ -73,11 +82,14 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// The least we check of each message: it is an object with a string role.
+/// The least we check of each message: it is an object with a string role. Its content
+/// is kept raw (see [`Fields::contents`]).
 #[derive(Deserialize)]
 struct MessageShape<'a> {
     #[serde(borrow)]
     role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
 }
 
 impl ChatRequest {
@@ -94,6 +106,7 @@ impl ChatRequest {
         let mut stream = false;
         let mut client_wants_usage = false;
         let mut has_messages = false;
+        let mut contents = Vec::new();
         for (k, v) in &obj.0 {
             let raw = v.get();
             let start = raw.as_ptr() as usize - base;
@@ -142,6 +155,15 @@ impl ChatRequest {
                         ));
                     }
                     has_messages = true;
+                    contents = msgs
+                        .iter()
+                        .map(|m| {
+                            m.content.map(|c| {
+                                let start = c.get().as_ptr() as usize - base;
+                                start..start + c.get().len()
+                            })
+                        })
+                        .collect();
                 }
                 _ => {}
             }
@@ -157,7 +179,10 @@ impl ChatRequest {
         }
         Ok(ChatRequest {
             body,
-            fields: fields.into(),
+            fields: Arc::new(Fields {
+                top: fields,
+                contents,
+            }),
             model,
             stream,
             client_wants_usage,
@@ -166,14 +191,23 @@ impl ChatRequest {
 
     /// The names of the top-level fields, in document order.
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|(k, _)| k.as_ref())
+        self.fields.top.iter().map(|(k, _)| k.as_ref())
     }
 
     /// The raw JSON text of a top-level field.
     pub fn raw_field(&self, name: &str) -> Option<&str> {
-        let (_, r) = self.fields.iter().find(|(k, _)| k.as_ref() == name)?;
+        let (_, r) = self.fields.top.iter().find(|(k, _)| k.as_ref() == name)?;
         // The ranges were cut from valid UTF-8 at value boundaries.
         std::str::from_utf8(&self.body[r.clone()]).ok()
+    }
+
+    /// The raw JSON of each message's `content` (`None` when a message has none), in order:
+    /// one item per message.
+    pub fn message_contents(&self) -> impl Iterator<Item = Option<&str>> {
+        self.fields.contents.iter().map(|r| {
+            r.as_ref()
+                .and_then(|r| std::str::from_utf8(&self.body[r.clone()]).ok())
+        })
     }
 
     /// Deserialises one top-level field; `Ok(None)` when absent or null.
@@ -211,7 +245,7 @@ impl ChatRequest {
         };
         let fix_usage = self.stream && ask_usage && !self.client_wants_usage;
         let mut wrote_stream_options = false;
-        for (k, r) in self.fields.iter() {
+        for (k, r) in self.fields.top.iter() {
             match k.as_ref() {
                 "model" => {
                     push_key(&mut out, k);
@@ -281,7 +315,7 @@ impl ChatRequest {
             out.push(b':');
             out.extend_from_slice(v);
         };
-        for (k, r) in self.fields.iter() {
+        for (k, r) in self.fields.top.iter() {
             match changes.iter().find(|(n, _)| *n == k.as_ref()) {
                 Some((_, Some(v))) => push(&mut out, k, v.as_bytes()),
                 Some((_, None)) => {}
@@ -290,7 +324,7 @@ impl ChatRequest {
         }
         for (n, v) in changes {
             if let Some(v) = v {
-                if !self.fields.iter().any(|(k, _)| k.as_ref() == *n) {
+                if !self.fields.top.iter().any(|(k, _)| k.as_ref() == *n) {
                     push(&mut out, n, v.as_bytes());
                 }
             }
@@ -353,6 +387,57 @@ pub fn extract_usage(json: &[u8]) -> Option<Usage> {
     }
     serde_json::from_slice::<WithUsage>(json).ok()?.usage
 }
+
+/// What the steps read from a JSON answer, in one parse, without building its value tree
+/// (the message contents are skipped, not copied): whether it is complete
+/// ([`crate::layers::cache::replay::is_complete`]) and its `usage` (what [`extract_usage`] reads). The upstream client reads
+/// both as it receives the answer and leaves them for the steps above ([`AnswerUsage`],
+/// [`AnswerComplete`]), so an answer is parsed once, not once per step.
+pub fn read_json_answer(json: &[u8]) -> (bool, Option<Usage>) {
+    use serde::de::IgnoredAny;
+    use serde_json::value::RawValue;
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Choice<'a> {
+        #[serde(default, borrow)]
+        finish_reason: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(default)]
+        error: Option<IgnoredAny>,
+        #[serde(default, borrow)]
+        choices: Option<Vec<Choice<'a>>>,
+        #[serde(default, borrow)]
+        usage: Option<&'a RawValue>,
+    }
+    let Ok(a) = serde_json::from_slice::<Answer<'_>>(json) else {
+        // Not an answer this shape reads (an odd `choices`, not JSON): not complete, and the
+        // usage as the limits step would read it on its own.
+        return (false, extract_usage(json));
+    };
+    let usage = a.usage.and_then(|raw| {
+        serde_json::from_str::<Option<Usage>>(raw.get())
+            .ok()
+            .flatten()
+    });
+    let complete = a.error.is_none()
+        && a.choices.is_some_and(|c| {
+            !c.is_empty()
+                && c.iter().all(|c| {
+                    matches!(
+                        c.finish_reason.as_deref(),
+                        Some("stop" | "length" | "tool_calls" | "function_call")
+                    )
+                })
+        });
+    (complete, usage)
+}
+
+/// Whether a complete JSON answer finished ([`read_json_answer`]), kept as a response
+/// extension by the upstream client that read it, for the cache step.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerComplete(pub bool);
 
 /// One entry of `GET /v1/models`.
 #[derive(Debug, Clone, Serialize)]

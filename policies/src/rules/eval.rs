@@ -223,6 +223,20 @@ impl Outcome {
         self.arm
     }
 
+    /// Returns true if and only if the actions have a `split`: the only outcomes whose
+    /// arm depends on [`RequestFacts::split_hash`].
+    pub fn splits(&self) -> bool {
+        self.effect.split.is_some()
+    }
+
+    /// The same outcome with its `split` arm picked for `hash`: exactly what evaluating
+    /// with `split_hash: hash` gives. Lets a caller hash its request id only for the
+    /// outcomes that split.
+    pub fn with_split_hash(mut self, hash: u64) -> Self {
+        self.arm = self.effect.pick(hash);
+        self
+    }
+
     /// The refusal, if the request must be denied.
     pub fn deny(&self) -> Option<&DenyAction> {
         self.effect.deny.as_ref()

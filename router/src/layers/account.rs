@@ -97,7 +97,7 @@ struct Pending {
     finished: bool,
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<K: http::header::AsHeaderName>(h: &HeaderMap, name: K) -> Option<&str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
@@ -360,7 +360,7 @@ where
             let h = resp.headers();
             let status = resp.status();
             let target = header_str(h, crate::layers::route::ROUTE_HEADER).map(String::from);
-            let backend = header_str(h, BACKEND_HEADER).map(String::from);
+            let backend = header_str(h, &BACKEND_HEADER).map(String::from);
             let served = backend
                 .as_deref()
                 .and_then(|b| find_target(&gw, target.as_deref(), b));
@@ -370,7 +370,7 @@ where
                 Backend::Local(_) => true,
             });
             // `miss` and `bypass` went upstream: only hits were served from the cache.
-            let cache = header_str(h, CACHE_HEADER)
+            let cache = header_str(h, &CACHE_HEADER)
                 .filter(|c| matches!(*c, "hit" | "semantic-hit"))
                 .map(String::from);
             // A hit was answered by the cache, not the model: it is neither local nor remote.
@@ -528,9 +528,9 @@ usage:
             crate::layers::route::ROUTE_HEADER,
             http::HeaderValue::from_static("remote"),
         );
-        h.insert(BACKEND_HEADER, http::HeaderValue::from_static("up"));
+        h.insert(&BACKEND_HEADER, http::HeaderValue::from_static("up"));
         if let Some(c) = cache {
-            h.insert(CACHE_HEADER, http::HeaderValue::from_static(c));
+            h.insert(&CACHE_HEADER, http::HeaderValue::from_static(c));
         }
         resp
     }

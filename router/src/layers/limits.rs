@@ -321,7 +321,7 @@ async fn settle_response(
     }
     let backend = resp
         .headers()
-        .get(BACKEND_HEADER)
+        .get(&BACKEND_HEADER)
         .and_then(|v| v.to_str().ok());
     let target = route
         .targets

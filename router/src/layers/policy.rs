@@ -56,7 +56,7 @@ use crate::telemetry;
 use crate::upstream::Backend;
 
 /// Response header naming the rule that matched.
-pub const POLICY_HEADER: &str = "x-slmgate-policy";
+pub static POLICY_HEADER: http::HeaderName = http::HeaderName::from_static("x-slmgate-policy");
 
 /// The compiled `policies:` of one config, and what their targets may name.
 pub struct Policies {
@@ -158,7 +158,7 @@ where
             let mut resp = inner.call(req).await?;
             if let Some(rule) = &applied.rule {
                 if let Ok(v) = HeaderValue::from_str(rule) {
-                    resp.headers_mut().insert(POLICY_HEADER, v);
+                    resp.headers_mut().insert(&POLICY_HEADER, v);
                 }
             }
             match applied.restore {
@@ -190,14 +190,30 @@ struct MessageTexts<'a> {
 
 impl<'a> MessageTexts<'a> {
     /// Reads the raw `messages` array.
+    #[cfg(test)]
     fn read(raw: &'a str) -> Result<Self, serde_json::Error> {
         use serde_json::value::RawValue;
-        use std::borrow::Cow;
         #[derive(serde::Deserialize)]
         struct Msg<'a> {
             #[serde(borrow, default)]
             content: Option<&'a RawValue>,
         }
+        let msgs: Vec<Msg<'a>> = serde_json::from_str(raw)?;
+        Self::of_contents(msgs.iter().map(|m| m.content.map(RawValue::get)))
+    }
+
+    /// Reads the request's messages from the contents its parse located (no second parse
+    /// of `messages`).
+    fn of_chat(chat: &'a ChatRequest) -> Result<Self, serde_json::Error> {
+        Self::of_contents(chat.message_contents())
+    }
+
+    /// Reads each message's raw `content` (`None` when absent), one item per message.
+    fn of_contents(
+        contents: impl Iterator<Item = Option<&'a str>>,
+    ) -> Result<Self, serde_json::Error> {
+        use serde_json::value::RawValue;
+        use std::borrow::Cow;
         #[derive(serde::Deserialize)]
         struct Part<'a> {
             #[serde(rename = "type", borrow, default)]
@@ -205,22 +221,27 @@ impl<'a> MessageTexts<'a> {
             #[serde(borrow, default)]
             text: Option<&'a RawValue>,
         }
-        fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-            let t = raw.get();
+        fn string(t: &str) -> Option<Cow<'_, str>> {
             if !t.starts_with('"') {
                 return None;
+            }
+            // A JSON string without escapes is its bytes between the quotes (serde_json
+            // checked it when it captured the raw value): no deserializer needed.
+            if t.len() >= 2 && t.ends_with('"') && !t.as_bytes().contains(&b'\\') {
+                return Some(Cow::Borrowed(&t[1..t.len() - 1]));
             }
             serde_json::from_str::<&str>(t)
                 .map(Cow::Borrowed)
                 .or_else(|_| serde_json::from_str::<String>(t).map(Cow::Owned))
                 .ok()
         }
-        let msgs: Vec<Msg<'a>> = serde_json::from_str(raw)?;
         let mut out = MessageTexts::default();
         let mut chars = 0;
-        for m in &msgs {
-            let Some(content) = m.content else { continue };
-            match content.get().as_bytes().first() {
+        let mut messages = 0;
+        for content in contents {
+            messages += 1;
+            let Some(content) = content else { continue };
+            match content.as_bytes().first() {
                 Some(b'"') => {
                     if let Some(t) = string(content) {
                         chars += t.chars().count();
@@ -228,10 +249,10 @@ impl<'a> MessageTexts<'a> {
                     }
                 }
                 Some(b'[') => {
-                    let parts: Vec<Part<'a>> = serde_json::from_str(content.get())?;
+                    let parts: Vec<Part<'a>> = serde_json::from_str(content)?;
                     let mut any = false;
                     for p in &parts {
-                        let Some(t) = p.text.and_then(string) else {
+                        let Some(t) = p.text.map(RawValue::get).and_then(string) else {
                             continue;
                         };
                         let counted = match p.kind.map(RawValue::get) {
@@ -253,7 +274,7 @@ impl<'a> MessageTexts<'a> {
         }
         out.estimate = Query {
             total_chars: chars,
-            messages: msgs.len(),
+            messages,
             ..Query::default()
         }
         .estimated_tokens() as u64;
@@ -328,7 +349,7 @@ fn deny_response(rule: &str, status: u16, message: &str) -> Response {
     tracing::info!(rule, status = status.as_u16(), "denied by policy");
     let mut resp = openai_error(status, message, kind, None, "policy_denied");
     if let Ok(v) = HeaderValue::from_str(rule) {
-        resp.headers_mut().insert(POLICY_HEADER, v);
+        resp.headers_mut().insert(&POLICY_HEADER, v);
     }
     resp
 }
@@ -464,11 +485,12 @@ async fn apply(
     let key = ext.get::<Caller>().and_then(|c| c.key.clone());
 
     // Message texts are read only when PII is scanned.
-    let texts = match chat.raw_field("messages") {
-        Some(raw) if set.needs_pii() => Some(MessageTexts::read(raw).map_err(|e| {
+    let texts = if set.needs_pii() {
+        Some(MessageTexts::of_chat(chat).map_err(|e| {
             GatewayError::bad_param("messages", format!("invalid `messages`: {e}")).into_response()
-        })?),
-        _ => None,
+        })?)
+    } else {
+        None
     };
     let mut pii: Vec<PiiKind> = Vec::new();
     for t in texts.iter().flat_map(|t| t.texts.iter()) {
@@ -503,10 +525,14 @@ async fn apply(
         prompt_tokens,
         pii: &pii,
         now: SystemTime::now(),
-        // Only a `split` reads it: no request-id hashing for policies without one.
-        split_hash: if set.splits() { split_hash(req) } else { 0 },
+        // Only a `split` reads it: the request id is hashed below, for an outcome that
+        // splits, not for every request.
+        split_hash: 0,
     };
-    let outcome = set.evaluate(&facts);
+    let mut outcome = set.evaluate(&facts);
+    if outcome.splits() {
+        outcome = outcome.with_split_hash(split_hash(req));
+    }
     let rule = (!outcome.is_default()).then(|| outcome.rule_name().to_string());
     tracing::debug!(rule = outcome.rule_name(), pii = ?pii, "policy evaluated");
     let action = if outcome.deny().is_some() {
@@ -804,6 +830,11 @@ mod tests {
             .unwrap();
             let want = Query::from_chat(&req).unwrap().estimated_tokens() as u64;
             assert_eq!(t.estimate, want, "{raw}");
+            // The request path reads the contents the parse located: the same texts.
+            let c = MessageTexts::of_chat(&req).unwrap();
+            let located: Vec<&str> = c.texts.iter().map(|c| c.as_ref()).collect();
+            assert_eq!(located, texts, "{raw}");
+            assert_eq!(c.estimate, want, "{raw}");
         }
         assert!(MessageTexts::read(r#"{"not":"an array"}"#).is_err());
     }

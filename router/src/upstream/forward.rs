@@ -22,7 +22,7 @@ use crate::layers::BoxFuture;
 use crate::telemetry;
 
 /// Header naming the backend that produced the answer.
-pub const BACKEND_HEADER: &str = "x-slmgate-backend";
+pub static BACKEND_HEADER: http::HeaderName = http::HeaderName::from_static("x-slmgate-backend");
 
 /// Sends decided requests upstream.
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,7 +102,7 @@ async fn forward(mut req: Request<Body>) -> Response {
         match result {
             Ok(mut r) => {
                 if let Ok(v) = HeaderValue::from_str(target.backend.name()) {
-                    r.headers_mut().insert(BACKEND_HEADER, v);
+                    r.headers_mut().insert(&BACKEND_HEADER, v);
                 }
                 if i > 0 {
                     tracing::info!(alias = %route.alias, backend = target.backend.name(), "served by fallback");

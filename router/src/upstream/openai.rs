@@ -14,7 +14,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use rand::Rng;
 
 use super::{Fallback, UpstreamClock};
-use crate::api::{extract_usage, ChatRequest};
+use crate::api::{read_json_answer, AnswerComplete, AnswerUsage, ChatRequest};
 use crate::error::GatewayError;
 use crate::telemetry;
 use crate::upstream::sse;
@@ -214,13 +214,17 @@ impl OpenAiBackend {
             }
             Ok(Ok(b)) => b,
         };
+        let mut read = None;
         if status.is_success() {
-            // One parse serves the span (model, usage, finish reasons) and the log line.
-            let usage = if span.is_disabled() {
-                extract_usage(&bytes)
+            // One parse serves the span (model, usage, finish reasons) or the steps above
+            // (usage, completeness: see `AnswerUsage`), and the log line.
+            let (complete, usage) = if span.is_disabled() {
+                let (complete, usage) = read_json_answer(&bytes);
+                (Some(complete), usage)
             } else {
-                telemetry::record_completion(&span, &bytes)
+                (None, telemetry::record_completion(&span, &bytes))
             };
+            read = Some((complete, usage));
             if let Some(u) = usage {
                 tracing::debug!(
                     backend = %self.name,
@@ -235,6 +239,13 @@ impl OpenAiBackend {
             header::CONTENT_TYPE,
             content_type.unwrap_or(HeaderValue::from_static("application/json")),
         );
+        if let Some((complete, usage)) = read {
+            let ext = out.extensions_mut();
+            ext.insert(AnswerUsage(usage));
+            if let Some(c) = complete {
+                ext.insert(AnswerComplete(c));
+            }
+        }
         Ok(out)
     }
 }

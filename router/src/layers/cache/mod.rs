@@ -69,14 +69,14 @@ use super::route::{decision_headers, Decision};
 use super::snapshot::Snapshot;
 use super::sse_map::{event_bytes, map_events, EventFilter};
 use super::BoxFuture;
-use crate::api::{is_usage_only_chunk, AnswerUsage, ChatRequest};
+use crate::api::{is_usage_only_chunk, AnswerComplete, AnswerUsage, ChatRequest};
 use crate::error::GatewayError;
 use crate::runtime::Caller;
 use crate::upstream::forward::BACKEND_HEADER;
 pub use store::CacheState;
 
 /// Response header saying how the cache took part.
-pub const CACHE_HEADER: &str = "x-slmgate-cache";
+pub static CACHE_HEADER: http::HeaderName = http::HeaderName::from_static("x-slmgate-cache");
 
 /// Marks a response served from the cache (a response extension): the limits step charges
 /// nothing for it.
@@ -218,7 +218,7 @@ pub struct CacheService<S> {
 
 fn put_header(resp: &mut Response, value: &'static str) {
     resp.headers_mut()
-        .insert(CACHE_HEADER, HeaderValue::from_static(value));
+        .insert(&CACHE_HEADER, HeaderValue::from_static(value));
 }
 
 impl<S> Service<Request<Body>> for CacheService<S>
@@ -342,7 +342,7 @@ where
                 semantic: semantic.map(|(scope, v)| (scope, v, plan.semantic_ttl)),
                 backend: resp
                     .headers()
-                    .get(BACKEND_HEADER)
+                    .get(&BACKEND_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string(),
@@ -407,7 +407,7 @@ fn replay(
     };
     decision_headers(decision, resp.headers_mut());
     if let Ok(v) = HeaderValue::from_str(&a.backend) {
-        resp.headers_mut().insert(BACKEND_HEADER, v);
+        resp.headers_mut().insert(&BACKEND_HEADER, v);
     }
     put_header(&mut resp, label);
     resp.extensions_mut().insert(CacheHit);
@@ -480,11 +480,18 @@ async fn record(resp: Response, sink: Sink, hide_usage: bool) -> Response {
                 .into_response()
         }
     };
-    let (complete, usage) = replay::read_json_answer(&bytes);
-    if parts.extensions.get::<AnswerUsage>().is_none() {
-        // For the limits and account steps above: the answer is read once.
-        parts.extensions.insert(AnswerUsage(usage));
-    }
+    // The upstream client read the answer as it came (`AnswerComplete`); else read it now,
+    // once, and leave its usage for the limits and account steps above.
+    let complete = match parts.extensions.get::<AnswerComplete>() {
+        Some(c) => c.0,
+        None => {
+            let (complete, usage) = replay::read_json_answer(&bytes);
+            if parts.extensions.get::<AnswerUsage>().is_none() {
+                parts.extensions.insert(AnswerUsage(usage));
+            }
+            complete
+        }
+    };
     if complete {
         sink.store(bytes.clone());
     }

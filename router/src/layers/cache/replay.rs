@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::api::{extract_usage, Usage};
+pub use crate::api::read_json_answer;
 
 /// Finish reasons of a complete answer.
 fn finished(reason: Option<&Value>) -> bool {
@@ -33,52 +33,6 @@ pub fn is_complete(v: &Value) -> bool {
         }
         _ => false,
     }
-}
-
-/// What the steps read from a JSON answer, in one parse, without building its value tree
-/// (the message contents are skipped, not copied): whether it is complete
-/// ([`is_complete`]) and its `usage` (what [`extract_usage`] reads). The cache step reads
-/// both and leaves the usage for the limits and account steps above it
-/// ([`crate::api::AnswerUsage`]), so an answer is parsed once, not twice.
-pub fn read_json_answer(json: &[u8]) -> (bool, Option<Usage>) {
-    use serde::de::IgnoredAny;
-    use serde_json::value::RawValue;
-    use std::borrow::Cow;
-    #[derive(serde::Deserialize)]
-    struct Choice<'a> {
-        #[serde(default, borrow)]
-        finish_reason: Option<Cow<'a, str>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Answer<'a> {
-        #[serde(default)]
-        error: Option<IgnoredAny>,
-        #[serde(default, borrow)]
-        choices: Option<Vec<Choice<'a>>>,
-        #[serde(default, borrow)]
-        usage: Option<&'a RawValue>,
-    }
-    let Ok(a) = serde_json::from_slice::<Answer<'_>>(json) else {
-        // Not an answer this shape reads (an odd `choices`, not JSON): not complete, and the
-        // usage as the limits step would read it on its own.
-        return (false, extract_usage(json));
-    };
-    let usage = a.usage.and_then(|raw| {
-        serde_json::from_str::<Option<Usage>>(raw.get())
-            .ok()
-            .flatten()
-    });
-    let complete = a.error.is_none()
-        && a.choices.is_some_and(|c| {
-            !c.is_empty()
-                && c.iter().all(|c| {
-                    matches!(
-                        c.finish_reason.as_deref(),
-                        Some("stop" | "length" | "tool_calls" | "function_call")
-                    )
-                })
-        });
-    (complete, usage)
 }
 
 /// Merges a streamed delta into the message built so far, the way OpenAI's SDKs do:
@@ -303,6 +257,7 @@ pub fn completion_events(completion: &Value, include_usage: bool) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{extract_usage, Usage};
 
     fn feed(events: &[Value], done: bool) -> Option<Value> {
         let mut a = Assembler::default();
