@@ -390,13 +390,12 @@ pub fn extract_usage(json: &[u8]) -> Option<Usage> {
 
 /// What the steps read from a JSON answer, in one parse, without building its value tree
 /// (the message contents are skipped, not copied): whether it is complete
-/// ([`crate::layers::cache::replay::is_complete`]) and its `usage` (what [`extract_usage`] reads). The upstream client reads
-/// both as it receives the answer and leaves them for the steps above ([`AnswerUsage`],
-/// [`AnswerComplete`]), so an answer is parsed once, not once per step.
+/// ([`crate::layers::cache::replay::is_complete`]) and its `usage` (what [`extract_usage`]
+/// reads). The upstream client reads both as it receives the answer and leaves them for
+/// the steps above ([`AnswerUsage`], [`AnswerComplete`]), so an answer is parsed once, not
+/// once per step.
 pub fn read_json_answer(json: &[u8]) -> (bool, Option<Usage>) {
     use serde::de::IgnoredAny;
-    use serde_json::value::RawValue;
-    use std::borrow::Cow;
     #[derive(serde::Deserialize)]
     struct Choice<'a> {
         #[serde(default, borrow)]

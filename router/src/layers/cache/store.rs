@@ -138,7 +138,13 @@ impl CacheState {
         CacheState(Arc::new(Stores {
             exact: Cache::builder()
                 .max_capacity(max_bytes)
-                .initial_capacity(expected_entries(max_bytes))
+                // Sized up front only when the configuration turns the exact cache on (a
+                // policy's `cache: true` alone grows it as it goes).
+                .initial_capacity(if cfg.exact.enabled {
+                    expected_entries(max_bytes)
+                } else {
+                    0
+                })
                 .weigher(|_, a: &Arc<Answer>| weight(a))
                 .expire_after(AnswerExpiry)
                 .build_with_hasher(KeyHasher::default()),
@@ -256,6 +262,13 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_sized_from_max_bytes_within_bounds() {
+        assert_eq!(expected_entries(64 << 20), 131_072);
+        assert_eq!(expected_entries(1000), 1 << 10, "at least 1 Ki");
+        assert_eq!(expected_entries(1 << 40), 1 << 18, "at most 256 Ki");
+    }
 
     fn answer(text: &str, ttl: Duration) -> Arc<Answer> {
         Arc::new(Answer {
