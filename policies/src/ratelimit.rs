@@ -203,10 +203,6 @@ impl<C: Clock + Clone> RateLimiters<C> {
     }
 
     /// Counts one request for `key` against `limits.requests_per_minute`.
-    pub fn check_requests(&self, key: &str, limits: &RateLimits) -> Result<(), RateLimited> {
-        self.requests(&key.to_string(), limits)
-    }
-
     fn requests(&self, key: &String, limits: &RateLimits) -> Result<(), RateLimited> {
         let Some(rpm) = limits.requests_per_minute else {
             return Ok(());
@@ -221,15 +217,6 @@ impl<C: Clock + Clone> RateLimiters<C> {
     }
 
     /// Counts `tokens` for `key` against `limits.tokens_per_minute` (all or nothing).
-    pub fn check_tokens(
-        &self,
-        key: &str,
-        limits: &RateLimits,
-        tokens: u32,
-    ) -> Result<(), RateLimited> {
-        self.tokens(&key.to_string(), limits, tokens)
-    }
-
     fn tokens(&self, key: &String, limits: &RateLimits, tokens: u32) -> Result<(), RateLimited> {
         let (Some(tpm), Some(n)) = (limits.tokens_per_minute, NonZeroU32::new(tokens)) else {
             return Ok(());

@@ -96,7 +96,6 @@ pub struct PolicySet {
     pii: PiiDetector,
     needs_pii: bool,
     needs_decision: bool,
-    splits: bool,
     headers: Vec<String>,
 }
 
@@ -127,7 +126,6 @@ impl PolicySet {
                 .unwrap_or_else(|_| PiiDetector::none()),
             needs_pii: false,
             needs_decision: false,
-            splits: false,
             headers: Vec::new(),
         }
     }
@@ -162,12 +160,6 @@ impl PolicySet {
     /// `category`, `score`), i.e. the gateway must route before evaluating.
     pub fn needs_decision(&self) -> bool {
         self.needs_decision
-    }
-
-    /// Returns true if and only if some rule (or the default) has a `split`, i.e. the
-    /// gateway must give [`RequestFacts::split_hash`] a per-request value.
-    pub fn splits(&self) -> bool {
-        self.splits
     }
 
     /// Lower-case names of the headers rules look at; the gateway need only pass these.

@@ -132,7 +132,6 @@ pub(crate) fn compile(
 
     match detector {
         Some(pii) if cx.errs.is_empty() => Ok(PolicySet {
-            splits: default.split.is_some() || rules.iter().any(|r| r.effect.split.is_some()),
             rules,
             default: Arc::new(default),
             pii,
