@@ -392,7 +392,7 @@ pub fn extract_usage(json: &[u8]) -> Option<Usage> {
 /// (the message contents are skipped, not copied): whether it is complete
 /// ([`crate::layers::cache::replay::is_complete`]) and its `usage` (what [`extract_usage`]
 /// reads). The upstream client reads both as it receives the answer and leaves them for
-/// the steps above ([`AnswerUsage`], [`AnswerComplete`]), so an answer is parsed once, not
+/// the steps above ([`AnswerUsage`], [`JsonAnswer`]), so an answer is parsed once, not
 /// once per step.
 pub fn read_json_answer(json: &[u8]) -> (bool, Option<Usage>) {
     use serde::de::IgnoredAny;
@@ -433,10 +433,18 @@ pub fn read_json_answer(json: &[u8]) -> (bool, Option<Usage>) {
     (complete, usage)
 }
 
-/// Whether a complete JSON answer finished ([`read_json_answer`]), kept as a response
-/// extension by the upstream client that read it, for the cache step.
-#[derive(Debug, Clone, Copy)]
-pub struct AnswerComplete(pub bool);
+/// A JSON answer the upstream client read whole, kept as a response extension for the cache
+/// step: whether it finished ([`read_json_answer`]) and its bytes, the response body itself
+/// (shared, not copied), so the cache stores a complete answer without collecting and
+/// re-wrapping the body. Nothing between the upstream client and the cache step rewrites a
+/// JSON body; a step that did would have to remove this.
+#[derive(Debug, Clone)]
+pub struct JsonAnswer {
+    /// The answer finished (every choice has a finish reason).
+    pub complete: bool,
+    /// The response body.
+    pub body: bytes::Bytes,
+}
 
 /// One entry of `GET /v1/models`.
 #[derive(Debug, Clone, Serialize)]

@@ -43,7 +43,7 @@ use tower::{Layer, Service};
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
-use crate::api::{extract_usage, is_usage_only_chunk, ChatRequest, Usage};
+use crate::api::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use crate::error::GatewayError;
 use crate::layers::cache::CACHE_HEADER;
 use crate::metrics as m;
@@ -417,6 +417,14 @@ where
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
+            if !is_sse && status.is_success() {
+                // A step below read the answer's usage already: the body need not be read.
+                if let Some(&AnswerUsage(usage)) = resp.extensions().get::<AnswerUsage>() {
+                    pending.usage = usage;
+                    pending.finish();
+                    return Ok(resp);
+                }
+            }
             let (mut parts, body) = resp.into_parts();
             if is_sse && status.is_success() {
                 pending.sse = true;

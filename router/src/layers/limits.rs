@@ -41,7 +41,7 @@ use super::route::Decision;
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
-use crate::api::{extract_usage, is_usage_only_chunk, ChatRequest, Usage};
+use crate::api::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use crate::error::{openai_error, GatewayError};
 use crate::routing::query::Query;
 use crate::runtime::{Caller, Target};
@@ -334,6 +334,18 @@ async fn settle_response(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !is_sse {
+        // A step below read the answer's usage already: settle with it, and leave the body
+        // alone.
+        if let Some(&AnswerUsage(usage)) = resp.extensions().get::<AnswerUsage>() {
+            settle.usage = usage;
+            if usage.is_none() {
+                settle.chunks = settle.completion;
+            }
+            drop(settle);
+            return resp;
+        }
+    }
     let (mut parts, body) = resp.into_parts();
     if is_sse {
         let filter = UsageFilter { settle, hide_usage };

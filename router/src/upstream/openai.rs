@@ -14,7 +14,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use rand::Rng;
 
 use super::{Fallback, UpstreamClock};
-use crate::api::{read_json_answer, AnswerComplete, AnswerUsage, ChatRequest};
+use crate::api::{read_json_answer, AnswerUsage, ChatRequest, JsonAnswer};
 use crate::error::GatewayError;
 use crate::telemetry;
 use crate::upstream::sse;
@@ -234,16 +234,23 @@ impl OpenAiBackend {
                 );
             }
         }
+        let answer = match read {
+            Some((Some(complete), _)) => Some(JsonAnswer {
+                complete,
+                body: bytes.clone(),
+            }),
+            _ => None,
+        };
         let mut out = (status, Body::from(bytes)).into_response();
         out.headers_mut().insert(
             header::CONTENT_TYPE,
             content_type.unwrap_or(HeaderValue::from_static("application/json")),
         );
-        if let Some((complete, usage)) = read {
+        if let Some((_, usage)) = read {
             let ext = out.extensions_mut();
             ext.insert(AnswerUsage(usage));
-            if let Some(c) = complete {
-                ext.insert(AnswerComplete(c));
+            if let Some(a) = answer {
+                ext.insert(a);
             }
         }
         Ok(out)

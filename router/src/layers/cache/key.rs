@@ -68,7 +68,7 @@ pub fn canonical(v: &Value, out: &mut Vec<u8>) {
 fn write_string(s: &str, out: &mut Vec<u8>) {
     // serde_json escapes `"`, `\` and control characters, nothing else, so a string without
     // them is written as is (most are: prompts rarely hold a quote or a newline).
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    if !needs_escape(s.as_bytes()) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -77,6 +77,29 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     }
     // serde_json escapes a string one way only.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Whether `b` holds a byte serde_json escapes (`"`, `\\`, below 0x20), eight bytes at a
+/// time (a key's strings are most of its bytes; a byte-wise scan was its costliest part).
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Non-zero iff some byte of `x` is below `n` (n <= 0x80); `x ^ c*ONES` has a zero byte
+    // where `x` has a byte `c`.
+    let below = |x: u64, n: u64| x.wrapping_sub(n * ONES) & !x & HIGHS;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_ne_bytes(w);
+        if below(x, 0x20) | below(x ^ (0x22 * ONES), 1) | below(x ^ (0x5c * ONES), 1) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 /// Integers as integers (whatever their spelling), other numbers in serde_json's shortest
@@ -284,14 +307,16 @@ impl<'de> serde::de::Visitor<'de> for Canon<'_> {
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Every member's canonical value goes into one scratch buffer (a range each), to be
-        // copied out in key order.
+        // Every member's canonical value is written at the end of the output (a range each),
+        // the object is then assembled after them in key order and moved down over them: no
+        // scratch buffer per object.
+        let out = self.0;
+        let base = out.len();
         let mut members: Vec<(CanonKey<'de>, std::ops::Range<usize>)> = Vec::new();
-        let mut values = Vec::new();
         while let Some(k) = map.next_key::<CanonKey<'de>>()? {
-            let start = values.len();
-            map.next_value_seed(Canon(&mut values))?;
-            let v = start..values.len();
+            let start = out.len();
+            map.next_value_seed(Canon(&mut *out))?;
+            let v = start..out.len();
             // A repeated key keeps its last value, as a parsed object does.
             match members.iter_mut().find(|(m, _)| m.0 == k.0) {
                 Some(m) => m.1 = v,
@@ -299,16 +324,19 @@ impl<'de> serde::de::Visitor<'de> for Canon<'_> {
             }
         }
         members.sort_unstable_by(|a, b| a.0 .0.cmp(&b.0 .0));
-        self.0.push(b'{');
+        let assembled = out.len();
+        out.push(b'{');
         for (i, (k, v)) in members.iter().enumerate() {
             if i > 0 {
-                self.0.push(b',');
+                out.push(b',');
             }
-            write_string(&k.0, self.0);
-            self.0.push(b':');
-            self.0.extend_from_slice(&values[v.clone()]);
+            write_string(&k.0, out);
+            out.push(b':');
+            out.extend_from_within(v.clone());
         }
-        self.0.push(b'}');
+        out.push(b'}');
+        out.copy_within(assembled.., base);
+        out.truncate(base + (out.len() - assembled));
         Ok(())
     }
 }
@@ -422,6 +450,8 @@ pub(crate) mod tests {
             r#"[{"role":"user","content":"hi"},{"content":[{"type":"text","text":"x"}],"role":"assistant"}]"#,
             r#""a \"quoted\" string""#,
             r#"{"k":1,"k":2}"#,
+            r#"{"z":{"b":[1,{"d":2,"c":"\"q\""}],"a":"a longer value"},"y":{},"x":[{"q":{"s":1,"r":[]}}],"z":3}"#,
+            r#"{"m":{"k":"first, longer","j":0},"m":{"k":"2"},"a":{"c":{"b":{"a":[{"z":1,"y":2}]}}}}"#,
             "0.1",
             "[]",
         ] {
@@ -436,6 +466,26 @@ pub(crate) mod tests {
             );
         }
         assert!(canonical_text("{", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_word_wise_escape_scan_finds_what_a_byte_wise_one_finds() {
+        let naive = |b: &[u8]| b.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        for len in 0..20 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = byte;
+                    assert_eq!(needs_escape(&b), naive(&b), "{b:?}");
+                    // Neighbours that are close to the special values must not hide it.
+                    for fill in [0x1f, 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xff] {
+                        let mut b = vec![fill; len];
+                        b[at] = byte;
+                        assert_eq!(needs_escape(&b), naive(&b), "{b:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

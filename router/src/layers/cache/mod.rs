@@ -69,7 +69,7 @@ use super::route::{decision_headers, Decision};
 use super::snapshot::Snapshot;
 use super::sse_map::{event_bytes, map_events, EventFilter};
 use super::BoxFuture;
-use crate::api::{is_usage_only_chunk, AnswerComplete, AnswerUsage, ChatRequest};
+use crate::api::{is_usage_only_chunk, AnswerUsage, ChatRequest, JsonAnswer};
 use crate::error::GatewayError;
 use crate::runtime::Caller;
 use crate::upstream::forward::BACKEND_HEADER;
@@ -464,6 +464,16 @@ async fn record(resp: Response, sink: Sink, hide_usage: bool) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !is_sse {
+        // The upstream client read the answer whole: store its bytes, pass the response on
+        // untouched.
+        if let Some(a) = resp.extensions().get::<JsonAnswer>() {
+            if a.complete {
+                sink.store(a.body.clone());
+            }
+            return resp;
+        }
+    }
     let (mut parts, body) = resp.into_parts();
     if is_sse {
         let rec = Recorder {
@@ -480,18 +490,11 @@ async fn record(resp: Response, sink: Sink, hide_usage: bool) -> Response {
                 .into_response()
         }
     };
-    // The upstream client read the answer as it came (`AnswerComplete`); else read it now,
-    // once, and leave its usage for the limits and account steps above.
-    let complete = match parts.extensions.get::<AnswerComplete>() {
-        Some(c) => c.0,
-        None => {
-            let (complete, usage) = replay::read_json_answer(&bytes);
-            if parts.extensions.get::<AnswerUsage>().is_none() {
-                parts.extensions.insert(AnswerUsage(usage));
-            }
-            complete
-        }
-    };
+    // Read it now, once, and leave its usage for the limits and account steps above.
+    let (complete, usage) = replay::read_json_answer(&bytes);
+    if parts.extensions.get::<AnswerUsage>().is_none() {
+        parts.extensions.insert(AnswerUsage(usage));
+    }
     if complete {
         sink.store(bytes.clone());
     }
