@@ -6,6 +6,7 @@
 //! running snapshot's state when the bounds did not change ([`CacheState::carry`]), so
 //! cached answers survive reloads like budgets do.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +96,8 @@ type KeyHasher = foldhash::fast::RandomState;
 
 struct Stores {
     exact: Cache<Key, Arc<Answer>, KeyHasher>,
+    /// Keys offered to a full exact store once (see [`CacheState::put_exact`]).
+    doorkeeper: Doorkeeper,
     semantic: Cache<Key, Arc<Scope>, KeyHasher>,
     max_bytes: u64,
     max_entries: u64,
@@ -131,6 +134,55 @@ fn expected_entries(max_bytes: u64) -> usize {
 /// cache_memory`); with 128, the `max_bytes` bound let the cache take ~2.5× as much memory.
 const ENTRY_OVERHEAD: usize = 512;
 
+/// A Bloom filter of the keys offered to a full exact store, cleared once it has taken a
+/// set number of keys (so it forgets old ones and its false-positive rate stays ~5 %):
+/// 2^20 bits (128 KiB), two bits per key.
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    added: AtomicU64,
+}
+
+impl Doorkeeper {
+    const BITS: usize = 1 << 20;
+    /// Keys taken before the filter is cleared: an eighth of its bits (~23 % of them set).
+    const RESET_AFTER: u64 = (Self::BITS / 8) as u64;
+
+    /// Marks `key`; whether it was marked already (maybe falsely, ~5 %).
+    fn seen_before(&self, key: &Key) -> bool {
+        // The key is a sha256 digest: its bytes are already uniformly spread.
+        let at = |i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&key[i..i + 4]);
+            u32::from_le_bytes(w) as usize % Self::BITS
+        };
+        let mut seen = true;
+        for bit in [at(0), at(4)] {
+            let mask = 1u64 << (bit % 64);
+            let word = &self.bits[bit / 64];
+            // A relaxed load first: a key seen before costs no write.
+            if word.load(Ordering::Relaxed) & mask == 0 {
+                seen &= word.fetch_or(mask, Ordering::Relaxed) & mask != 0;
+            }
+        }
+        if !seen && self.added.fetch_add(1, Ordering::Relaxed) + 1 >= Self::RESET_AFTER {
+            self.added.store(0, Ordering::Relaxed);
+            for w in self.bits.iter() {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        seen
+    }
+}
+
+impl Default for Doorkeeper {
+    fn default() -> Self {
+        Doorkeeper {
+            bits: (0..Self::BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+            added: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Bytes an answer is counted for: the body plus bookkeeping ([`ENTRY_OVERHEAD`]), so
 /// `max_bytes` bounds the memory the store holds.
 pub fn weight(a: &Answer) -> u32 {
@@ -155,6 +207,7 @@ impl CacheState {
                 .weigher(|_, a: &Arc<Answer>| weight(a))
                 .expire_after(AnswerExpiry)
                 .build_with_hasher(KeyHasher::default()),
+            doorkeeper: Doorkeeper::default(),
             semantic: Cache::builder()
                 .max_capacity(max_entries)
                 .weigher(|_, s: &Arc<Scope>| u32::try_from(s.entries.len()).unwrap_or(u32::MAX))
@@ -188,9 +241,20 @@ impl CacheState {
         self.0.exact.get(key)
     }
 
-    /// Caches an exact answer.
+    /// Caches an exact answer. While the store is full, an answer is only offered to it the
+    /// second time its key comes within the doorkeeper's memory: moka's TinyLFU admission
+    /// turns away a key first seen against a full store anyway (its frequency is not above
+    /// the victim's), after the insert has paid for an entry, a hash-table insert and removal
+    /// and the maintenance (~6 µs of CPU per request in the load bench, where every prompt
+    /// is new). This is the doorkeeper of the TinyLFU paper (Einziger et al., 2017) in front
+    /// of moka's own frequency sketch: a key asked for again is offered to moka as before.
     pub fn put_exact(&self, key: Key, answer: Arc<Answer>) {
-        self.0.exact.insert(key, answer);
+        let s = &self.0;
+        let full = s.exact.weighted_size() + u64::from(weight(&answer)) > s.max_bytes;
+        if full && !s.doorkeeper.seen_before(&key) {
+            return;
+        }
+        s.exact.insert(key, answer);
     }
 
     /// The answer in `scope` whose vector is most similar to `v`, if that similarity is at
@@ -275,6 +339,58 @@ mod tests {
         assert_eq!(expected_entries(64 << 20), 131_072);
         assert_eq!(expected_entries(1000), 1 << 10, "at least 1 Ki");
         assert_eq!(expected_entries(1 << 40), 1 << 18, "at most 256 Ki");
+    }
+
+    #[test]
+    fn the_doorkeeper_lets_a_key_through_the_second_time_and_forgets() {
+        let d = Doorkeeper::default();
+        let key = |n: u64| {
+            let k: Key = sha2::Sha256::digest(n.to_le_bytes()).into();
+            k
+        };
+        use sha2::Digest as _;
+        assert!(!d.seen_before(&key(1)));
+        assert!(d.seen_before(&key(1)));
+        assert!(!d.seen_before(&key(2)));
+        // False positives stay rare while the filter fills towards its reset.
+        let false_positives = (10..10_010).filter(|&n| d.seen_before(&key(n))).count();
+        assert!(false_positives < 100, "{false_positives} of 10000");
+        // After RESET_AFTER new keys it starts over: key 1 is new again.
+        for n in 100_000..100_000 + Doorkeeper::RESET_AFTER {
+            d.seen_before(&key(n));
+        }
+        assert!(!d.seen_before(&key(1)));
+    }
+
+    #[test]
+    fn a_full_exact_store_takes_a_new_key_only_when_it_comes_again() {
+        let hour = Duration::from_secs(3600);
+        let mut cfg = CacheConfig::default();
+        // Room for four entries of this size.
+        let size = weight(&answer("a", hour)) as u64;
+        cfg.exact.max_bytes = 4 * size;
+        let s = CacheState::new(&cfg);
+        for i in 0..4u8 {
+            s.put_exact([i; 32], answer("a", hour));
+        }
+        s.0.exact.run_pending_tasks();
+        assert_eq!(s.0.exact.entry_count(), 4);
+        // Full: a first-seen key is not even offered to moka.
+        s.put_exact([9; 32], answer("b", hour));
+        s.0.exact.run_pending_tasks();
+        assert!(s.get_exact(&[9; 32]).is_none());
+        assert_eq!(s.0.exact.entry_count(), 4);
+        // The second time it is offered; asked for often enough, TinyLFU admits it.
+        for _ in 0..8 {
+            let _ = s.get_exact(&[9; 32]);
+            s.put_exact([9; 32], answer("b", hour));
+            s.0.exact.run_pending_tasks();
+        }
+        assert_eq!(
+            s.get_exact(&[9; 32]).map(|a| a.json.clone()),
+            Some(Bytes::from("b"))
+        );
+        assert!(s.0.exact.entry_count() <= 4);
     }
 
     fn answer(text: &str, ttl: Duration) -> Arc<Answer> {
