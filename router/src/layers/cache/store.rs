@@ -245,8 +245,9 @@ impl CacheState {
     /// second time its key comes within the doorkeeper's memory: moka's TinyLFU admission
     /// turns away a key first seen against a full store anyway (its frequency is not above
     /// the victim's), after the insert has paid for an entry, a hash-table insert and removal
-    /// and the maintenance (~6 µs of CPU per request in the load bench, where every prompt
-    /// is new). This is the doorkeeper of the TinyLFU paper (Einziger et al., 2017) in front
+    /// and the maintenance (in the load bench, where every prompt is new, moka's share of the
+    /// gateway's CPU fell from ~5.5 % to ~0.7 % once the store was full; throughput moved
+    /// within the noise). This is the doorkeeper of the TinyLFU paper (Einziger et al., 2017) in front
     /// of moka's own frequency sketch: a key asked for again is offered to moka as before.
     pub fn put_exact(&self, key: Key, answer: Arc<Answer>) {
         let s = &self.0;
