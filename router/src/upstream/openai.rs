@@ -234,23 +234,19 @@ impl OpenAiBackend {
                 );
             }
         }
-        let answer = match read {
-            Some((Some(complete), _)) => Some(JsonAnswer {
-                complete,
-                body: bytes.clone(),
-            }),
-            _ => None,
-        };
-        let mut out = (status, Body::from(bytes)).into_response();
+        let mut out = (status, Body::from(bytes.clone())).into_response();
         out.headers_mut().insert(
             header::CONTENT_TYPE,
             content_type.unwrap_or(HeaderValue::from_static("application/json")),
         );
-        if let Some((_, usage)) = read {
+        if let Some((complete, usage)) = read {
             let ext = out.extensions_mut();
             ext.insert(AnswerUsage(usage));
-            if let Some(a) = answer {
-                ext.insert(a);
+            if let Some(complete) = complete {
+                ext.insert(JsonAnswer {
+                    complete,
+                    body: bytes,
+                });
             }
         }
         Ok(out)

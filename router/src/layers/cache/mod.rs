@@ -491,7 +491,7 @@ async fn record(resp: Response, sink: Sink, hide_usage: bool) -> Response {
         }
     };
     // Read it now, once, and leave its usage for the limits and account steps above.
-    let (complete, usage) = replay::read_json_answer(&bytes);
+    let (complete, usage) = crate::api::read_json_answer(&bytes);
     if parts.extensions.get::<AnswerUsage>().is_none() {
         parts.extensions.insert(AnswerUsage(usage));
     }

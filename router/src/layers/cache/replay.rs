@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-pub use crate::api::read_json_answer;
-
 /// Finish reasons of a complete answer.
 fn finished(reason: Option<&Value>) -> bool {
     matches!(
@@ -257,7 +255,7 @@ pub fn completion_events(completion: &Value, include_usage: bool) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{extract_usage, Usage};
+    use crate::api::{extract_usage, read_json_answer, Usage};
 
     fn feed(events: &[Value], done: bool) -> Option<Value> {
         let mut a = Assembler::default();
