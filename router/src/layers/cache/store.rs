@@ -247,8 +247,9 @@ impl CacheState {
     /// the victim's), after the insert has paid for an entry, a hash-table insert and removal
     /// and the maintenance (in the load bench, where every prompt is new, moka's share of the
     /// gateway's CPU fell from ~5.5 % to ~0.7 % once the store was full; throughput moved
-    /// within the noise). This is the doorkeeper of the TinyLFU paper (Einziger et al., 2017) in front
-    /// of moka's own frequency sketch: a key asked for again is offered to moka as before.
+    /// within the noise). This is the doorkeeper of the TinyLFU paper (Einziger et al.,
+    /// 2017) in front of moka's own frequency sketch: a key asked for again is offered to
+    /// moka as before.
     pub fn put_exact(&self, key: Key, answer: Arc<Answer>) {
         let s = &self.0;
         let full = s.exact.weighted_size() + u64::from(weight(&answer)) > s.max_bytes;
@@ -344,12 +345,12 @@ mod tests {
 
     #[test]
     fn the_doorkeeper_lets_a_key_through_the_second_time_and_forgets() {
+        use sha2::Digest as _;
         let d = Doorkeeper::default();
         let key = |n: u64| {
             let k: Key = sha2::Sha256::digest(n.to_le_bytes()).into();
             k
         };
-        use sha2::Digest as _;
         assert!(!d.seen_before(&key(1)));
         assert!(d.seen_before(&key(1)));
         assert!(!d.seen_before(&key(2)));
