@@ -132,13 +132,14 @@ impl GatewayError {
             GatewayError::Unauthorized(_)
             | GatewayError::Forbidden(_)
             | GatewayError::AdminOnly(_) => "authentication_error",
-            GatewayError::Overloaded { .. }
-            | GatewayError::RateLimited { .. }
-            | GatewayError::Unavailable(_) => "rate_limit_error",
+            GatewayError::Overloaded { .. } | GatewayError::RateLimited { .. } => {
+                "rate_limit_error"
+            }
             GatewayError::Upstream(_)
             | GatewayError::UpstreamTimeout(_)
             | GatewayError::GatewayTimeout(_) => "upstream_error",
-            GatewayError::Internal(_) => "server_error",
+            // A target that cannot serve is the server's state, not the caller's pace.
+            GatewayError::Unavailable(_) | GatewayError::Internal(_) => "server_error",
         }
     }
 
@@ -167,7 +168,6 @@ impl GatewayError {
         match self {
             GatewayError::Overloaded { retry_after, .. } => Some(*retry_after),
             GatewayError::RateLimited { retry_after, .. } => *retry_after,
-            GatewayError::Unavailable(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -265,6 +265,11 @@ mod tests {
                 "upstream_error",
             ),
             (
+                GatewayError::Unavailable("local model not loaded".into()),
+                503,
+                "server_error",
+            ),
+            (
                 GatewayError::Internal("secret detail".into()),
                 500,
                 "server_error",
@@ -290,5 +295,9 @@ mod tests {
         .into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        // A target that cannot serve does not invite a retry within the second.
+        let resp = GatewayError::Unavailable("not loaded".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
     }
 }
