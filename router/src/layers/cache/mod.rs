@@ -431,24 +431,30 @@ impl Sink {
         // A body read from the upstream is a slice of the connection's read buffer (8 KiB
         // or more); keeping that slice would pin the whole buffer for the entry's lifetime
         // (measured: ~11 KB resident per cached 300-byte answer, and page-zeroing showing in
-        // profiles). A compact copy keeps memory what the weigher counts.
-        let json = Bytes::copy_from_slice(&json);
+        // profiles). A compact copy keeps memory what the weigher counts. It is made only
+        // for a store that takes the answer: a full exact store turns most new keys away.
+        let mut compact: Option<Bytes> = None;
+        let mut copy = || {
+            compact
+                .get_or_insert_with(|| Bytes::copy_from_slice(&json))
+                .clone()
+        };
         if let Some((k, ttl)) = self.exact {
-            self.state.put_exact(
-                k,
+            let w = store::weight_of(json.len(), self.backend.len());
+            self.state.put_exact_with(k, w, || {
                 Arc::new(store::Answer {
-                    json: json.clone(),
+                    json: copy(),
                     backend: self.backend.clone(),
                     ttl,
-                }),
-            );
+                })
+            });
         }
         if let Some((scope, v, ttl)) = self.semantic {
             self.state.put_semantic(
                 scope,
                 v,
                 Arc::new(store::Answer {
-                    json,
+                    json: copy(),
                     backend: self.backend,
                     ttl,
                 }),

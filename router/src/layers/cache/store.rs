@@ -186,7 +186,13 @@ impl Default for Doorkeeper {
 /// Bytes an answer is counted for: the body plus bookkeeping ([`ENTRY_OVERHEAD`]), so
 /// `max_bytes` bounds the memory the store holds.
 pub fn weight(a: &Answer) -> u32 {
-    u32::try_from(a.json.len() + a.backend.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+    weight_of(a.json.len(), a.backend.len())
+}
+
+/// [`weight`] of an answer with a `json_len`-byte body from a backend named in
+/// `backend_len` bytes, before it is built.
+pub fn weight_of(json_len: usize, backend_len: usize) -> u32 {
+    u32::try_from(json_len + backend_len + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 impl CacheState {
@@ -251,12 +257,20 @@ impl CacheState {
     /// 2017) in front of moka's own frequency sketch: a key asked for again is offered to
     /// moka as before.
     pub fn put_exact(&self, key: Key, answer: Arc<Answer>) {
+        let w = weight(&answer);
+        self.put_exact_with(key, w, || answer);
+    }
+
+    /// [`put_exact`](Self::put_exact) for an answer of `weight` (see [`weight_of`]) that
+    /// `make` builds only when the store takes it: an answer the doorkeeper turns away costs
+    /// no copy.
+    pub fn put_exact_with(&self, key: Key, weight: u32, make: impl FnOnce() -> Arc<Answer>) {
         let s = &self.0;
-        let full = s.exact.weighted_size() + u64::from(weight(&answer)) > s.max_bytes;
+        let full = s.exact.weighted_size() + u64::from(weight) > s.max_bytes;
         if full && !s.doorkeeper.seen_before(&key) {
             return;
         }
-        s.exact.insert(key, answer);
+        s.exact.insert(key, make());
     }
 
     /// The answer in `scope` whose vector is most similar to `v`, if that similarity is at
@@ -377,9 +391,14 @@ mod tests {
         }
         s.0.exact.run_pending_tasks();
         assert_eq!(s.0.exact.entry_count(), 4);
-        // Full: a first-seen key is not even offered to moka.
+        // Full: a first-seen key is not even offered to moka, nor its answer built.
+        let w = weight(&answer("b", hour));
+        s.put_exact_with([8; 32], w, || {
+            panic!("built an answer the store turns away")
+        });
         s.put_exact([9; 32], answer("b", hour));
         s.0.exact.run_pending_tasks();
+        assert!(s.get_exact(&[8; 32]).is_none());
         assert!(s.get_exact(&[9; 32]).is_none());
         assert_eq!(s.0.exact.entry_count(), 4);
         // The second time it is offered; asked for often enough, TinyLFU admits it.
