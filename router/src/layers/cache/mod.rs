@@ -343,9 +343,8 @@ where
                 backend: resp
                     .headers()
                     .get(&BACKEND_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string(),
+                    .cloned()
+                    .unwrap_or(HeaderValue::from_static("")),
                 max_bytes: usize::try_from(gw.cache.settings.exact.max_bytes).unwrap_or(usize::MAX),
             };
             Ok(record(resp, sink, hide_usage).await)
@@ -419,7 +418,9 @@ struct Sink {
     state: CacheState,
     exact: Option<(key::Key, Duration)>,
     semantic: Option<(key::Key, Arc<[f32]>, Duration)>,
-    backend: String,
+    /// The answering backend's name (`x-slmgate-backend`), copied into an entry only when a
+    /// store takes it.
+    backend: HeaderValue,
     max_bytes: usize,
 }
 
@@ -439,12 +440,13 @@ impl Sink {
                 .get_or_insert_with(|| Bytes::copy_from_slice(&json))
                 .clone()
         };
+        let backend = self.backend.to_str().unwrap_or("");
         if let Some((k, ttl)) = self.exact {
-            let w = store::weight_of(json.len(), self.backend.len());
+            let w = store::weight_of(json.len(), backend.len());
             self.state.put_exact_with(k, w, || {
                 Arc::new(store::Answer {
                     json: copy(),
-                    backend: self.backend.clone(),
+                    backend: backend.to_string(),
                     ttl,
                 })
             });
@@ -455,7 +457,7 @@ impl Sink {
                 v,
                 Arc::new(store::Answer {
                     json: copy(),
-                    backend: self.backend,
+                    backend: backend.to_string(),
                     ttl,
                 }),
             );
@@ -668,7 +670,7 @@ mod tests {
             state: state.clone(),
             exact: Some(([9; 32], Duration::from_secs(60))),
             semantic: None,
-            backend: "up".into(),
+            backend: HeaderValue::from_static("up"),
             max_bytes: 1 << 20,
         };
         let sse = |body: &'static str| {
