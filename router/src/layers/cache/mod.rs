@@ -434,10 +434,10 @@ impl Sink {
         // (measured: ~11 KB resident per cached 300-byte answer, and page-zeroing showing in
         // profiles). A compact copy keeps memory what the weigher counts. It is made only
         // for a store that takes the answer: a full exact store turns most new keys away.
-        let mut compact: Option<Bytes> = None;
-        let mut copy = || {
+        let compact = std::cell::OnceCell::new();
+        let copy = || {
             compact
-                .get_or_insert_with(|| Bytes::copy_from_slice(&json))
+                .get_or_init(|| Bytes::copy_from_slice(&json))
                 .clone()
         };
         let backend = self.backend.to_str().unwrap_or("");
