@@ -411,7 +411,8 @@ fn main() {
     // BENCH_ROUNDS: how many slices each scenario's time is cut into, run round-robin. Short
     // slices spread this shared VM's slow spells evenly over the scenarios: with 3 slices of
     // ~3 s, `policies` as a share of `plain` swung 68-92 % between runs of one binary; with 10
-    // slices of 1 s, three runs of one binary agreed within 3 points (README, Performance).
+    // slices of 1 s, three runs of one binary agreed within 3 points on one VM, while a VM
+    // slow for minutes still spreads them by ~10 (README, Performance).
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
