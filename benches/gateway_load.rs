@@ -60,6 +60,8 @@ struct Stats {
     overhead_p50_us: Option<u64>,
     /// Answered requests including the warm-up (what the process CPU time covers).
     answered: u64,
+    /// req/s of each round-robin slice, in order.
+    slices: Vec<f64>,
 }
 
 /// CPU seconds (user, system; all threads) a process has used so far, from
@@ -221,6 +223,8 @@ struct Raw {
     cpu: Option<(f64, f64)>,
     /// The gateway's minor page faults and context switches over the runs, when known.
     events: Option<(u64, u64)>,
+    /// req/s of each slice, in order.
+    slices: Vec<f64>,
 }
 
 impl Raw {
@@ -233,6 +237,7 @@ impl Raw {
             secs: 0.0,
             cpu: Some((0.0, 0.0)),
             events: Some((0, 0)),
+            slices: Vec::new(),
         }
     }
 
@@ -244,6 +249,7 @@ impl Raw {
             errors: self.errors,
             overhead_p50_us: (!self.oh.is_empty()).then(|| self.oh.value_at_quantile(0.5)),
             answered: self.answered,
+            slices: self.slices.clone(),
         }
     }
 }
@@ -483,7 +489,9 @@ fn main() {
                 for ((_, addr, load, pid), raw) in targets.iter().zip(raws.iter_mut()) {
                     let cpu0 = pid.and_then(cpu_secs);
                     let ev0 = pid.and_then(faults_switches);
+                    let (n0, s0) = (raw.lat.len(), raw.secs);
                     run(raw, *addr, "/v1/chat/completions", conns, secs / rounds as f64, *load).await;
+                    raw.slices.push((raw.lat.len() - n0) as f64 / (raw.secs - s0).max(1e-9));
                     raw.cpu = match (pid.and_then(cpu_secs), cpu0, raw.cpu) {
                         (Some((bu, bs)), Some((au, as_)), Some((u, s))) => Some((u + bu - au, s + bs - as_)),
                         _ => None,
@@ -540,12 +548,31 @@ fn main() {
             );
         }
         let d16 = get("mock direct", 16).map(|s| s.rps).unwrap_or(0.0);
-        let plain16 = get("through slmgate (plain)", 16).map(|s| s.rps);
+        let plain16 = get("through slmgate (plain)", 16);
         for s in &scenarios {
             let Some(g) = get(&format!("through slmgate ({})", s.name), 16) else { continue };
+            // Also each round's slice against plain's slice of the same round (run seconds
+            // apart): a slow spell of the VM then lands on both sides of a ratio.
             let vs_plain = plain16
                 .filter(|_| s.name != "plain")
-                .map(|p| format!(", {:.0}% of plain pass-through", 100.0 * g.rps / p.max(1.0)))
+                .map(|p| {
+                    let mut per_round: Vec<f64> = g
+                        .slices
+                        .iter()
+                        .zip(&p.slices)
+                        .map(|(g, p)| 100.0 * g / p.max(1.0))
+                        .collect();
+                    per_round.sort_by(f64::total_cmp);
+                    let spread = match (per_round.first(), per_round.last()) {
+                        (Some(lo), Some(hi)) if per_round.len() > 1 => {
+                            let n = per_round.len();
+                            let median = (per_round[(n - 1) / 2] + per_round[n / 2]) / 2.0;
+                            format!("; per round: median {median:.0}%, {lo:.0}-{hi:.0}%")
+                        }
+                        _ => String::new(),
+                    };
+                    format!(", {:.0}% of plain pass-through{spread}", 100.0 * g.rps / p.rps.max(1.0))
+                })
                 .unwrap_or_default();
             println!(
                 "16 connections, {}: {:.0} req/s ({:.0}% of the mock alone{vs_plain})",

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::error::{Errors, Path};
 use crate::time::{from_unix_secs, month_index, month_start_day, rfc3339, unix_secs, DAY};
@@ -246,31 +247,41 @@ impl Account {
     }
 }
 
+/// Every account ever used, and where each name's account is. Accounts are never removed, so
+/// an index stays valid for the ledger's life: a reservation holds indices, not names.
 #[derive(Debug, Default)]
 struct Accounts {
-    keys: NameMap<Account>,
-    teams: NameMap<Account>,
+    keys: NameMap<usize>,
+    teams: NameMap<usize>,
+    all: Vec<Account>,
 }
 
 impl Accounts {
-    fn get_mut(&mut self, scope: BudgetScope, name: &str) -> Option<&mut Account> {
+    fn find(&self, scope: BudgetScope, name: &str) -> Option<usize> {
         match scope {
-            BudgetScope::Key => self.keys.get_mut(name),
-            BudgetScope::Team => self.teams.get_mut(name),
+            BudgetScope::Key => self.keys.get(name),
+            BudgetScope::Team => self.teams.get(name),
         }
+        .copied()
     }
 
-    /// Creates the account on first use (the name is copied only then).
-    fn ensure(&mut self, scope: BudgetScope, name: &str) {
-        let map = match scope {
-            BudgetScope::Key => &mut self.keys,
-            BudgetScope::Team => &mut self.teams,
-        };
-        if !map.contains_key(name) {
-            map.insert(name.to_string(), Account::default());
+    /// The account's index, creating the account on first use (the name is copied only then).
+    fn ensure(&mut self, scope: BudgetScope, name: &str) -> usize {
+        if let Some(i) = self.find(scope, name) {
+            return i;
         }
+        let i = self.all.len();
+        self.all.push(Account::default());
+        match scope {
+            BudgetScope::Key => self.keys.insert(name.to_string(), i),
+            BudgetScope::Team => self.teams.insert(name.to_string(), i),
+        };
+        i
     }
 }
+
+/// A reservation's accounts: a key's and its team's fit inline.
+type Held = SmallVec<[usize; 2]>;
 
 /// The shared ledger. Cloning gives another handle to the same state.
 #[derive(Debug, Clone, Default)]
@@ -308,11 +319,11 @@ impl BudgetLedger {
         let est = to_nanos(estimate_usd);
         let (day, month) = windows_at(now);
         let mut accts = self.lock();
+        let mut held = Held::new();
         for s in subjects {
-            accts.ensure(s.scope, s.name);
-            let Some(acct) = accts.get_mut(s.scope, s.name) else {
-                continue;
-            };
+            let i = accts.ensure(s.scope, s.name);
+            held.push(i);
+            let acct = &mut accts.all[i];
             acct.day.roll(day);
             acct.month.roll(month);
             for period in [BudgetPeriod::Day, BudgetPeriod::Month] {
@@ -339,14 +350,12 @@ impl BudgetLedger {
                 }
             }
         }
-        let mut held = Vec::with_capacity(subjects.len());
-        for s in subjects {
-            let Some(acct) = accts.get_mut(s.scope, s.name) else {
-                continue;
-            };
+        // A budget named twice (a key and its team never are, but a caller may) is reserved
+        // once per mention, and released the same way.
+        for &i in &held {
+            let acct = &mut accts.all[i];
             acct.day.reserved = acct.day.reserved.saturating_add(est);
             acct.month.reserved = acct.month.reserved.saturating_add(est);
-            held.push((s.scope, s.name.to_string()));
         }
         Ok(Reservation {
             ledger: self.clone(),
@@ -361,8 +370,8 @@ impl BudgetLedger {
     /// What `scope`/`name` has spent and reserved in the windows containing `now`.
     pub fn usage(&self, scope: BudgetScope, name: &str, now: SystemTime) -> Usage {
         let (day, month) = windows_at(now);
-        let mut accts = self.lock();
-        let Some(a) = accts.get_mut(scope, name) else {
+        let accts = self.lock();
+        let Some(a) = accts.find(scope, name).map(|i| accts.all[i]) else {
             return Usage::default();
         };
         let (d, m) = (a.day, a.month);
@@ -384,8 +393,8 @@ impl BudgetLedger {
 
     fn release(&self, r: &Reservation, actual: Option<(u64, SystemTime)>) {
         let mut accts = self.lock();
-        for (scope, name) in &r.held {
-            let Some(acct) = accts.get_mut(*scope, name) else {
+        for &i in &r.held {
+            let Some(acct) = accts.all.get_mut(i) else {
                 continue;
             };
             // A window that rolled over since admission already forgot this reservation.
@@ -415,7 +424,8 @@ impl BudgetLedger {
 #[must_use = "settle the reservation with the real cost"]
 pub struct Reservation {
     ledger: BudgetLedger,
-    held: Vec<(BudgetScope, String)>,
+    /// Indices of the accounts it reserved in (see [`Accounts`]).
+    held: Held,
     day: i64,
     month: i64,
     estimate: u64,
@@ -515,6 +525,38 @@ mod tests {
         assert_eq!(l.usage(BudgetScope::Key, "b", now), Usage::default());
         a.settle(0.7, now);
         assert_eq!(l.usage(BudgetScope::Key, "a", now).month_spent_usd, 0.7);
+    }
+
+    #[test]
+    fn accounts_are_per_scope_and_released_by_index() {
+        let l = BudgetLedger::new();
+        let lim = BudgetLimits {
+            daily_usd: Some(1.0),
+            monthly_usd: None,
+        };
+        let now = t(2025, 3, 3, 3);
+        // A key and a team of the same name are different accounts.
+        let r1 = l
+            .admit(
+                &[Budgeted::key("x", &lim), Budgeted::team("x", &lim)],
+                0.25,
+                now,
+            )
+            .unwrap();
+        let r2 = l.admit(&[Budgeted::key("y", &lim)], 0.5, now).unwrap();
+        let reserved = |scope, name| l.usage(scope, name, now).day_reserved_usd;
+        assert_eq!(reserved(BudgetScope::Key, "x"), 0.25);
+        assert_eq!(reserved(BudgetScope::Team, "x"), 0.25);
+        assert_eq!(reserved(BudgetScope::Key, "y"), 0.5);
+        assert_eq!(reserved(BudgetScope::Team, "y"), 0.0);
+        // Settling one reservation touches only its own accounts.
+        r2.settle(0.125, now);
+        assert_eq!(reserved(BudgetScope::Key, "x"), 0.25);
+        assert_eq!(l.usage(BudgetScope::Key, "y", now).day_spent_usd, 0.125);
+        drop(r1);
+        assert_eq!(reserved(BudgetScope::Key, "x"), 0.0);
+        assert_eq!(reserved(BudgetScope::Team, "x"), 0.0);
+        assert_eq!(l.usage(BudgetScope::Team, "x", now), Usage::default());
     }
 
     #[test]

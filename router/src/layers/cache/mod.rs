@@ -242,8 +242,8 @@ where
             let ext = req.extensions();
             let (Some(Snapshot(gw)), Some(chat), Some(decision)) = (
                 ext.get::<Snapshot>().cloned(),
-                ext.get::<ChatRequest>().cloned(),
-                ext.get::<Decision>().cloned(),
+                ext.get::<ChatRequest>(),
+                ext.get::<Decision>(),
             ) else {
                 // Forwarding reports the missing decision.
                 return inner.call(req).await;
@@ -269,7 +269,7 @@ where
             let tenant = key::tenant(ext.get::<Caller>());
             let exact_key = plan
                 .exact
-                .then(|| key::exact_key(&tenant, &chat, &decision))
+                .then(|| key::exact_key(&tenant, chat, decision))
                 .flatten();
             let state = gw.cache.state.clone();
             // The lookup's span (see crate::telemetry::cache_span); dropped before forwarding
@@ -279,13 +279,13 @@ where
                 if let Some(a) = exact_key.as_ref().and_then(|k| state.get_exact(k)) {
                     tracing::debug!(backend = %a.backend, "exact cache hit");
                     crate::telemetry::record_cache(&span, "hit", Some("exact"), None);
-                    return Ok(replay(&a, &chat, &decision, "hit"));
+                    return Ok(replay(&a, chat, decision, "hit"));
                 }
             }
             let semantic = match (plan.semantic, &gw.embedder) {
-                (true, Some(e)) => match key::body_map(&chat)
+                (true, Some(e)) => match key::body_map(chat)
                     .ok()
-                    .and_then(|body| key::semantic_query(&tenant, &chat, &decision, &body))
+                    .and_then(|body| key::semantic_query(&tenant, chat, decision, &body))
                 {
                     Some(q) => embed(e, &q.text)
                         .instrument(span.clone())
@@ -301,7 +301,7 @@ where
                     if let Some((a, sim)) = state.get_semantic(scope, v, threshold) {
                         tracing::debug!(similarity = sim, backend = %a.backend, "semantic cache hit");
                         crate::telemetry::record_cache(&span, "hit", Some("semantic"), Some(sim));
-                        return Ok(replay(&a, &chat, &decision, "semantic-hit"));
+                        return Ok(replay(&a, chat, decision, "semantic-hit"));
                     }
                 }
             }
@@ -324,7 +324,8 @@ where
             // from a client that did not ask).
             let hide_usage = chat.stream && !chat.client_wants_usage;
             if hide_usage {
-                match chat.with_stream_usage() {
+                let with_usage = chat.with_stream_usage();
+                match with_usage {
                     Ok(c) => {
                         req.extensions_mut().insert(c);
                     }
