@@ -22,7 +22,8 @@
 //! - `observability-all-traced`: the same with every request traced (ratio 1).
 //! - `everything`: `policies` and `observability` together.
 //!
-//! `BENCH_SLMGATE_BIN=path` benchmarks that gateway binary instead of the target dir's.
+//! `BENCH_SLMGATE_BIN=path` benchmarks that gateway binary instead of the target dir's;
+//! `BENCH_SLICES=1` also prints each round-robin slice's req/s.
 //!
 //! The mock upstream runs on its own single-threaded runtime in this process, the gateway is
 //! the real `slmgate` binary in a child process (release build, logs at `warn`), and the load
@@ -535,6 +536,10 @@ fn main() {
                     s.p99_us as f64 / 1000.0,
                     s.errors
                 );
+                if std::env::var_os("BENCH_SLICES").is_some() {
+                    let slices: Vec<String> = s.slices.iter().map(|r| format!("{r:.0}")).collect();
+                    println!("  slices (req/s): {}", slices.join(" "));
+                }
                 results.push((name, conns, s));
             }
         }
