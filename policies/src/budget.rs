@@ -463,6 +463,14 @@ mod tests {
         from_unix_secs(days_from_civil(y, m, d) * DAY + h * 3600)
     }
 
+    /// A daily limit of `usd`, no monthly one.
+    fn daily(usd: f64) -> BudgetLimits {
+        BudgetLimits {
+            daily_usd: Some(usd),
+            monthly_usd: None,
+        }
+    }
+
     #[test]
     fn reserve_settle_release() {
         let l = BudgetLedger::new();
@@ -530,10 +538,7 @@ mod tests {
     #[test]
     fn accounts_are_per_scope_and_released_by_index() {
         let l = BudgetLedger::new();
-        let lim = BudgetLimits {
-            daily_usd: Some(1.0),
-            monthly_usd: None,
-        };
+        let lim = daily(1.0);
         let now = t(2025, 3, 3, 3);
         // A key and a team of the same name are different accounts.
         let r1 = l
@@ -562,10 +567,7 @@ mod tests {
     #[test]
     fn settle_across_midnight_counts_in_the_new_day() {
         let l = BudgetLedger::new();
-        let lim = BudgetLimits {
-            daily_usd: Some(1.0),
-            monthly_usd: None,
-        };
+        let lim = daily(1.0);
         let who = [Budgeted::key("k", &lim)];
         let r = l.admit(&who, 0.9, t(2025, 2, 1, 23)).unwrap();
         let next = t(2025, 2, 2, 0);
@@ -581,10 +583,7 @@ mod tests {
     #[test]
     fn bad_amounts_do_not_panic() {
         let l = BudgetLedger::new();
-        let lim = BudgetLimits {
-            daily_usd: Some(1.0),
-            monthly_usd: None,
-        };
+        let lim = daily(1.0);
         let who = [Budgeted::key("k", &lim)];
         let r = l.admit(&who, f64::NAN, UNIX_EPOCH_PLUS).unwrap();
         r.settle(-3.0, UNIX_EPOCH_PLUS);

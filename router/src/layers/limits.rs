@@ -238,23 +238,15 @@ where
                 .iter()
                 .map(|t| cost(acc.price(t), prompt, completion))
                 .fold(0.0, f64::max);
-            // The key's budget, then its team's (on the stack: at most two).
-            let key_subject = key_budget.as_ref().map(|b| Budgeted::key(&key.name, b));
-            let team_subject = team.map(|(t, b)| Budgeted::team(t, b));
-            let pair;
-            let subjects: &[Budgeted<'_>] = match (key_subject, team_subject) {
-                (Some(k), Some(t)) => {
-                    pair = [k, t];
-                    &pair
-                }
-                (Some(one), None) | (None, Some(one)) => {
-                    pair = [one, one];
-                    &pair[..1]
-                }
-                (None, None) => &[],
-            };
+            // The key's budget, then its team's.
+            let subjects: Vec<Budgeted<'_>> = key_budget
+                .as_ref()
+                .map(|b| Budgeted::key(&key.name, b))
+                .into_iter()
+                .chain(team.map(|(t, b)| Budgeted::team(t, b)))
+                .collect();
             let now = SystemTime::now();
-            let reservation = match acc.state.budgets.admit(subjects, estimate, now) {
+            let reservation = match acc.state.budgets.admit(&subjects, estimate, now) {
                 Ok(r) => r,
                 Err(e) => return Ok(budget_response(&e)),
             };

@@ -324,8 +324,7 @@ where
             // from a client that did not ask).
             let hide_usage = chat.stream && !chat.client_wants_usage;
             if hide_usage {
-                let with_usage = chat.with_stream_usage();
-                match with_usage {
+                match chat.with_stream_usage() {
                     Ok(c) => {
                         req.extensions_mut().insert(c);
                     }
