@@ -94,7 +94,30 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the config file: {e}"),
         }])
     })?;
-    load_str(&src, &origin)
+    load_file_text(&src, &origin)
+}
+
+/// Loads and validates the text of a config *file* read from `origin`: like [`load_str`],
+/// but a file with no settings at all (empty, or only comments) is an error, not an empty
+/// config. Such a file is far more likely caught mid-write (truncated before the new text
+/// arrived) than meant, and starting or reloading on it would serve nothing.
+pub fn load_file_text(src: &str, origin: &str) -> Result<Config, ConfigErrors> {
+    if is_blank(src) {
+        return Err(ConfigErrors(vec![ConfigError {
+            origin: origin.to_string(),
+            line: None,
+            column: None,
+            path: "<root>".into(),
+            message: "the config file is empty (or only comments): nothing to load".into(),
+        }]));
+    }
+    load_str(src, origin)
+}
+
+/// Returns true if and only if `src` is a YAML document with no value: empty, whitespace,
+/// comments or a bare `---`.
+fn is_blank(src: &str) -> bool {
+    serde_norway::from_str::<serde_norway::Value>(src).is_ok_and(|v| v.is_null())
 }
 
 /// Loads and validates a config from a string, interpolating from the process environment.

@@ -90,6 +90,8 @@ pub(crate) fn load(
     let backends = root.remove("backends");
     let models = root.remove("models");
     let keys = root.remove("keys");
+    // `models:` with nothing after it (a file cut short there) is null, not a declaration.
+    let models_declared = matches!(models, Some(Value::Sequence(_)));
 
     let mut cfg: Config = parse_lenient(
         Value::Mapping(root),
@@ -105,6 +107,7 @@ pub(crate) fn load(
     cfg.keys = each_item(keys, "keys", &mut ctx, |v, p, ctx| {
         parse_lenient(v, p, &[], ctx)
     });
+    cfg.models_declared = models_declared;
 
     crate::telemetry::resolve(&mut cfg, env);
     validate::validate(&cfg, &mut ctx);
@@ -130,6 +133,8 @@ fn empty_config() -> Config {
         models: Vec::new(),
         embedder: None,
         keys: Vec::new(),
+        auth: None,
+        models_declared: false,
         router: None,
         policies: None,
         pricing: Default::default(),

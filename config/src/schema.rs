@@ -28,6 +28,16 @@ pub struct Config {
     /// Client API keys. None configured = the gateway is open.
     #[serde(default)]
     pub keys: Vec<Key>,
+    /// Whether client requests need a key, said explicitly (absent = they do when `keys`
+    /// lists any). A reload that would leave a keyed gateway without keys is refused unless
+    /// the new file says `auth: none`.
+    #[serde(default)]
+    pub auth: Option<AuthMode>,
+    /// Whether the file lists `models:` at all (`models: []` counts, an absent or empty
+    /// `models:` key does not): a reload that removes every model must say so with
+    /// `models: []`. Set by the loader, not read from a key of that name.
+    #[serde(skip)]
+    pub models_declared: bool,
     /// Query routing between the local and the remote model (the `auto` alias).
     #[serde(default)]
     pub router: Option<crate::routing::Router>,
@@ -57,6 +67,17 @@ pub struct Config {
     pub telemetry: crate::telemetry::Telemetry,
 }
 
+/// `auth:`: how client requests (`/v1/*`) are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every client request needs one of `keys` (which must list at least one).
+    Keys,
+    /// No client keys, on purpose: the API is open (`keys` must be empty), and without an
+    /// admin key the operator endpoints answer loopback clients only.
+    None,
+}
+
 /// Operator access (`admin:`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,12 +94,22 @@ pub struct Admin {
     /// Prometheus scrapers expect).
     #[serde(default)]
     pub protect_metrics: bool,
+    /// No admin key, on purpose: the operator endpoints answer loopback clients only
+    /// (default false). Needed, like `auth: none`, for a reload that removes the admin key
+    /// the running config has; conflicts with `key` and `key_sha256`.
+    #[serde(default)]
+    pub loopback_only: bool,
 }
 
 impl Admin {
     /// The configured admin secret, if any (empty strings count as none).
     pub fn key(&self) -> Option<&str> {
         self.key.as_deref().filter(|k| !k.is_empty())
+    }
+
+    /// Returns true if and only if an admin key is configured (in clear or as a digest).
+    pub fn has_key(&self) -> bool {
+        self.key().is_some() || self.key_sha256.as_deref().is_some_and(|h| !h.is_empty())
     }
 }
 

@@ -254,6 +254,26 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
             }
         }
     }
+    match cfg.auth {
+        Some(AuthMode::Keys) if cfg.keys.is_empty() => ctx.err(
+            &[key("auth")],
+            "`auth: keys` needs at least one entry in `keys` (or `auth: none` for an open gateway)",
+        ),
+        Some(AuthMode::None) if !cfg.keys.is_empty() => ctx.err(
+            &[key("auth")],
+            format!(
+                "`auth: none` says client requests need no key, but `keys` lists {}: remove one or the other",
+                cfg.keys.len()
+            ),
+        ),
+        _ => {}
+    }
+    if cfg.admin.loopback_only && cfg.admin.has_key() {
+        ctx.err(
+            &[key("admin"), key("loopback_only")],
+            "`loopback_only: true` conflicts with the admin key set here: remove one or the other",
+        );
+    }
     if let (Some(_), Some(_)) = (cfg.admin.key(), &cfg.admin.key_sha256) {
         ctx.err(
             &[key("admin"), key("key")],

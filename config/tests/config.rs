@@ -400,8 +400,66 @@ fn admin_errors_list_only_the_sections_own_keys() {
     assert_eq!(e.path, "admin.bogus");
     assert!(
         e.message
-            .ends_with("(expected one of: key, key_sha256, protect_metrics)"),
+            .ends_with("(expected one of: key, key_sha256, protect_metrics, loopback_only)"),
         "{}",
         e.message
     );
+}
+
+#[test]
+fn an_empty_file_is_an_error_but_an_empty_string_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("empty.yaml", ""),
+        ("blank.yaml", "  \n\n"),
+        ("comments.yaml", "# nothing yet\n---\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let errs = slmgate_config::load_file(&path).unwrap_err();
+        assert!(
+            errs.to_string().contains("the config file is empty"),
+            "{errs}"
+        );
+    }
+    assert!(slmgate_config::load_file_text("listen: 127.0.0.1:1\n", "x.yaml").is_ok());
+}
+
+#[test]
+fn auth_says_explicitly_whether_keys_are_needed() {
+    let one_key = "keys:\n  - { name: a, key: sk-a }\n";
+    let cfg = load_str_with_env(one_key, "t.yaml", &no_env).unwrap();
+    assert_eq!(cfg.auth, None);
+    let cfg = load_str_with_env(&format!("auth: keys\n{one_key}"), "t.yaml", &no_env).unwrap();
+    assert_eq!(cfg.auth, Some(slmgate_config::AuthMode::Keys));
+    let cfg = load_str_with_env("auth: none\n", "t.yaml", &no_env).unwrap();
+    assert_eq!(cfg.auth, Some(slmgate_config::AuthMode::None));
+
+    let errs = errors("auth: keys\n");
+    let e = find(&errs, "`auth: keys` needs at least one entry in `keys`");
+    assert_eq!(
+        (e.path.as_str(), e.line, e.column),
+        ("auth", Some(1), Some(1))
+    );
+    let errs = errors(&format!("auth: none\n{one_key}"));
+    find(&errs, "but `keys` lists 1: remove one or the other");
+    let errs = errors("auth: off\n");
+    find(&errs, "unknown value `off` (expected one of: keys, none)");
+
+    let errs = errors("admin:\n  key: s3cret\n  loopback_only: true\n");
+    let e = find(&errs, "`loopback_only: true` conflicts with the admin key");
+    assert_eq!(e.path, "admin.loopback_only");
+    assert_eq!(e.line, Some(3));
+}
+
+#[test]
+fn models_declared_tells_an_explicit_empty_list_from_a_missing_one() {
+    for (src, declared) in [
+        ("models: []\n", true),
+        ("models:\n", false),
+        ("listen: 127.0.0.1:1\n", false),
+    ] {
+        let cfg = load_str_with_env(src, "t.yaml", &no_env).unwrap();
+        assert_eq!(cfg.models_declared, declared, "{src:?}");
+    }
 }
