@@ -578,3 +578,142 @@ async fn an_unchanged_local_model_is_reused_and_a_changed_one_reloaded() {
     assert_eq!(second.default_max_tokens, 4);
     assert_eq!(chat_status(&gw, "local").await, 200);
 }
+
+/// `GET /v1/models` with a client key.
+async fn model_ids_as(gw: &Running, key: &str) -> Vec<String> {
+    let v: Value = client()
+        .get(url(gw, "/v1/models"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The statuses of a keyless chat request and a keyless `GET /admin/status`.
+async fn keyless_statuses(gw: &Running) -> (u16, u16) {
+    let admin = client()
+        .get(url(gw, "/admin/status"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    (chat_status(gw, "remote").await, admin)
+}
+
+/// The watcher's last rejection's problems, once there is one newer than `after` rejections.
+async fn rejection_after(gw: &Running, after: u64) -> Vec<slmgate_router::reload::ConfigIssue> {
+    let seen = eventually(Duration::from_secs(10), || async {
+        gw.reloader.status().failed > after
+    })
+    .await;
+    assert!(seen, "no rejection: {:?}", gw.reloader.status());
+    let last = gw.reloader.status().last_reload.unwrap();
+    assert!(!last.ok, "{last:?}");
+    last.errors
+}
+
+#[tokio::test]
+async fn a_config_rewritten_in_place_in_two_steps_never_opens_the_gateway() {
+    let mock = Mock::start().await;
+    // Keys and the admin key come last, as in the incident: a writer that stops before
+    // `keys:` leaves a valid config without either.
+    let secured = |alias: &str| {
+        one_backend(
+            &mock,
+            "",
+            &format!("  - name: {alias}\n    backend: up\n"),
+            "keys:\n  - name: c\n    key: sk-c\nadmin:\n  key: adm-secret\n",
+        )
+    };
+    let (_dir, path) = temp_config(&secured("first"));
+    let gw = start(&path, StartOptions::file(&path)).await;
+    assert_eq!(keyless_statuses(&gw).await, (401, 401));
+
+    // Rewritten in place: everything above `keys:` first, the rest 1.5 s later.
+    let next = secured("second");
+    let cut = next.find("keys:").unwrap();
+    std::fs::write(&path, &next[..cut]).unwrap();
+    let gap = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < gap {
+        assert_eq!(
+            keyless_statuses(&gw).await,
+            (401, 401),
+            "opened mid-write: {:?}",
+            gw.reloader.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The half file was seen and refused, saying what would allow it.
+    let errors = rejection_after(&gw, 0).await;
+    let paths: Vec<_> = errors.iter().filter_map(|e| e.path.as_deref()).collect();
+    assert_eq!(paths, ["keys", "admin.key"], "{errors:?}");
+    assert!(errors[0].message.contains("auth: none"), "{errors:?}");
+    assert!(errors[1].message.contains("loopback_only"), "{errors:?}");
+    std::fs::write(&path, &next).unwrap();
+    let applied = eventually(Duration::from_secs(10), || async {
+        model_ids_as(&gw, "sk-c")
+            .await
+            .iter()
+            .any(|m| m == "second")
+    })
+    .await;
+    assert!(applied, "{:?}", gw.reloader.status());
+    assert_eq!(keyless_statuses(&gw).await, (401, 401));
+
+    // An empty file is no config.
+    let failed = gw.reloader.status().failed;
+    std::fs::write(&path, "").unwrap();
+    let errors = rejection_after(&gw, failed).await;
+    assert!(
+        errors[0].message.contains("the config file is empty"),
+        "{errors:?}"
+    );
+    assert_eq!(keyless_statuses(&gw).await, (401, 401));
+
+    // Said explicitly, an open gateway is applied.
+    let open = one_backend(&mock, "", "", "auth: none\nadmin:\n  loopback_only: true\n");
+    save(&path, &open);
+    let opened = eventually(Duration::from_secs(10), || async {
+        keyless_statuses(&gw).await == (200, 200)
+    })
+    .await;
+    assert!(opened, "{:?}", gw.reloader.status());
+}
+
+#[tokio::test]
+async fn a_reload_removing_every_model_must_say_so() {
+    let mock = Mock::start().await;
+    let (_dir, path) = temp_config(&one_backend(&mock, "", "", ""));
+    let gw = start(&path, manual(&path)).await;
+    let no_models = "listen: \"127.0.0.1:0\"\n";
+    save(&path, no_models);
+    let resp = post_reload(&gw, None).await;
+    assert_eq!(resp.status(), 422);
+    let v = error_body(resp).await;
+    assert_eq!(v["error"]["code"], "config_refused", "{v}");
+    assert_eq!(v["error"]["errors"][0]["path"], "models", "{v}");
+    assert!(
+        v["error"]["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("models: []"),
+        "{v}"
+    );
+    assert_eq!(chat_status(&gw, "remote").await, 200);
+
+    save(&path, &format!("{no_models}models: []\n"));
+    assert_eq!(post_reload(&gw, None).await.status(), 200);
+    assert_eq!(chat_status(&gw, "remote").await, 404);
+}

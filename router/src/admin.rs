@@ -6,8 +6,10 @@
 //!
 //! - `POST /admin/reload` reloads now ([`Reloader::reload`]). 200 with the status when the
 //!   new config serves; 422 with an OpenAI-shaped error listing every problem (with
-//!   line:column in `error.errors[]`) when it is rejected, the old config still serving;
-//!   409 when the gateway has no config file to read.
+//!   line:column in `error.errors[]`) when it is rejected, the old config still serving
+//!   (code `config_invalid`; `config_refused` when it would drop every client key, the admin
+//!   key or every model without saying so, see [`crate::reload`]); 409 when the gateway has
+//!   no config file to read.
 //! - `GET /admin/status` answers the version, the config source, start time, the serving
 //!   snapshot (created, generation), the last reload (when, ok, error), models available and
 //!   unavailable (with reasons), backends and loaded models.
@@ -68,6 +70,11 @@ fn rejection(reloader: &Reloader, err: ReloadError) -> Response {
         ReloadError::Invalid(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "config_invalid",
+            "invalid_request_error",
+        ),
+        ReloadError::Refused(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "config_refused",
             "invalid_request_error",
         ),
         ReloadError::Unusable(_) => (

@@ -19,7 +19,18 @@
 //!   difference as `restart_required` (log and status).
 //! - **The watcher** watches the file's directory, not the file, so editors that save by
 //!   renaming a new file over the old one (and Kubernetes' `..data` symlink swaps) are seen;
-//!   it reloads only when the file's bytes changed since the last read.
+//!   it reloads only when the file's bytes changed since the last read. After a change it
+//!   waits for the file to be *stable* (two reads [`WATCH_SETTLE`] apart agree, for at
+//!   most [`WATCH_SETTLE_MAX`]) and loads exactly the bytes it compared, so a file being
+//!   written in several quick steps is applied once, whole. Writing the new file elsewhere
+//!   and renaming it over the old one is still the safe way to edit: a writer that pauses
+//!   longer than the settle time mid-file is seen half-written.
+//! - **Guards against a half-written file:** such a file is often still valid YAML (cut
+//!   before `keys:` or `admin:`), and applying it would open the gateway. So a file with no
+//!   settings at all is rejected, and so is a reload that would remove *every* client key,
+//!   the admin key, or every model the running config has, unless the new file says so:
+//!   `auth: none` (no client keys, and no admin key), `admin.loopback_only: true` (no admin
+//!   key), `models: []` (no models). A rejected reload changes nothing, as always.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -37,6 +48,14 @@ use crate::runtime::{unix_now, Gateway};
 /// Quiet time the watcher waits for after a change before reloading (editors write in
 /// several steps).
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// After a change, the watcher reads the file again this much later and applies it only if
+/// both reads agree (see the module docs).
+pub const WATCH_SETTLE: Duration = Duration::from_millis(300);
+
+/// The longest the watcher waits for a changing file to settle; a file still changing
+/// after that is skipped (its next change wakes the watcher again).
+pub const WATCH_SETTLE_MAX: Duration = Duration::from_secs(10);
 
 /// Where the running configuration came from, and so what a reload reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,6 +135,10 @@ pub enum ReloadError {
     /// The file is unreadable or the config is invalid (every problem, with line:column).
     #[error("invalid config:\n{0}")]
     Invalid(cfgs::ConfigErrors),
+    /// The config is valid but would remove every client key, the admin key or every model
+    /// without saying so (see the module docs): most likely a file caught half-written.
+    #[error("config refused:\n{0}")]
+    Refused(cfgs::ConfigErrors),
     /// The config is valid but cannot be put into service (e.g. a model file fails to load).
     #[error("config cannot be applied: {0}")]
     Unusable(String),
@@ -131,7 +154,7 @@ impl ReloadError {
     /// The individual problems, each with its position when known.
     pub fn issues(&self) -> Vec<ConfigIssue> {
         match self {
-            ReloadError::Invalid(errs) => errs
+            ReloadError::Invalid(errs) | ReloadError::Refused(errs) => errs
                 .0
                 .iter()
                 .map(|e| ConfigIssue {
@@ -336,12 +359,22 @@ impl Reloader {
     /// running configuration is untouched; either way the outcome is logged and kept for
     /// [`Reloader::status`].
     pub async fn reload(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
+        self.reload_with(trigger, None).await
+    }
+
+    /// [`Reloader::reload`] from `preread`, the file's bytes as the watcher last read them,
+    /// when given (so what is applied is exactly what was seen to be stable).
+    async fn reload_with(
+        &self,
+        trigger: Trigger,
+        preread: Option<Vec<u8>>,
+    ) -> Result<ReloadOutcome, ReloadError> {
         if self.source == ConfigSource::Memory {
             return Err(ReloadError::NoSource);
         }
         let _serial = self.serial.lock().await;
         let begun = Instant::now();
-        let result = self.load_and_build().await;
+        let result = self.load_and_build(preread).await;
         let duration_ms = begun.elapsed().as_millis() as u64;
         let mut st = self.lock_state();
         match result {
@@ -396,15 +429,23 @@ impl Reloader {
 
     /// Loads and validates the source, then builds the gateway it describes, both on the
     /// blocking pool (file IO; model loading).
-    async fn load_and_build(&self) -> Result<(Gateway, Vec<String>), ReloadError> {
+    async fn load_and_build(
+        &self,
+        preread: Option<Vec<u8>>,
+    ) -> Result<(Gateway, Vec<String>), ReloadError> {
         let source = self.source.clone();
-        let (cfg, digest) = tokio::task::spawn_blocking(move || read_source(&source))
+        let (cfg, digest) = tokio::task::spawn_blocking(move || read_source(&source, preread))
             .await
             .map_err(|e| ReloadError::Internal(e.to_string()))?;
         if let Some(d) = digest {
             self.lock_state().last_digest = Some(d);
         }
         let cfg = cfg.map_err(ReloadError::Invalid)?;
+        let origin = match &self.source {
+            ConfigSource::File(p) => p.display().to_string(),
+            _ => "<embedded default>".to_string(),
+        };
+        refuse_silent_removals(&self.shared.load(), &cfg, &origin).map_err(ReloadError::Refused)?;
         let restart_required = self.boot.differences(&cfg);
         let carry = Carry::from_gateway(&self.shared.load());
         let gateway = tokio::task::spawn_blocking(move || build_gateway_from(&cfg, carry))
@@ -414,22 +455,40 @@ impl Reloader {
         Ok((gateway, restart_required))
     }
 
-    /// True if the file's bytes differ from the last read (unreadable counts as unchanged:
-    /// a file being replaced is briefly missing, and its new version brings another event).
-    async fn file_changed(&self) -> bool {
-        let Some(path) = self.source.path() else {
-            return false;
+    /// The file's bytes once they are stable (see the module docs), if they differ from the
+    /// last read. `None` when unchanged, unreadable (a file being replaced is briefly
+    /// missing, and its new version brings another event) or still changing after
+    /// [`WATCH_SETTLE_MAX`] (its next change brings another event too).
+    async fn settled_change(&self) -> Option<Vec<u8>> {
+        let path = self.source.path()?;
+        let read = || async {
+            tokio::fs::read(path)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(path = %path.display(), error = %e, "config file not readable now");
+                })
+                .ok()
         };
-        match tokio::fs::read(path).await {
-            Ok(bytes) => {
-                let digest: [u8; 32] = Sha256::digest(&bytes).into();
-                self.lock_state().last_digest != Some(digest)
+        let deadline = Instant::now() + WATCH_SETTLE_MAX;
+        let mut seen = read().await?;
+        loop {
+            tokio::time::sleep(WATCH_SETTLE).await;
+            let again = read().await?;
+            if again == seen {
+                break;
             }
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "config file not readable now");
-                false
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    path = %path.display(),
+                    waited = ?WATCH_SETTLE_MAX,
+                    "config file still changing; not reloading yet (write it elsewhere and rename it over the old one)"
+                );
+                return None;
             }
+            seen = again;
         }
+        let digest: [u8; 32] = Sha256::digest(&seen).into();
+        (self.lock_state().last_digest != Some(digest)).then_some(seen)
     }
 
     /// Watches the config file (its directory, see the module docs) and reloads on change
@@ -491,9 +550,9 @@ impl Reloader {
                         if got.is_none() {
                             break;
                         }
-                        if me.file_changed().await {
+                        if let Some(bytes) = me.settled_change().await {
                             // The outcome is logged and kept in the status by `reload`.
-                            let _ = me.reload(Trigger::File).await;
+                            let _ = me.reload_with(Trigger::File, Some(bytes)).await;
                         }
                     }
                 }
@@ -540,18 +599,20 @@ impl std::fmt::Debug for FileWatcher {
     }
 }
 
-/// Reads and validates `source`; also returns the digest of the bytes read from a file.
+/// Reads and validates `source` (a file's bytes are `preread` when given); also returns the
+/// digest of the bytes read from a file.
 fn read_source(
     source: &ConfigSource,
+    preread: Option<Vec<u8>>,
 ) -> (Result<cfgs::Config, cfgs::ConfigErrors>, Option<[u8; 32]>) {
     match source {
         ConfigSource::File(path) => {
             let origin = path.display().to_string();
-            match std::fs::read(path) {
+            match preread.map_or_else(|| std::fs::read(path), Ok) {
                 Ok(bytes) => {
                     let digest = Sha256::digest(&bytes).into();
                     let cfg = match String::from_utf8(bytes) {
-                        Ok(src) => cfgs::load_str(&src, &origin),
+                        Ok(src) => cfgs::load_file_text(&src, &origin),
                         Err(_) => Err(whole_file_error(&origin, "the file is not UTF-8 text")),
                     };
                     (cfg, Some(digest))
@@ -570,6 +631,63 @@ fn read_source(
             Err(whole_file_error("<memory>", "no config file to read")),
             None,
         ),
+    }
+}
+
+/// Refuses a config that would silently drop every client key, the admin key or every model
+/// of the running one (see the module docs): one error per removal, naming the explicit
+/// setting that allows it.
+fn refuse_silent_removals(
+    running: &Gateway,
+    cfg: &cfgs::Config,
+    origin: &str,
+) -> Result<(), cfgs::ConfigErrors> {
+    let open_on_purpose = cfg.auth == Some(cfgs::AuthMode::None);
+    let mut errors = Vec::new();
+    let mut refuse = |path: &str, message: String| {
+        errors.push(cfgs::ConfigError {
+            origin: origin.to_string(),
+            line: None,
+            column: None,
+            path: path.to_string(),
+            message,
+        })
+    };
+    if !running.keys.is_open() && cfg.keys.is_empty() && !open_on_purpose {
+        refuse(
+            "keys",
+            "the running config requires client keys and this one lists none (a file caught \
+             half-written?); to serve without client keys on purpose, say `auth: none`"
+                .into(),
+        );
+    }
+    if running.admin.sha256.is_some()
+        && !cfg.admin.has_key()
+        && !cfg.admin.loopback_only
+        && !open_on_purpose
+    {
+        refuse(
+            "admin.key",
+            "the running config has an admin key and this one has none (a file caught \
+             half-written, or an unset variable?); to drop it on purpose, say \
+             `admin: { loopback_only: true }` (or `auth: none`)"
+                .into(),
+        );
+    }
+    let running_models = running.model_order.len() + running.unavailable.len();
+    if running_models > 0 && cfg.models.is_empty() && !cfg.models_declared {
+        refuse(
+            "models",
+            format!(
+                "the running config has {running_models} model(s) and this one lists none (a \
+                 file caught half-written?); to remove them all on purpose, say `models: []`"
+            ),
+        );
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(cfgs::ConfigErrors(errors))
     }
 }
 
@@ -642,7 +760,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "models:\n  - name: x\n    backend: nope\n").expect("write");
-        let (res, digest) = read_source(&ConfigSource::File(path.clone()));
+        let (res, digest) = read_source(&ConfigSource::File(path.clone()), None);
         assert!(digest.is_some());
         let err = ReloadError::Invalid(res.expect_err("invalid"));
         let issues = err.issues();
@@ -652,7 +770,7 @@ mod tests {
             .error
             .starts_with(&format!("{}:3:", path.display())));
 
-        let (res, digest) = read_source(&ConfigSource::File(dir.path().join("missing.yaml")));
+        let (res, digest) = read_source(&ConfigSource::File(dir.path().join("missing.yaml")), None);
         assert!(digest.is_none());
         let msg = res.expect_err("missing").to_string();
         assert!(msg.contains("cannot read the config file"), "{msg}");
