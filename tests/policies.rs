@@ -536,3 +536,28 @@ keys:
         .to_string()
         .contains("p.yaml:16:15: policies.rules[1].then.route"));
 }
+
+/// `n` choices may each use all of `max_tokens`: the estimate counts every one, so `n: 4`
+/// cannot spend four times what the budget admitted.
+#[tokio::test]
+async fn the_budget_estimate_counts_every_choice() {
+    let mock = Mock::start().await;
+    let gw = gateway(&budget_config(&mock, "{ daily_usd: 1 }", "{}")).await;
+    // ~$0.31 for one choice of up to 300 tokens; ~$1.21 for four.
+    let mut body = ask("remote", "Say hello");
+    body["max_tokens"] = json!(300);
+    body["n"] = json!(4);
+    let resp = post(&gw, &body, &[("authorization", "Bearer sk-k")]).await;
+    assert_eq!(resp.status(), 429);
+    let err = error_body(resp).await;
+    assert_eq!(err["error"]["code"], "budget_exceeded", "{err}");
+    assert_eq!(mock.requests(), 0, "refused before any upstream call");
+    let (spent_k, reserved) = spent(&gw, BudgetScope::Key, "k");
+    assert_eq!((spent_k, reserved), (0.0, 0.0));
+
+    // Three choices (~$0.91) fit.
+    body["n"] = json!(3);
+    let resp = post(&gw, &body, &[("authorization", "Bearer sk-k")]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests(), 1);
+}

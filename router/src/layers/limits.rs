@@ -5,10 +5,11 @@
 //! can refuse the request without going through settlement.
 //!
 //! - **Rate limits** (`keys[].rate_limit`): one request, and estimated prompt tokens +
-//!   `max_tokens` (or [`DEFAULT_COMPLETION_TOKENS`]), are counted against the key's GCRA
-//!   quotas; over → 429 with `Retry-After`.
+//!   `max_tokens` (or [`DEFAULT_COMPLETION_TOKENS`]) per choice (`n`), are counted against
+//!   the key's GCRA quotas; over → 429 with `Retry-After`.
 //! - **Budgets** (`keys[].budget`, `teams[].budget`): the estimated cost — prompt estimate
-//!   × input price + `max_tokens` × output price, for the most expensive target of the
+//!   × input price + `n` × `max_tokens` × output price (every choice may use all of
+//!   `max_tokens`; the prompt is paid once), for the most expensive target of the
 //!   decision's chain — is reserved in every budget the request is subject to, atomically
 //!   ([`BudgetLedger::admit`]); over → 429 `insufficient_quota` naming the budget. When the
 //!   answer is complete the reservation is settled with the real cost from the answer's
@@ -125,13 +126,18 @@ pub fn prompt_estimate(chat: &ChatRequest) -> u64 {
         .unwrap_or(chat.body().len() as u64 / 4)
 }
 
-/// The completion budget the request asks for.
-fn max_tokens(chat: &ChatRequest) -> u64 {
-    chat.field::<u64>("max_completion_tokens")
+/// The completion tokens the request may generate in all: `max_tokens` (or
+/// `max_completion_tokens`, else [`DEFAULT_COMPLETION_TOKENS`]) for each of its `n`
+/// choices. Parsing bounded both ([`ChatRequest::parse`]), so the product cannot overflow.
+pub fn completion_estimate(chat: &ChatRequest) -> u64 {
+    let per_choice = chat
+        .field::<u64>("max_completion_tokens")
         .ok()
         .flatten()
         .or(chat.field::<u64>("max_tokens").ok().flatten())
-        .unwrap_or(DEFAULT_COMPLETION_TOKENS)
+        .unwrap_or(DEFAULT_COMPLETION_TOKENS);
+    let choices = chat.field::<u64>("n").ok().flatten().unwrap_or(1).max(1);
+    per_choice.saturating_mul(choices)
 }
 
 /// Enforces rate limits and budgets of the caller's key (and team).
@@ -215,10 +221,10 @@ where
             let prompt = ext
                 .get::<PromptTokens>()
                 .map_or_else(|| prompt_estimate(chat), |p| p.0);
-            let completion = max_tokens(chat);
+            let completion = completion_estimate(chat);
 
             if let Some(rl) = &key.rate_limit {
-                let tokens = u32::try_from(prompt + completion).unwrap_or(u32::MAX);
+                let tokens = u32::try_from(prompt.saturating_add(completion)).unwrap_or(u32::MAX);
                 if let Err(e) = acc.state.rates.check(&key.name, rl, tokens) {
                     tracing::info!(key = %key.name, kind = %e.kind, "rate limited");
                     return Ok(GatewayError::RateLimited {
@@ -405,6 +411,67 @@ mod tests {
         };
         assert!((cost(Some(p), 1_000_000, 100_000) - 3.0).abs() < 1e-12);
         assert_eq!(cost(None, 10, 10), 0.0);
+    }
+
+    fn chat(body: &str) -> ChatRequest {
+        ChatRequest::parse(bytes::Bytes::from(body.to_string())).expect("valid request")
+    }
+
+    #[test]
+    fn the_completion_estimate_counts_every_choice() {
+        let m = r#""model":"m","messages":[{"role":"user","content":"hi"}]"#;
+        assert_eq!(completion_estimate(&chat(&format!("{{{m}}}"))), 1024);
+        assert_eq!(
+            completion_estimate(&chat(&format!(r#"{{{m},"max_tokens":100}}"#))),
+            100
+        );
+        assert_eq!(
+            completion_estimate(&chat(&format!(r#"{{{m},"max_tokens":100,"n":4}}"#))),
+            400
+        );
+        assert_eq!(
+            completion_estimate(&chat(&format!(
+                r#"{{{m},"max_completion_tokens":10,"max_tokens":100,"n":3}}"#
+            ))),
+            30
+        );
+    }
+
+    /// An answer without usage (a stream cut short) is charged up to the whole estimate, all
+    /// choices included.
+    #[test]
+    fn an_answer_without_usage_settles_per_choice() {
+        use slmgate_policies::budget::{BudgetScope, Budgeted};
+        let p = Price {
+            input: 0.0,
+            output: 1e6, // $1 a token
+            cached_input: None,
+        };
+        let ledger = BudgetLedger::new();
+        let limits = BudgetLimits {
+            daily_usd: Some(1000.0),
+            monthly_usd: None,
+        };
+        let now = SystemTime::now();
+        let completion = 4 * 10; // n: 4, max_tokens: 10
+        let reservation = ledger
+            .admit(
+                &[Budgeted::key("k", &limits)],
+                cost(Some(p), 0, completion),
+                now,
+            )
+            .expect("admitted");
+        // 25 chunks streamed over the four choices, then the stream broke.
+        drop(Settle {
+            reservation: Some(reservation),
+            price: Some(p),
+            prompt: 0,
+            completion,
+            usage: None,
+            chunks: 25,
+        });
+        let spent = ledger.usage(BudgetScope::Key, "k", now).day_spent_usd;
+        assert!((spent - 25.0).abs() < 1e-9, "{spent}");
     }
 
     #[test]
