@@ -92,14 +92,151 @@ struct MessageShape<'a> {
     content: Option<&'a RawValue>,
 }
 
+/// Most choices one request may ask for (`n`), as OpenAI allows.
+pub const MAX_CHOICES: i64 = 128;
+
+/// The largest `max_tokens` accepted: far above any model's context, and small enough that
+/// `n` × `max_tokens` never overflows an estimate.
+pub const MAX_COMPLETION_TOKENS: i64 = u32::MAX as i64;
+
+/// What a top-level parameter must be. Checked for the parameters whose wrong values would
+/// otherwise reach an upstream (and fail there, after a budget was reserved and a retry or
+/// fallback tried) or mislead the gateway's own estimates; OpenAI's documented bounds.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// A JSON integer in `min..=max`.
+    Integer(i64, i64),
+    /// A JSON number in `min..=max`.
+    Number(f64, f64),
+    Boolean,
+    String,
+    /// A string or an object (`tool_choice`).
+    StringOrObject,
+    /// A string or an array of strings (`stop`).
+    StringOrStrings,
+    /// An array of objects (`tools`).
+    Objects,
+}
+
+fn expected(name: &str) -> Option<Expect> {
+    Some(match name {
+        "n" => Expect::Integer(1, MAX_CHOICES),
+        "max_tokens" | "max_completion_tokens" => Expect::Integer(1, MAX_COMPLETION_TOKENS),
+        "top_logprobs" => Expect::Integer(0, 20),
+        "temperature" => Expect::Number(0.0, 2.0),
+        "top_p" => Expect::Number(0.0, 1.0),
+        "presence_penalty" | "frequency_penalty" => Expect::Number(-2.0, 2.0),
+        "logprobs" | "parallel_tool_calls" => Expect::Boolean,
+        "user" => Expect::String,
+        "tool_choice" | "function_call" => Expect::StringOrObject,
+        "stop" => Expect::StringOrStrings,
+        "tools" | "functions" => Expect::Objects,
+        _ => return None,
+    })
+}
+
+/// The JSON type of a raw value, from its first byte (the value is valid JSON).
+fn json_kind(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// Checks one top-level parameter against [`expected`]; `null` is as good as absent.
+fn check_param(name: &str, raw: &str) -> Result<(), GatewayError> {
+    let Some(want) = expected(name) else {
+        return Ok(());
+    };
+    if raw == "null" {
+        return Ok(());
+    }
+    let kind = json_kind(raw);
+    let bad = |what: String| Err(GatewayError::bad_param(name, format!("`{name}` {what}")));
+    let is = |k: &str| kind == k;
+    match want {
+        Expect::Integer(min, max) => match serde_json::from_str::<i64>(raw) {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            Ok(v) => bad(format!("must be between {min} and {max}, got {v}")),
+            Err(_) => bad(format!("must be an integer, got {}", describe(raw, kind))),
+        },
+        Expect::Number(min, max) => match serde_json::from_str::<f64>(raw) {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            Ok(v) => bad(format!("must be between {min} and {max}, got {v}")),
+            Err(_) => bad(format!("must be a number, got {}", describe(raw, kind))),
+        },
+        Expect::Boolean if is("a boolean") => Ok(()),
+        Expect::Boolean => bad(format!("must be a boolean, got {kind}")),
+        Expect::String if is("a string") => Ok(()),
+        Expect::String => bad(format!("must be a string, got {kind}")),
+        Expect::StringOrObject if is("a string") || is("an object") => Ok(()),
+        Expect::StringOrObject => bad(format!("must be a string or an object, got {kind}")),
+        Expect::StringOrStrings if is("a string") => Ok(()),
+        Expect::StringOrStrings | Expect::Objects => {
+            let (item, what) = match want {
+                Expect::Objects => ("an object", "an array of objects"),
+                _ => ("a string", "a string or an array of strings"),
+            };
+            match serde_json::from_str::<Vec<&RawValue>>(raw) {
+                Ok(items) => match items.iter().position(|v| json_kind(v.get()) != item) {
+                    None => Ok(()),
+                    Some(i) => bad(format!(
+                        "must be {what}: item {i} is {}",
+                        json_kind(items[i].get())
+                    )),
+                },
+                Err(_) => bad(format!("must be {what}, got {kind}")),
+            }
+        }
+    }
+}
+
+/// A wrong value for a message: short values are quoted, long ones only named by type.
+fn describe(raw: &str, kind: &str) -> String {
+    if raw.len() <= 32 {
+        format!("{kind} ({raw})")
+    } else {
+        kind.to_string()
+    }
+}
+
+/// Returns true if and only if `text` holds a `\uD800`–`\uDFFF` escape: a UTF-16
+/// surrogate, which is valid JSON only as half of a pair. The request parse keeps values raw
+/// and so does not decode escapes; this cheap scan decides whether a decoding pass is needed
+/// (most bodies have no surrogate escape at all: they are only how an ASCII-only encoder
+/// writes characters beyond the BMP, such as emoji).
+fn has_surrogate_escape(text: &str) -> bool {
+    memchr::memmem::find_iter(text.as_bytes(), b"\\u").any(|i| {
+        let b = text.as_bytes();
+        matches!(b.get(i + 2), Some(b'd' | b'D'))
+            && matches!(b.get(i + 3), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+    })
+}
+
 impl ChatRequest {
     /// Parses and validates a chat completion body.
+    ///
+    /// Besides the shape of `model`, `messages` and `stream`, the parameters the gateway
+    /// knows are checked against OpenAI's types and bounds (`n` 1–128, `max_tokens` ≥ 1,
+    /// `temperature` 0–2, `tools` an array of objects, ...; see [`check_param`]), each
+    /// message's `content` must be a string, an array of content parts or null, and no string
+    /// may hold a lone UTF-16 surrogate: every such request is a 400 before any upstream call.
     pub fn parse(body: Bytes) -> Result<Self, GatewayError> {
         let text = std::str::from_utf8(&body)
             .map_err(|e| GatewayError::bad_request(format!("request body is not UTF-8: {e}")))?;
         let obj: RawObject<'_> = serde_json::from_str(text).map_err(|e| {
             GatewayError::bad_request(format!("request body is not a valid JSON object: {e}"))
         })?;
+        if has_surrogate_escape(text) {
+            // Decoding every string finds a lone surrogate (which no upstream can read).
+            serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+                GatewayError::bad_request(format!("request body has an invalid string: {e}"))
+            })?;
+        }
         let base = text.as_ptr() as usize;
         let mut fields = Vec::with_capacity(obj.0.len());
         let mut model = None;
@@ -154,6 +291,29 @@ impl ChatRequest {
                             format!("messages[{i}] has no `role`"),
                         ));
                     }
+                    for (i, m) in msgs.iter().enumerate() {
+                        let Some(c) = m.content.map(RawValue::get) else {
+                            continue;
+                        };
+                        let ok = match json_kind(c) {
+                            "a string" | "null" => true,
+                            "an array" => {
+                                serde_json::from_str::<Vec<&RawValue>>(c).is_ok_and(|parts| {
+                                    parts.iter().all(|p| json_kind(p.get()) == "an object")
+                                })
+                            }
+                            _ => false,
+                        };
+                        if !ok {
+                            return Err(GatewayError::bad_param(
+                                "messages",
+                                format!(
+                                    "messages[{i}].content must be a string or an array of content parts (objects), got {}",
+                                    json_kind(c)
+                                ),
+                            ));
+                        }
+                    }
                     has_messages = true;
                     contents = msgs
                         .iter()
@@ -165,7 +325,7 @@ impl ChatRequest {
                         })
                         .collect();
                 }
-                _ => {}
+                other => check_param(other, raw)?,
             }
         }
         let model = model
@@ -531,6 +691,110 @@ mod tests {
             }
         }
         assert!(ChatRequest::parse(Bytes::from_static(b"{\"model\":\"\xff\"}")).is_err());
+    }
+
+    #[test]
+    fn bad_parameters_are_400_naming_the_parameter() {
+        let m = r#""model":"m","messages":[{"role":"user","content":"hi"}]"#;
+        for (extra, want_param, says) in [
+            (r#""n":1000"#, "n", "between 1 and 128, got 1000"),
+            (r#""n":0"#, "n", "between 1 and 128"),
+            (r#""n":2.5"#, "n", "must be an integer"),
+            (r#""max_tokens":-1"#, "max_tokens", "between 1 and"),
+            (
+                r#""max_tokens":"ten""#,
+                "max_tokens",
+                "must be an integer, got a string",
+            ),
+            (r#""max_tokens":1e3"#, "max_tokens", "must be an integer"),
+            (
+                r#""max_completion_tokens":0"#,
+                "max_completion_tokens",
+                "between",
+            ),
+            (
+                r#""temperature":"hot""#,
+                "temperature",
+                "must be a number, got a string",
+            ),
+            (r#""temperature":2.5"#, "temperature", "between 0 and 2"),
+            (r#""top_p":-0.1"#, "top_p", "between 0 and 1"),
+            (
+                r#""presence_penalty":[1]"#,
+                "presence_penalty",
+                "must be a number",
+            ),
+            (
+                r#""tools":"nope""#,
+                "tools",
+                "must be an array of objects, got a string",
+            ),
+            (r#""tools":[1]"#, "tools", "item 0 is a number"),
+            (r#""tool_choice":3"#, "tool_choice", "a string or an object"),
+            (r#""stop":[1]"#, "stop", "item 0 is a number"),
+            (r#""logprobs":"yes""#, "logprobs", "must be a boolean"),
+            (r#""user":{}"#, "user", "must be a string, got an object"),
+        ] {
+            let body = format!("{{{m},{extra}}}");
+            match parse(&body) {
+                Err(GatewayError::BadRequest { param, message }) => {
+                    assert_eq!(param.as_deref(), Some(want_param), "{body}");
+                    assert!(message.contains(says), "{body}: {message}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        // Good values, and null for absent, pass.
+        for extra in [
+            r#""n":128,"max_tokens":1,"temperature":0,"top_p":1,"stop":"x""#,
+            r#""n":null,"max_tokens":null,"tools":[{"type":"function"}],"tool_choice":"auto""#,
+            r#""stop":["a","b"],"logprobs":true,"top_logprobs":5,"user":"u""#,
+            r#""frequency_penalty":-2,"presence_penalty":2.0,"seed":-1,"x_other":"anything""#,
+        ] {
+            let body = format!("{{{m},{extra}}}");
+            assert!(parse(&body).is_ok(), "{body}");
+        }
+    }
+
+    #[test]
+    fn message_content_must_be_text_parts_or_null() {
+        for content in [r#"{"text":"x"}"#, "1", "true", r#"["x"]"#] {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":{content}}}]}}"#);
+            match parse(&body) {
+                Err(GatewayError::BadRequest { param, message }) => {
+                    assert_eq!(param.as_deref(), Some("messages"), "{body}");
+                    assert!(message.contains("messages[0].content"), "{message}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        for content in [r#""x""#, "null", r#"[{"type":"text","text":"x"}]"#, "[]"] {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":{content}}}]}}"#);
+            assert!(parse(&body).is_ok(), "{body}");
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused_and_pairs_kept() {
+        for s in [r"\ud800", r"\uDFFF x", r"a\udbff\u0041"] {
+            let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{s}"}}]}}"#);
+            match parse(&body) {
+                Err(GatewayError::BadRequest { message, .. }) => {
+                    assert!(message.contains("invalid string"), "{message}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        // Anywhere in the body, not only in messages.
+        let body = r#"{"model":"m","messages":[{"role":"user"}],"metadata":{"k":"\udc00"}}"#;
+        assert!(parse(body).is_err());
+        // A pair (an emoji), an escaped backslash before `ud800`, other escapes: fine.
+        for s in [r"\ud83d\ude00", r"\\ud800", r"\u00e9t\u00e9"] {
+            let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{s}"}}]}}"#);
+            assert!(parse(&body).is_ok(), "{body}");
+        }
     }
 
     #[test]

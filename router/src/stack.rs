@@ -39,6 +39,37 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     GatewayError::Internal("handler panicked".into()).into_response()
 }
 
+/// The longest client `x-request-id` the gateway keeps.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Returns true if and only if `id` is a request id the gateway keeps: 1 to
+/// [`MAX_REQUEST_ID_LEN`] ASCII letters, digits and `-_.:` (UUIDs, ULIDs, trace ids).
+pub fn valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Drops a client `x-request-id` that [`valid_request_id`] refuses (or that is sent more
+/// than once), so the next layer generates one. The id is echoed, logged, stored in usage
+/// rows and sent upstream: an unbounded client value would be copied into all of them.
+fn sanitize_request_id(mut req: Request<Body>) -> Request<Body> {
+    let headers = req.headers_mut();
+    let mut ids = headers.get_all("x-request-id").iter();
+    let keep = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => valid_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        tracing::debug!("client x-request-id refused (length or characters); generating one");
+        headers.remove("x-request-id");
+    }
+    req
+}
+
 fn request_span(req: &Request<Body>) -> tracing::Span {
     let id = req
         .headers()
@@ -128,7 +159,9 @@ pub fn build_with_usage(
         .with_state(AppState { draining })
         .layer(
             ServiceBuilder::new()
-                // Request id first, so every later layer, log line and upstream call sees it.
+                // Request id first, so every later layer, log line and upstream call sees it;
+                // a client id that is too long or odd is replaced by a generated one.
+                .map_request(sanitize_request_id)
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 // One span per request, carrying the id.
@@ -153,4 +186,24 @@ pub fn build_with_usage(
                 // Refuse oversized bodies before anyone reads them.
                 .layer(BodyLimitLayer::new(limits.max_body_bytes)),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_bounded_in_length_and_characters() {
+        for ok in [
+            "a",
+            "0b8f6a1e-4c7d-4f0e-9a55-2f1f8a0c9d31",
+            "req_1.2:3",
+            &"x".repeat(128),
+        ] {
+            assert!(valid_request_id(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", &"x".repeat(129), "a b", "a\"b", "<script>", "é", "a\tb"] {
+            assert!(!valid_request_id(bad.as_bytes()), "{bad:?}");
+        }
+    }
 }
