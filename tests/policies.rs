@@ -561,3 +561,74 @@ async fn the_budget_estimate_counts_every_choice() {
     assert_eq!(resp.status(), 200);
     assert_eq!(mock.requests(), 1);
 }
+
+/// A key's model allow-list applies to what `auto` resolves to, not only to the name `auto`.
+#[tokio::test]
+async fn auto_stays_within_the_keys_allowed_models() {
+    let mock = Mock::start_with(true).await;
+    let gw = gateway(&one_backend(
+        &mock,
+        "",
+        "  - name: local\n    backend: up\n    model: gpt-small\n",
+        r#"
+router:
+  aliases: [auto]
+  local: local
+  remote: remote
+  strategies: [rules]
+  default: local
+  rules:
+    tools: remote
+keys:
+  - { name: small, key: sk-small, models: [auto, local] }
+  - { name: big, key: sk-big, models: [auto, remote] }
+  - { name: auto-only, key: sk-auto, models: [auto] }
+  - { name: any, key: sk-any }
+"#,
+    ))
+    .await;
+    let tools =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    let mut with_tools = ask("auto", "use the tool");
+    with_tools["tools"] = tools;
+    let plain = ask("auto", "hello");
+    let upstream_model = || mock.last_request().unwrap().body["model"].clone();
+
+    // The router sends tool calls to `remote`; a key limited to `local` stays local.
+    let auth = [("authorization", "Bearer sk-small")];
+    let resp = post(&gw, &with_tools, &auth).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-slmgate-route"), "local");
+    assert_eq!(header(&resp, "x-slmgate-strategy"), "allow-list");
+    assert!(header(&resp, "x-slmgate-reason").contains("may not use `remote`"));
+    assert_eq!(upstream_model(), "gpt-small");
+    // Asking for `remote` by name is refused as before.
+    let resp = post(&gw, &ask("remote", "hi"), &auth).await;
+    assert_eq!(resp.status(), 403);
+
+    // The other way round: a key limited to `remote` never gets the local side.
+    let resp = post(&gw, &plain, &[("authorization", "Bearer sk-big")]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-slmgate-route"), "remote");
+    assert_eq!(upstream_model(), "gpt-test");
+
+    // Neither side allowed: refused in OpenAI's shape, nothing sent upstream.
+    let before = mock.requests();
+    let resp = post(&gw, &with_tools, &[("authorization", "Bearer sk-auto")]).await;
+    assert_eq!(resp.status(), 403);
+    let err = error_body(resp).await;
+    assert_eq!(err["error"]["code"], "model_not_allowed", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not use the model `remote`"),
+        "{err}"
+    );
+    assert_eq!(mock.requests(), before);
+
+    // A key without a list goes where the router says.
+    let resp = post(&gw, &with_tools, &[("authorization", "Bearer sk-any")]).await;
+    assert_eq!(header(&resp, "x-slmgate-route"), "remote");
+    assert_eq!(upstream_model(), "gpt-test");
+}

@@ -43,7 +43,7 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 
 use super::limits::{prompt_estimate, PromptTokens};
-use super::route::Decision;
+use super::route::{allowed_side, Decision};
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
@@ -51,7 +51,7 @@ use crate::api::ChatRequest;
 use crate::error::{openai_error, GatewayError};
 use crate::routing::engine::Availability;
 use crate::routing::query::Query;
-use crate::runtime::{Caller, Gateway, ModelRoute, Target};
+use crate::runtime::{Caller, ClientKey, Gateway, ModelRoute, Target};
 use crate::telemetry;
 use crate::upstream::Backend;
 
@@ -404,6 +404,7 @@ async fn resolve_chain(
     chat: &ChatRequest,
     decision: &Decision,
     chain: &[String],
+    key: Option<&ClientKey>,
 ) -> Result<(Vec<Target>, String), GatewayError> {
     let mut targets: Vec<Target> = Vec::new();
     let mut first: Option<String> = None;
@@ -433,6 +434,14 @@ async fn resolve_chain(
             let routed = router
                 .decide(&Query::from_chat(chat)?, Availability::Respect)
                 .await?;
+            // The key's allow-list applies to what the router alias resolves to.
+            let routed = match allowed_side(router, routed, key) {
+                Ok(r) => r,
+                Err(e) => {
+                    why_not.push(e.to_string());
+                    continue;
+                }
+            };
             match router.chain(routed.side) {
                 Some(r) => push(&r.targets, &routed.target, &mut targets),
                 None => why_not.push(format!("`{name}` cannot serve")),
@@ -560,7 +569,7 @@ async fn apply(
     // Route / split.
     let mut new_decision = None;
     if let Some(chain) = outcome.route() {
-        let (targets, first) = resolve_chain(gw, chat, decision, chain)
+        let (targets, first) = resolve_chain(gw, chat, decision, chain, key.as_deref())
             .await
             .map_err(IntoResponse::into_response)?;
         let arm = outcome

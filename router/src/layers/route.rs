@@ -2,7 +2,8 @@
 //!
 //! A plain alias resolves to its primary target and ordered fallbacks, after checking the
 //! caller may use it. A routed alias (`auto`) asks the router ([`crate::routing::engine`]),
-//! which classifies the query and picks the local or the remote side. Either way the output
+//! which classifies the query and picks the local or the remote side; the caller's key must
+//! be allowed that side's alias too ([`allowed_side`]). Either way the output
 //! is a [`Decision`] extension that the forwarding service executes and reports in headers.
 
 use std::convert::Infallible;
@@ -20,9 +21,9 @@ use super::BoxFuture;
 use crate::api::ChatRequest;
 use crate::error::GatewayError;
 use crate::routing::cascade::CascadeCheck;
-use crate::routing::engine::Availability;
+use crate::routing::engine::{Availability, Routed};
 use crate::routing::query::Query;
-use crate::runtime::{Caller, ModelRoute};
+use crate::runtime::{Caller, ClientKey, ModelRoute};
 use crate::telemetry;
 use slmgate_config::routing::Side;
 
@@ -73,7 +74,7 @@ pub async fn decide(
     req: &ChatRequest,
 ) -> Result<Decision, GatewayError> {
     if let Some(key) = caller.and_then(|c| c.key.as_ref()) {
-        if !key.models.is_empty() && !key.models.iter().any(|m| m == &req.model) {
+        if !key_allows(key, &req.model) {
             return Err(GatewayError::Forbidden(format!(
                 "key `{}` may not use the model `{}`",
                 key.name, req.model
@@ -83,6 +84,8 @@ pub async fn decide(
     if let Some(router) = gw.router.as_ref().filter(|r| r.routes(&req.model)) {
         let query = Query::from_chat(req)?;
         let routed = router.decide(&query, Availability::Respect).await?;
+        let key = caller.and_then(|c| c.key.as_deref());
+        let routed = allowed_side(router, routed, key)?;
         let route = router.chain(routed.side).cloned().ok_or_else(|| {
             GatewayError::Unavailable(format!("the model `{}` cannot serve", routed.target))
         })?;
@@ -121,6 +124,58 @@ pub async fn decide(
         reason: format!("alias `{}` -> {:?}", req.model, route.targets[0]),
         cascade: None,
     })
+}
+
+/// Returns true if and only if `key` may use the alias `alias` (an empty list allows all).
+pub fn key_allows(key: &ClientKey, alias: &str) -> bool {
+    key.models.is_empty() || key.models.iter().any(|m| m == alias)
+}
+
+/// Applies a key's model allow-list to what a routed alias (`auto`) decided: the allow-list
+/// names aliases, and `auto` resolves to the `local` or `remote` alias, so a key allowed
+/// `auto` but not `remote` must not reach the remote model through it. A decided side the
+/// key may not use is swapped for the other side when the key may use that one and it can
+/// serve; otherwise the request is refused (403). A local decision whose cascade would
+/// escalate to a side the key may not use keeps its answer local (no cascade).
+pub fn allowed_side(
+    router: &crate::routing::engine::Router,
+    mut routed: Routed,
+    key: Option<&ClientKey>,
+) -> Result<Routed, GatewayError> {
+    let Some(key) = key.filter(|k| !k.models.is_empty()) else {
+        return Ok(routed);
+    };
+    let other = match routed.side {
+        Side::Local => Side::Remote,
+        Side::Remote => Side::Local,
+    };
+    if !key_allows(key, router.alias(Side::Remote)) {
+        routed.cascade = None;
+    }
+    if key_allows(key, router.alias(routed.side)) {
+        return Ok(routed);
+    }
+    let (denied, instead) = (router.alias(routed.side), router.alias(other));
+    if !key_allows(key, instead) || router.chain(other).is_none() {
+        return Err(GatewayError::Forbidden(format!(
+            "key `{}` may not use the model `{denied}`, where the router sent this request, and `{instead}` {}",
+            key.name,
+            if key_allows(key, instead) {
+                "cannot serve it"
+            } else {
+                "is not allowed either"
+            }
+        )));
+    }
+    routed.reason = format!(
+        "{}; key `{}` may not use `{denied}`: sent to `{instead}`",
+        routed.reason, key.name
+    );
+    routed.side = other;
+    routed.target = instead.to_string();
+    routed.strategy = "allow-list";
+    routed.cascade = None;
+    Ok(routed)
 }
 
 /// Puts a decision into response headers: `x-slmgate-route`, `x-slmgate-strategy`,
