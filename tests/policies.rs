@@ -632,3 +632,109 @@ keys:
     assert_eq!(header(&resp, "x-slmgate-route"), "remote");
     assert_eq!(upstream_model(), "gpt-test");
 }
+
+/// Starts a gateway with budgets on the usage database `db`, spends on a key and a team,
+/// restarts it on the same database, and checks that the spend is still counted.
+async fn restart_keeps_budget_spend(db: &str) {
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "{}usage:\n  database: {db}\n  flush_interval: 20ms\n",
+        budget_config(
+            &mock,
+            "{ daily_usd: 0.05 }",
+            "{ daily_usd: 0.03, monthly_usd: 1 }"
+        )
+    );
+    let mut body = ask("remote", "Say hello");
+    body["max_tokens"] = json!(10);
+    let per_request = (PROMPT_TOKENS + COMPLETION_TOKENS) as f64 * TOKEN_USD;
+
+    let gw = gateway(&cfg).await;
+    for key in ["sk-k", "sk-k", "sk-member"] {
+        let resp = post(&gw, &body, &[("authorization", &format!("Bearer {key}"))]).await;
+        assert_eq!(resp.status(), 200, "{key}");
+        resp.bytes().await.unwrap();
+    }
+    gw.shutdown();
+    let usage = gw.usage.clone().expect("usage writer");
+    gw.wait().await.unwrap();
+    assert_eq!(usage.sink.written(), 3, "every row written at shutdown");
+
+    let gw = gateway(&cfg).await;
+    let (spent_k, _) = spent(&gw, BudgetScope::Key, "k");
+    assert!((spent_k - 2.0 * per_request).abs() < 1e-9, "{spent_k}");
+    let (spent_t, _) = spent(&gw, BudgetScope::Team, "t");
+    assert!((spent_t - per_request).abs() < 1e-9, "{spent_t}");
+    let month = gw
+        .shared
+        .load()
+        .accounting
+        .state
+        .budgets
+        .usage(BudgetScope::Team, "t", SystemTime::now())
+        .month_spent_usd;
+    assert!((month - per_request).abs() < 1e-9, "{month}");
+    // $0.036 spent + $0.019 estimated > $0.05: the restarted gateway refuses, as the old
+    // one would have.
+    let resp = post(&gw, &body, &[("authorization", "Bearer sk-k")]).await;
+    assert_eq!(resp.status(), 429);
+    let err = error_body(resp).await;
+    assert_eq!(err["error"]["code"], "budget_exceeded", "{err}");
+    // The team's member too: $0.018 + $0.019 > $0.03.
+    let resp = post(&gw, &body, &[("authorization", "Bearer sk-member")]).await;
+    assert_eq!(resp.status(), 429);
+    gw.shutdown();
+    gw.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn budgets_survive_a_restart_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    restart_keeps_budget_spend(&format!(
+        "sqlite://{}",
+        dir.path().join("usage.db").display()
+    ))
+    .await;
+}
+
+/// The same on PostgreSQL (`SLMGATE_TEST_PG`, default the local `test` database), in a schema
+/// of its own; `SLMGATE_SKIP_PG=1` skips it where no server runs.
+#[tokio::test]
+async fn budgets_survive_a_restart_on_postgres() {
+    let base = std::env::var("SLMGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    sqlx::any::install_default_drivers();
+    let admin = match sqlx::any::AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&base)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) if std::env::var("SLMGATE_SKIP_PG").is_ok_and(|v| v == "1") => {
+            eprintln!("skipping: PostgreSQL at {base} does not answer ({e})");
+            return;
+        }
+        Err(e) => panic!(
+            "PostgreSQL at {base} does not answer ({e}); start it (scripts/services.sh) or set SLMGATE_SKIP_PG=1"
+        ),
+    };
+    let nanos = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = format!("slmgate_budget_{}_{nanos}", std::process::id());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+    // Run in a task so the schema is dropped even when an assertion fails.
+    let outcome = tokio::spawn(async move { restart_keeps_budget_spend(&url).await }).await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -295,6 +295,17 @@ fn windows_at(now: SystemTime) -> (i64, i64) {
     (day, month_index(day))
 }
 
+/// When the budget windows containing `now` began: the UTC day's and the UTC month's first
+/// instant. Spend recorded since then (e.g. in a usage database) is what
+/// [`BudgetLedger::restore_spent`] takes.
+pub fn window_starts(now: SystemTime) -> (SystemTime, SystemTime) {
+    let (day, month) = windows_at(now);
+    (
+        from_unix_secs(day * DAY),
+        from_unix_secs(month_start_day(month) * DAY),
+    )
+}
+
 impl BudgetLedger {
     /// An empty ledger.
     pub fn new() -> Self {
@@ -365,6 +376,28 @@ impl BudgetLedger {
             estimate: est,
             done: false,
         })
+    }
+
+    /// Adds spend recorded before this ledger existed to `scope`/`name`'s windows containing
+    /// `now`: `day_usd` spent since [`window_starts`]' day, `month_usd` since its month (the
+    /// month includes the day). A gateway calls it at startup with the current windows' spend
+    /// from its usage records, so a restart does not reset budgets.
+    pub fn restore_spent(
+        &self,
+        scope: BudgetScope,
+        name: &str,
+        day_usd: f64,
+        month_usd: f64,
+        now: SystemTime,
+    ) {
+        let (day, month) = windows_at(now);
+        let mut accts = self.lock();
+        let i = accts.ensure(scope, name);
+        let acct = &mut accts.all[i];
+        acct.day.roll(day);
+        acct.month.roll(month);
+        acct.day.spent = acct.day.spent.saturating_add(to_nanos(day_usd));
+        acct.month.spent = acct.month.spent.saturating_add(to_nanos(month_usd));
     }
 
     /// What `scope`/`name` has spent and reserved in the windows containing `now`.
@@ -578,6 +611,28 @@ mod tests {
         let u = l.usage(BudgetScope::Key, "k", next);
         assert_eq!((u.day_spent_usd, u.day_reserved_usd), (0.5, 0.9));
         drop(r2);
+    }
+
+    #[test]
+    fn restored_spend_counts_against_the_limits() {
+        let ledger = BudgetLedger::new();
+        let now = t(2025, 3, 15, 12);
+        let (day, month) = window_starts(now);
+        assert_eq!(day, t(2025, 3, 15, 0));
+        assert_eq!(month, t(2025, 3, 1, 0));
+        ledger.restore_spent(BudgetScope::Key, "k", 0.75, 2.0, now);
+        let u = ledger.usage(BudgetScope::Key, "k", now);
+        assert_eq!((u.day_spent_usd, u.month_spent_usd), (0.75, 2.0));
+        let limits = daily(1.0);
+        let who = [Budgeted::key("k", &limits)];
+        assert!(ledger.admit(&who, 0.3, now).is_err(), "0.75 + 0.3 > 1");
+        assert!(ledger.admit(&who, 0.2, now).is_ok());
+        // The next day starts from zero again; the month keeps its spend.
+        let u = ledger.usage(BudgetScope::Key, "k", t(2025, 3, 16, 1));
+        assert_eq!((u.day_spent_usd, u.month_spent_usd), (0.0, 2.0));
+        // Bad amounts count as nothing.
+        ledger.restore_spent(BudgetScope::Team, "t", f64::NAN, -1.0, now);
+        assert_eq!(ledger.usage(BudgetScope::Team, "t", now), Usage::default());
     }
 
     #[test]

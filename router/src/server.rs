@@ -98,6 +98,19 @@ pub async fn start_with(
         Some(u) => Some(crate::usage::UsageWriter::start(u).await?),
         None => None,
     };
+    // Budgets continue from the spend already recorded today and this month, before the
+    // first request is admitted. A failing query is logged, not fatal: serving with budgets
+    // counted from zero beats not serving.
+    if let Some(w) = &usage {
+        let ledger = &shared.load().accounting.state.budgets;
+        match crate::usage::restore_budgets(&w.store, ledger, std::time::SystemTime::now()).await {
+            Ok(n) => tracing::info!(accounts = n, "budget spend restored from the usage records"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot read this day's and month's spend from the usage records: budgets start from zero"
+            ),
+        }
+    }
     let app = stack::build_with_usage(
         shared.clone(),
         limits,

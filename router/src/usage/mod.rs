@@ -15,7 +15,8 @@
 //!
 //! The writer is created once in [`crate::server::start_on`] and lives as long as the
 //! process: a configuration reload (which rebuilds the [`crate::runtime::Gateway`] snapshot)
-//! keeps it, as it keeps the budget state.
+//! keeps it, as it keeps the budget state. At startup the budget state is seeded from the
+//! records ([`restore_budgets`]), so budgets survive a restart too.
 
 pub mod http;
 pub mod pricing;
@@ -305,6 +306,30 @@ async fn run(
         }
     }
     flush(&store, &sink, &mut buf).await;
+}
+
+/// Puts the current budget windows' spend recorded in `store` back into `ledger`: at startup,
+/// so that a restart does not hand every key and team a fresh budget. Returns the number of
+/// keys and teams restored.
+///
+/// The spend is what the usage rows say (`cost_usd`); with several gateway instances on one
+/// PostgreSQL database each restores the spend of all of them, while the ledgers are per
+/// process after that.
+pub async fn restore_budgets(
+    store: &Store,
+    ledger: &slmgate_policies::budget::BudgetLedger,
+    now: std::time::SystemTime,
+) -> Result<usize, sqlx::Error> {
+    let (day, month) = slmgate_policies::budget::window_starts(now);
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let spend = store.spend_since(ms(day), ms(month)).await?;
+    for s in &spend {
+        ledger.restore_spent(s.scope, &s.name, s.day_usd, s.month_usd, now);
+    }
+    Ok(spend.len())
 }
 
 /// Unix milliseconds now.

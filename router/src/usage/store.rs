@@ -22,6 +22,7 @@ use sqlx::{AnyPool, Row};
 
 use super::UsageRecord;
 use slmgate_config::usage::{database_kind, DatabaseKind};
+use slmgate_policies::budget::BudgetScope;
 
 /// The embedded migrations: (version, description, SQL).
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -266,10 +267,57 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// What each key and each team spent (`cost_usd`) in rows since `month_start_ms`, and of
+    /// that since `day_start_ms`: the current budget windows' spend, which
+    /// [`super::restore_budgets`] puts back into the budget ledger at startup. Rows without a
+    /// key (an open gateway) or team are not anyone's spend.
+    pub async fn spend_since(
+        &self,
+        day_start_ms: i64,
+        month_start_ms: i64,
+    ) -> Result<Vec<Spend>, sqlx::Error> {
+        let mut out = Vec::new();
+        for (scope, column) in [(BudgetScope::Key, "key_name"), (BudgetScope::Team, "team")] {
+            let sql = format!(
+                "SELECT {column}, \
+                 CAST(COALESCE(SUM(CASE WHEN ts_ms >= $1 THEN cost_usd ELSE 0 END), 0) AS DOUBLE PRECISION), \
+                 CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) \
+                 FROM usage_records WHERE ts_ms >= $2 AND {column} IS NOT NULL GROUP BY {column}"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(day_start_ms)
+                .bind(month_start_ms)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in rows {
+                out.push(Spend {
+                    scope,
+                    name: row.try_get(0)?,
+                    day_usd: row.try_get(1)?,
+                    month_usd: row.try_get(2)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// One key's or team's spend in the current budget windows ([`Store::spend_since`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spend {
+    /// A key's or a team's.
+    pub scope: BudgetScope,
+    /// The key's or team's name.
+    pub name: String,
+    /// USD since the start of the UTC day.
+    pub day_usd: f64,
+    /// USD since the start of the UTC month (the day included).
+    pub month_usd: f64,
 }
 
 /// Rows in the next statement when `left` rows remain. SQLite statements come in three
@@ -460,6 +508,52 @@ mod tests {
             .try_get(0)
             .unwrap();
         assert_eq!(mode.to_lowercase(), "wal");
+    }
+
+    #[tokio::test]
+    async fn spend_is_summed_per_key_and_team_in_the_current_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("u.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let (month, day) = (1_000_000i64, 2_000_000i64);
+        let row =
+            |id: &str, ts_ms: i64, key: Option<&str>, team: Option<&str>, cost_usd| UsageRecord {
+                id: id.into(),
+                ts_ms,
+                key_name: key.map(Into::into),
+                team: team.map(Into::into),
+                cost_usd,
+                status: 200,
+                ..Default::default()
+            };
+        store
+            .insert(&[
+                row("old", month - 1, Some("a"), Some("t"), 100.0),
+                row("m1", month, Some("a"), Some("t"), 1.0),
+                row("d1", day, Some("a"), Some("t"), 0.25),
+                row("d2", day + 5, Some("b"), None, 0.5),
+                row("open", day + 6, None, None, 7.0),
+            ])
+            .await
+            .unwrap();
+        let mut spend = store.spend_since(day, month).await.unwrap();
+        spend.sort_by(|x, y| {
+            (x.name.as_str(), x.day_usd)
+                .partial_cmp(&(y.name.as_str(), y.day_usd))
+                .unwrap()
+        });
+        let got: Vec<_> = spend
+            .iter()
+            .map(|s| (s.scope, s.name.as_str(), s.day_usd, s.month_usd))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (BudgetScope::Key, "a", 0.25, 1.25),
+                (BudgetScope::Key, "b", 0.5, 0.5),
+                (BudgetScope::Team, "t", 0.25, 1.25),
+            ]
+        );
     }
 
     #[tokio::test]
