@@ -306,3 +306,90 @@ async fn dashboard_in_headless_chromium_shows_what_v1_usage_says() {
     assert!(std::path::Path::new(&shot).exists());
     gw.shutdown();
 }
+
+/// The sign-in cookie holds a session token, never the admin key; wrong keys are throttled.
+#[tokio::test]
+async fn the_dashboard_cookie_is_a_session_and_wrong_keys_are_throttled() {
+    let mock = Mock::start().await;
+    let gw = gateway(&one_backend(
+        &mock,
+        "",
+        "",
+        &format!("admin:\n  key: {ADMIN}\n"),
+    ))
+    .await;
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |key: &'static str| {
+        let (c, u) = (no_redirect.clone(), url(&gw, "/dashboard/login"));
+        async move { c.post(u).form(&[("key", key)]).send().await.unwrap() }
+    };
+    let status_with_cookie = |cookie: String| {
+        let u = url(&gw, "/admin/status");
+        async move {
+            client()
+                .get(u)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    let good = login(ADMIN).await;
+    assert_eq!(good.status(), 303);
+    let cookie = good.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        !cookie.contains(ADMIN),
+        "the admin key is in the cookie: {cookie}"
+    );
+    assert!(cookie.contains("Max-Age="), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    assert_eq!(status_with_cookie(pair.clone()).await, 200);
+    // The key itself in the cookie opens nothing.
+    assert_eq!(
+        status_with_cookie(format!("slmgate_admin={ADMIN}")).await,
+        401
+    );
+    // Another sign-in, another token.
+    let again = login(ADMIN).await;
+    assert_ne!(again.headers()["set-cookie"].to_str().unwrap(), cookie);
+
+    // Five wrong keys (form or header) from this address, then even the right one waits.
+    for _ in 0..3 {
+        assert_eq!(login("wrong").await.status(), 401);
+    }
+    for _ in 0..2 {
+        let r = client()
+            .get(url(&gw, "/admin/status"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let throttled = login(ADMIN).await;
+    assert_eq!(throttled.status(), 429);
+    let retry: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let err = error_body(throttled).await;
+    assert_eq!(err["error"]["code"], "rate_limit_exceeded", "{err}");
+    let r = client()
+        .get(url(&gw, "/admin/status"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // A session opened before keeps working.
+    assert_eq!(status_with_cookie(pair).await, 200);
+    gw.shutdown();
+}

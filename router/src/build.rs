@@ -260,6 +260,9 @@ pub struct Carry {
     pub cache: Option<crate::layers::cache::CacheState>,
     /// Models and clients the running snapshot loaded, reused when unchanged.
     pub loaded: Loaded,
+    /// Dashboard sessions and the failed-key throttle (sessions end by themselves when the
+    /// admin key changes).
+    pub admin_sessions: crate::layers::admin_auth::AdminSessions,
 }
 
 impl Carry {
@@ -269,6 +272,7 @@ impl Carry {
             limits: gw.accounting.state.clone(),
             cache: Some(gw.cache.state.clone()),
             loaded: gw.loaded.clone(),
+            admin_sessions: gw.admin.sessions.clone(),
         }
     }
 }
@@ -362,6 +366,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         limits: state,
         cache: previous_cache,
         loaded: previous,
+        admin_sessions,
     } = carry;
     let mut loaded = Loaded::default();
     let connect_timeout = cfg
@@ -556,6 +561,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
                 (None, None) => None,
             },
             protect_metrics: cfg.admin.protect_metrics,
+            sessions: admin_sessions,
         },
         cache: crate::layers::cache::Caching::new(&cfg.cache, previous_cache.as_ref()),
     })

@@ -3,16 +3,20 @@
 //! two seconds and redraws: the numbers it shows are exactly the API's.
 //!
 //! Every route here sits behind [`AdminAuthLayer`](crate::layers::admin_auth::AdminAuthLayer)
-//! except the sign-in form's `POST /dashboard/login`, which checks the key itself and sets it
-//! as an `HttpOnly` cookie so the browser can navigate.
+//! except the sign-in form's `POST /dashboard/login`, which checks the key itself (throttled
+//! like the layer's checks) and opens a session whose token it sets as an `HttpOnly` cookie,
+//! so the browser can navigate (see [`crate::layers::admin_auth`]).
+
+use std::net::SocketAddr;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use http::{header, HeaderValue, Request, StatusCode};
 use serde::Deserialize;
 
-use crate::layers::admin_auth::ADMIN_COOKIE;
+use crate::layers::admin_auth::{throttled_response, ADMIN_COOKIE, SESSION_TTL};
 use crate::layers::snapshot::Snapshot;
 
 const INDEX_HTML: &str = include_str!("../assets/dashboard/index.html");
@@ -98,10 +102,12 @@ pub struct LoginForm {
     key: String,
 }
 
-/// `POST /dashboard/login`: a valid admin key becomes an `HttpOnly`, `SameSite=Strict`
-/// cookie and the browser is sent to `/dashboard`; a wrong one gets the form again (401).
+/// `POST /dashboard/login`: a valid admin key opens a session, whose token becomes an
+/// `HttpOnly`, `SameSite=Strict` cookie, and the browser is sent to `/dashboard`; a wrong one
+/// gets the form again (401), and too many wrong ones from one address a 429.
 pub async fn login(
     Extension(Snapshot(gw)): Extension<Snapshot>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     // A malformed post gets OpenAI's error shape like every other endpoint, not axum's text.
@@ -121,19 +127,28 @@ pub async fn login(
     let key = form.key.trim();
     // With no admin key configured there is nothing to sign in with (loopback clients get
     // the dashboard directly); the peer address does not matter once a key is set.
-    if gw.admin.sha256.is_none() || !gw.admin.allows(Some(key), None) {
+    let Some(admin_key) = gw.admin.sha256 else {
+        return login_page(Some("wrong admin key"));
+    };
+    let ip = peer.map(|Extension(ConnectInfo(p))| p.ip());
+    if let Some(wait) = ip.and_then(|ip| gw.admin.sessions.throttled(ip)) {
+        return throttled_response(wait);
+    }
+    if !gw.admin.allows(Some(key), None) {
+        if let Some(ip) = ip {
+            gw.admin.sessions.failed(ip);
+        }
         return login_page(Some("wrong admin key"));
     }
-    // A cookie value cannot hold `;`, `,`, spaces or control characters.
-    if !key
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
-    {
-        return login_page(Some(
-            "this admin key cannot be stored in a cookie; send it as a bearer header",
-        ));
+    if let Some(ip) = ip {
+        gw.admin.sessions.succeeded(ip);
     }
-    let cookie = format!("{ADMIN_COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict");
+    // The cookie holds a fresh random token, never the key (hex: always a valid cookie).
+    let token = gw.admin.sessions.open(admin_key);
+    let cookie = format!(
+        "{ADMIN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
     let mut r = StatusCode::SEE_OTHER.into_response();
     r.headers_mut()
         .insert(header::LOCATION, HeaderValue::from_static("/dashboard"));
@@ -143,7 +158,7 @@ pub async fn login(
             r.headers_mut().insert(header::SET_COOKIE, v);
             r
         }
-        Err(_) => login_page(Some("this admin key cannot be stored in a cookie")),
+        Err(_) => crate::error::GatewayError::Internal("session cookie".into()).into_response(),
     }
 }
 
