@@ -146,6 +146,37 @@ async fn local_bad_requests_are_400() {
     }
 }
 
+/// A local model with no room left is the gateway's overload (503, `server_error`,
+/// `Retry-After`), not the client's rate limit (429).
+#[tokio::test]
+async fn a_full_local_queue_is_an_overload() {
+    let mock = Mock::start().await;
+    let m = tiny();
+    // No queue at all: every request finds it full, whatever the timing.
+    let gw = gateway(&one_backend(
+        &mock,
+        &local_backend(
+            &m.model,
+            "    queue_size: 0
+",
+        ),
+        "  - name: local\n    backend: slm\n",
+        "",
+    ))
+    .await;
+    let resp = client()
+        .post(url(&gw, "/v1/chat/completions"))
+        .json(&chat_body("local", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let v = error_body(resp).await;
+    assert_eq!(v["error"]["type"], "server_error", "{v}");
+    assert_eq!(v["error"]["code"], "overloaded", "{v}");
+}
+
 #[tokio::test]
 async fn local_falls_back_to_remote_when_the_prompt_exceeds_its_context() {
     let mock = Mock::start().await;

@@ -738,3 +738,89 @@ async fn budgets_survive_a_restart_on_postgres() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// A log sink for one test's subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Refusals caused by a client's own pace log at debug: at info, a client retrying in a
+/// tight loop wrote 184,000 lines in 20 s. (The runtime is current-thread, so the
+/// subscriber set here sees the server's events.)
+#[tokio::test]
+async fn rate_limited_and_over_budget_requests_log_at_debug() {
+    use tracing_subscriber::prelude::*;
+    // With a single registered dispatcher, tracing caches each event site's interest from
+    // whichever thread reaches it first: another test's thread (no subscriber) would turn the
+    // "rate limited" site off for this one too. A second live dispatcher makes tracing ask
+    // every dispatcher instead.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
+    let log = Captured::default();
+    let sink = log.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || sink.clone())
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target("slmgate_router", tracing::Level::DEBUG),
+                ),
+        ),
+    );
+    let mock = Mock::start().await;
+    let gw = gateway(&config(
+        &mock,
+        r#"
+pricing:
+  gpt-test: { input: 1000, output: 1000 }
+keys:
+  - name: paced
+    key: sk-paced
+    rate_limit: { requests_per_minute: 1 }
+  - name: poor
+    key: sk-poor
+    budget: { daily_usd: 0.000001 }
+"#,
+    ))
+    .await;
+    let mut limited = 0;
+    for key in ["sk-paced"; 20].into_iter().chain(["sk-poor"; 20]) {
+        let resp = post(
+            &gw,
+            &ask("remote", "hi"),
+            &[("authorization", &format!("Bearer {key}"))],
+        )
+        .await;
+        if resp.status() == 429 {
+            limited += 1;
+        }
+    }
+    assert_eq!(
+        limited, 39,
+        "one request fits the rate limit, none the budget"
+    );
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).to_string();
+    for quiet in ["rate limited", "budget exhausted"] {
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(quiet)).collect();
+        assert!(!lines.is_empty(), "the capture sees the server: {text}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains("DEBUG") && !l.contains("INFO")),
+            "`{quiet}` logged above debug:\n{}",
+            lines.join("\n")
+        );
+    }
+}

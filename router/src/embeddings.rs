@@ -112,9 +112,10 @@ impl LocalEmbedder {
             .sum();
         match self.batcher.embed(&refs).await {
             Ok(v) => Ok((v.iter().map(|e| e.to_vec()).collect(), tokens)),
-            Err(BatchError::Overloaded) => Err(GatewayError::RateLimited {
+            // A full queue is the gateway's capacity, not the caller's pace: 503.
+            Err(BatchError::Overloaded) => Err(GatewayError::Overloaded {
                 message: "the embedder is overloaded; retry shortly".into(),
-                retry_after: Some(std::time::Duration::from_secs(1)),
+                retry_after: std::time::Duration::from_secs(1),
             }),
             Err(e) => Err(GatewayError::Internal(e.to_string())),
         }

@@ -1,8 +1,10 @@
 //! The one error type of the request path, always answered in OpenAI's error shape.
 //!
 //! `{"error": {"message", "type", "param", "code"}}` with the HTTP status clients expect:
-//! malformed input 400, bad key 401, unknown model 404, oversized body 413, overload 429/503
-//! (with `Retry-After`), upstream failure 502, upstream or gateway timeout 504. Messages about
+//! malformed input 400, bad key 401, unknown model 404, oversized body 413, the client's pace
+//! 429 (rate limits, budgets) and the gateway's capacity 503 (overload: the concurrency
+//! limit, a full local queue), both with `Retry-After`, upstream failure 502, upstream or
+//! gateway timeout 504. Messages about
 //! the client's input echo the problem; internal failures stay generic in the body and are
 //! logged in full.
 
@@ -50,7 +52,9 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
-    /// The gateway is at `limits.max_concurrent_requests` (or shutting down).
+    /// The gateway is out of capacity: at `limits.max_concurrent_requests` (or shutting
+    /// down), or a local model's queue is full. The server's state, not the caller's pace:
+    /// 503, `server_error`, with `Retry-After`.
     #[error("{message}")]
     Overloaded {
         /// Why.
@@ -58,7 +62,8 @@ pub enum GatewayError {
         /// Suggested wait.
         retry_after: Duration,
     },
-    /// Too many requests (the upstream said so and retries ran out, or a local queue is full).
+    /// Too many requests from this caller (a rate limit, or the upstream said so and retries
+    /// ran out).
     #[error("{message}")]
     RateLimited {
         /// Why.
@@ -132,14 +137,15 @@ impl GatewayError {
             GatewayError::Unauthorized(_)
             | GatewayError::Forbidden(_)
             | GatewayError::AdminOnly(_) => "authentication_error",
-            GatewayError::Overloaded { .. } | GatewayError::RateLimited { .. } => {
-                "rate_limit_error"
-            }
+            GatewayError::RateLimited { .. } => "rate_limit_error",
             GatewayError::Upstream(_)
             | GatewayError::UpstreamTimeout(_)
             | GatewayError::GatewayTimeout(_) => "upstream_error",
-            // A target that cannot serve is the server's state, not the caller's pace.
-            GatewayError::Unavailable(_) | GatewayError::Internal(_) => "server_error",
+            // A target that cannot serve, or no capacity left, is the server's state, not
+            // the caller's pace.
+            GatewayError::Overloaded { .. }
+            | GatewayError::Unavailable(_)
+            | GatewayError::Internal(_) => "server_error",
         }
     }
 
@@ -201,7 +207,9 @@ pub fn openai_error(
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        if status.is_server_error() {
+        // Shed load is expected under overload and counted by the metrics: a warning per
+        // shed request would flood the log exactly when the gateway is busiest.
+        if status.is_server_error() && !matches!(self, GatewayError::Overloaded { .. }) {
             tracing::warn!(error = %self, status = status.as_u16(), "request failed");
         } else {
             tracing::debug!(error = %self, status = status.as_u16(), "request rejected");
@@ -286,8 +294,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn overload_sets_retry_after() {
+    #[tokio::test]
+    async fn overload_sets_retry_after() {
         let resp = GatewayError::Overloaded {
             message: "busy".into(),
             retry_after: Duration::from_millis(1500),
@@ -295,6 +303,10 @@ mod tests {
         .into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "server_error");
+        assert_eq!(v["error"]["code"], "overloaded");
         // A target that cannot serve does not invite a retry within the second.
         let resp = GatewayError::Unavailable("not loaded".into()).into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);

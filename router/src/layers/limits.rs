@@ -158,7 +158,8 @@ pub struct Limits<S> {
 }
 
 fn budget_response(e: &slmgate_policies::budget::BudgetExceeded) -> Response {
-    tracing::info!(scope = %e.scope, name = %e.name, period = %e.period, "budget exhausted");
+    // Debug, not info: a client retrying in a tight loop would write a line per attempt.
+    tracing::debug!(scope = %e.scope, name = %e.name, period = %e.period, "budget exhausted");
     let mut resp = openai_error(
         StatusCode::TOO_MANY_REQUESTS,
         &e.to_string(),
@@ -226,7 +227,9 @@ where
             if let Some(rl) = &key.rate_limit {
                 let tokens = u32::try_from(prompt.saturating_add(completion)).unwrap_or(u32::MAX);
                 if let Err(e) = acc.state.rates.check(&key.name, rl, tokens) {
-                    tracing::info!(key = %key.name, kind = %e.kind, "rate limited");
+                    // Debug, not info: refusals come as fast as a client sends them
+                    // (184,000 info lines in 20 s were seen); the metrics count them.
+                    tracing::debug!(key = %key.name, kind = %e.kind, "rate limited");
                     return Ok(GatewayError::RateLimited {
                         message: format!("key `{}`: {e}", key.name),
                         retry_after: e.retry_after,

@@ -190,9 +190,11 @@ fn finish_str(f: FinishReason) -> &'static str {
 fn pool_error(name: &str, e: PoolError) -> Fallback {
     let msg = format!("local backend `{name}`: {e}");
     Fallback(match e {
-        PoolError::QueueFull | PoolError::QueueTimeout => GatewayError::RateLimited {
+        // No worker free for this request: the gateway's capacity, not the caller's pace
+        // (503, `server_error`), and worth retrying shortly.
+        PoolError::QueueFull | PoolError::QueueTimeout => GatewayError::Overloaded {
             message: msg,
-            retry_after: Some(std::time::Duration::from_secs(1)),
+            retry_after: std::time::Duration::from_secs(1),
         },
         PoolError::ContextTooLong { .. } | PoolError::InvalidRequest(_) => {
             GatewayError::bad_param("messages", msg)
