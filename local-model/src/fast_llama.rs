@@ -457,6 +457,45 @@ impl LlamaState {
     /// one. `pos` must be 0 (a new sequence) or at most the number of cached tokens (the cache is
     /// cut back to `pos`).
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<&[f32], ForwardError> {
+        let nt = self.run_layers(tokens, pos)?;
+        let (w, b) = (&*self.w, &mut self.bufs);
+        let dim = w.cfg.dim;
+        // Logits of the last position only.
+        rms_norm(&b.x[(nt - 1) * dim..], &w.output_norm, w.cfg.eps, &mut b.xn);
+        b.acts.quantize(&b.xn, dim);
+        let out = w.output.as_ref().unwrap_or(&w.embed);
+        Self::matmul(&self.pool, &[out], &b.acts, &mut b.logits);
+        Ok(&b.logits)
+    }
+
+    /// Like [`forward`](Self::forward), but returns the logits of every position
+    /// (`tokens.len() × vocab`, row-major): what scoring a text under the model needs (the
+    /// log-probability of each token given the ones before it). Afterwards
+    /// [`hidden`](Self::hidden) holds the final normalised hidden state of every position.
+    pub fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<&[f32], ForwardError> {
+        self.run_layers(tokens, pos)?;
+        let (w, b) = (&*self.w, &mut self.bufs);
+        rms_norm(&b.x, &w.output_norm, w.cfg.eps, &mut b.xn);
+        b.acts.quantize(&b.xn, w.cfg.dim);
+        let out = w.output.as_ref().unwrap_or(&w.embed);
+        Self::matmul(&self.pool, &[out], &b.acts, &mut b.logits);
+        Ok(&b.logits)
+    }
+
+    /// The final normalised hidden states (`tokens × dim`) of the last
+    /// [`forward_all`](Self::forward_all) (after [`forward`](Self::forward): the last row only).
+    pub fn hidden(&self) -> &[f32] {
+        &self.bufs.xn
+    }
+
+    /// The embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.w.cfg.dim
+    }
+
+    /// The transformer layers on `tokens` at `pos..`: leaves the residual stream of every
+    /// position in `bufs.x` and returns the number of tokens.
+    fn run_layers(&mut self, tokens: &[u32], pos: usize) -> Result<usize, ForwardError> {
         let w = &*self.w;
         let cfg = &w.cfg;
         if tokens.is_empty() {
@@ -524,12 +563,7 @@ impl LlamaState {
             }
         }
         self.len = pos + nt;
-        // Logits of the last position only.
-        rms_norm(&b.x[(nt - 1) * dim..], &w.output_norm, cfg.eps, &mut b.xn);
-        b.acts.quantize(&b.xn, dim);
-        let out = w.output.as_ref().unwrap_or(&w.embed);
-        Self::matmul(pool, &[out], &b.acts, &mut b.logits);
-        Ok(&b.logits)
+        Ok(nt)
     }
 
     /// Causal attention of the `qkv` rows (queries at `pos..`) over the cache, into `out`.

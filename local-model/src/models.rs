@@ -360,6 +360,25 @@ impl ModelInstance {
             .to_vec1::<f32>()
     }
 
+    /// Runs `tokens` as a new sequence and returns the logits of every position
+    /// (`tokens.len() × vocab`) and the final normalised hidden states (`tokens.len() × dim`),
+    /// for scoring a text under the model. `None` when this instance's backend computes only
+    /// the last position (everything but the fast llama path).
+    pub fn forward_all(
+        &mut self,
+        tokens: &[u32],
+    ) -> Option<candle_core::Result<(Vec<f32>, Vec<f32>)>> {
+        match &mut self.inner {
+            Inner::Fast(s) => Some(
+                s.forward_all(tokens, 0)
+                    .map(<[f32]>::to_vec)
+                    .map(|logits| (logits, s.hidden().to_vec()))
+                    .map_err(|e| candle_core::Error::Msg(e.to_string())),
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether this instance should be replaced by a fresh [`ModelWeights::instance`]
     /// between requests, to release candle's ever-growing mask cache. Always true for llama
     /// after a prompt (a fresh instance is a cheap clone); for qwen2 once the cache is large.

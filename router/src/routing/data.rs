@@ -35,10 +35,17 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The default pair for arena-bench-v1 (`scores` judged 1–10 by GPT-4 against a GPT-4
-/// reference): weak = Mistral-7B-Instruct-v0.1, a 7B model of the size that runs locally,
-/// strong = gpt-4-1106-preview, the GPT-4-class model.
+/// reference): weak = Mixtral-8x7B-Instruct, strong = gpt-4-1106-preview, the pair RouteLLM's
+/// published results use (so the figures compare with theirs).
 pub const ARENA_BENCH_PAIR: (&str, &str) =
-    ("mistralai/Mistral-7B-Instruct-v0.1", "gpt-4-1106-preview");
+    ("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview");
+
+/// The default pair for AlpacaEval annotations (`scores` = a GPT-4-turbo judge's preference
+/// of the model's answer over GPT-4-turbo's, in `[0, 1]`): weak = gemma-2b-it, a model of
+/// the size a gateway embeds, strong = claude-2.1 (the pair the data's README suggests; its
+/// answers are of moderate length, so the judge's length bias favours it less than the
+/// long-answer models).
+pub const ALPACA_EVAL_PAIR: (&str, &str) = ("gemma-2b-it", "claude-2.1");
 
 /// The default pair for RouterArena (`scores` 0/1 correctness or METEOR): the cheaper,
 /// weaker claude-3-haiku (mean 0.52) and the stronger gemini-2.0-flash (mean 0.69).
@@ -53,6 +60,11 @@ pub struct Example {
     pub prompt: String,
     /// The data set it comes from (the file's stem), for per-data-set metrics.
     pub dataset: String,
+    /// The source group within the file: the row's `source` field (RouterArena's benchmark
+    /// name, e.g. `MMLUPro`), else the data set. Leave-one-source-out evaluation holds out
+    /// one group at a time.
+    #[serde(default)]
+    pub group: String,
     /// Quality of the weak (small) model's answer, in `[0, 1]`.
     pub weak: f64,
     /// Quality of the strong (large) model's answer, in `[0, 1]`.
@@ -91,6 +103,10 @@ pub struct LoadOptions {
     pub strong_models: Vec<String>,
     /// Rows with continuous 0–1 scores: keep or drop.
     pub continuous: ContinuousRows,
+    /// Keep benchmark instruction templates in prompts (RouterArena wraps every question in
+    /// one); by default they are stripped to the question, as a user would send it.
+    #[serde(default)]
+    pub keep_templates: bool,
 }
 
 /// Errors reading labelled data; each names the file and, where there is one, the line.
@@ -163,6 +179,7 @@ struct RawRow {
     line: usize,
     id: String,
     prompt: String,
+    group: Option<String>,
     kind: RawKind,
 }
 
@@ -210,8 +227,16 @@ pub fn load_file(
         let prompt = obj
             .get("prompt")
             .and_then(Value::as_str)
-            .ok_or_else(|| line_err(n, "missing string field \"prompt\"".into()))?
-            .to_string();
+            .ok_or_else(|| line_err(n, "missing string field \"prompt\"".into()))?;
+        let prompt = if options.keep_templates {
+            prompt.to_string()
+        } else {
+            strip_benchmark_template(prompt)
+        };
+        let group = obj
+            .get("source")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let id = match obj.get("id") {
             None | Some(Value::Null) => prompt_id(&prompt),
             Some(Value::String(s)) => s.clone(),
@@ -267,6 +292,7 @@ pub fn load_file(
             line: n,
             id,
             prompt,
+            group,
             kind,
         });
     }
@@ -322,6 +348,7 @@ pub fn load_file(
         examples.push(Example {
             id: r.id,
             prompt: r.prompt,
+            group: r.group.unwrap_or_else(|| dataset.clone()),
             dataset: dataset.clone(),
             weak,
             strong,
@@ -378,7 +405,7 @@ fn pick_pair(
     let mut strong = options.strong_models.clone();
     if weak.is_empty() || strong.is_empty() {
         // A layout is recognised by either model of its pair being present.
-        let default = [ARENA_BENCH_PAIR, ROUTERARENA_PAIR]
+        let default = [ARENA_BENCH_PAIR, ROUTERARENA_PAIR, ALPACA_EVAL_PAIR]
             .into_iter()
             .find(|(w, s)| scores.contains_key(*w) || scores.contains_key(*s))?;
         if weak.is_empty() {
@@ -402,6 +429,81 @@ fn parse_label(v: &Value) -> Result<f64, String> {
         return Err(format!("\"label\" must be in [0, 1], not {x}"));
     }
     Ok(x)
+}
+
+/// The question inside a benchmark harness's instruction template, as a user would ask it.
+///
+/// RouterArena wraps every benchmark question in an instruction ("Please read the following
+/// multiple-choice questions…", "Context: None", "Question: …", "Options: …", "Provide the
+/// correct letter choice in \boxed{X}…"). Left in, that boilerplate dominates every
+/// length, keyword and embedding signal and encodes the source rather than the question, so
+/// a router learns which harness a prompt came from. This keeps the context (when there is
+/// one), the question and its options; any other text is returned unchanged.
+pub fn strip_benchmark_template(prompt: &str) -> String {
+    const HEADS: [&str; 5] = [
+        "Please read the following",
+        "Please solve the following",
+        "You are given a question about chess moves",
+        "Read the following passage and answer",
+        "Generate an executable Python function",
+    ];
+    const TAILS: [&str; 4] = [
+        "Provide the correct letter choice",
+        "Provide your final answer",
+        "Provide the correct answer",
+        "Is the provided answer correct? Provide",
+    ];
+    let trimmed = prompt.trim();
+    // "Translate the following sentence from X to Y.\n\n<text>\n\nProvide your final answer…"
+    if let Some(rest) = trimmed.strip_prefix("Translate the following sentence from ") {
+        if let Some((langs, body)) = rest.split_once(".\n\n") {
+            let target = langs.rsplit(" to ").next().unwrap_or(langs);
+            let body = TAILS
+                .iter()
+                .filter_map(|t| body.rfind(&format!("\n\n{t}")))
+                .min()
+                .map_or(body, |i| &body[..i]);
+            return format!("Translate to {target}: {}", body.trim());
+        }
+    }
+    if !HEADS.iter().any(|h| trimmed.starts_with(h)) {
+        return prompt.to_string();
+    }
+    let mut q = trimmed;
+    // The instruction line, up to the first blank line (or the inline "Question:").
+    if trimmed.starts_with("Generate an executable Python function") {
+        if let Some(i) = q.find("Question:") {
+            q = &q[i + "Question:".len()..];
+        }
+    } else if let Some(i) = q.find("\n\n") {
+        q = &q[i + 2..];
+    }
+    if let Some(i) = TAILS.iter().filter_map(|t| q.rfind(t)).min() {
+        q = &q[..i];
+    }
+    let mut out = String::with_capacity(q.len());
+    for (i, para) in q.split("\n\n").enumerate() {
+        let para = para.trim();
+        let para = match para {
+            "" | "Context: None" => continue,
+            p => p,
+        };
+        let para = para.strip_prefix("Question:").unwrap_or(para).trim_start();
+        let para = para
+            .strip_prefix("Options:")
+            .or_else(|| para.strip_prefix("Options :"))
+            .map_or(para, str::trim_start);
+        if i > 0 && !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(para);
+    }
+    let out = out.replace(" Keep the explanation or feedback within 3 sentences.", "");
+    if out.trim().is_empty() {
+        prompt.to_string()
+    } else {
+        out.trim().to_string()
+    }
 }
 
 /// The id of a prompt that has none: `sha256:` and the first 16 hex digits of its hash.
@@ -574,12 +676,35 @@ mod tests {
     }
 
     #[test]
+    fn benchmark_templates_are_stripped_to_the_question() {
+        let mcq = "Please read the following multiple-choice questions and provide the most likely correct answer based on the options given.\n\nContext: None\n\nQuestion: Which is a mammal?\n\nOptions: \nA. shark\nB. whale\n\n\nProvide the correct letter choice in \\boxed{X}, where X is the correct letter choice. Keep the explanation or feedback within 3 sentences.";
+        assert_eq!(
+            strip_benchmark_template(mcq),
+            "Which is a mammal?\nA. shark\nB. whale"
+        );
+        let ctx = "Please solve the following mathematical problem step by step. \n\nContext: Ann has 3 apples.\n\nQuestion: How many apples does Ann have?\n\nProvide your final answer in \\boxed{{}} format.";
+        assert_eq!(
+            strip_benchmark_template(ctx),
+            "Context: Ann has 3 apples.\nHow many apples does Ann have?"
+        );
+        let tr = "Translate the following sentence from English to German.\n\nGood morning.\n\nProvide your final answer in \\boxed{{}} format.";
+        assert_eq!(
+            strip_benchmark_template(tr),
+            "Translate to German: Good morning."
+        );
+        for plain in ["What is 2+2?", "Please read the following", ""] {
+            assert_eq!(strip_benchmark_template(plain), plain);
+        }
+    }
+
+    #[test]
     fn split_is_deterministic_and_by_id() {
         let ex: Vec<Example> = (0..1000)
             .map(|i| Example {
                 id: format!("id{i}"),
                 prompt: format!("p{i}"),
                 dataset: "d".into(),
+                group: "d".into(),
                 weak: 0.0,
                 strong: 1.0,
                 label: None,

@@ -1203,6 +1203,7 @@ mod tests {
                     id: format!("s{i}"),
                     prompt: "word ".repeat(words),
                     dataset: if i % 2 == 0 { "a" } else { "b" }.into(),
+                    group: if i % 2 == 0 { "a" } else { "b" }.into(),
                     weak: if hard { 0.0 } else { 1.0 },
                     strong: 1.0,
                     label: None,
