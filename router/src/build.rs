@@ -18,6 +18,7 @@ use crate::runtime::{
     parse_sha256, sha256, unix_now, ClientKey, Gateway, Keys, Limits, ModelRoute, Target,
 };
 use crate::upstream::openai::OpenAiBackend;
+use crate::upstream::redact::Secrets;
 use crate::upstream::Backend;
 
 /// The process-wide HTTP client: pooled keep-alive connections, HTTP/1.1 and HTTP/2 (ALPN).
@@ -46,6 +47,7 @@ fn openai_backend(
     b: &cfgs::Backend,
     o: &cfgs::OpenAiBackend,
     client: &reqwest::Client,
+    secrets: &Arc<Secrets>,
 ) -> anyhow::Result<OpenAiBackend> {
     let mut headers = HeaderMap::new();
     for (k, v) in &o.headers {
@@ -76,6 +78,7 @@ fn openai_backend(
         retry_backoff: o.retry_backoff,
         max_retry_backoff: o.max_retry_backoff,
         client: client.clone(),
+        secrets: secrets.clone(),
     })
 }
 
@@ -379,6 +382,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
     };
     loaded.client = Some((connect_timeout, client.clone()));
 
+    let secrets = Arc::new(Secrets::from_config(cfg));
     let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
     let mut disabled: HashMap<String, String> = HashMap::new();
     for b in &cfg.backends {
@@ -388,7 +392,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         }
         match &b.kind {
             cfgs::BackendKind::OpenAi(o) => {
-                let built = openai_backend(b, o, &client)?;
+                let built = openai_backend(b, o, &client, &secrets)?;
                 backends.insert(b.name.clone(), Arc::new(Backend::OpenAi(built)));
             }
             #[cfg(feature = "local")]

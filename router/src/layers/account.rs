@@ -259,7 +259,7 @@ struct StreamWatch {
 
 /// True when a stream chunk carries generated output: non-empty `delta.content` (or
 /// `refusal`, `reasoning_content`) or a tool call in some choice.
-fn carries_token(data: &str) -> bool {
+pub(crate) fn carries_token(data: &str) -> bool {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
         return false;
     };

@@ -10,6 +10,7 @@ pub mod forward;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod openai;
+pub mod redact;
 pub mod sse;
 
 use std::sync::atomic::{AtomicU64, Ordering};

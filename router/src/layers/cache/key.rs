@@ -416,6 +416,7 @@ pub(crate) mod tests {
             retry_backoff: std::time::Duration::from_millis(1),
             max_retry_backoff: std::time::Duration::from_millis(1),
             client: reqwest::Client::new(),
+            secrets: Default::default(),
         };
         Decision {
             route: Arc::new(ModelRoute {

@@ -1,0 +1,236 @@
+//! Upstream faults end to end: what a failing, careless or garbling upstream leaves the
+//! client with (issue 22: error text, malformed answers, broken streams, ejection).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+async fn post(gw: &slmgate_router::Running, body: Value) -> reqwest::Response {
+    client()
+        .post(url(gw, "/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn alias(name: &str, model: &str) -> String {
+    format!("  - name: {name}\n    backend: up\n    model: {model}\n")
+}
+
+/// A second backend `second` at `mock`, without retries. `up` is never ejected here, so
+/// every failure is retried as configured (ejection has its own tests below).
+fn second(mock: &Mock) -> String {
+    format!(
+        "    circuit_breaker: {{enabled: false}}\n  - name: second\n    kind: openai\n    base_url: {}\n    api_key: sk-second\n    max_retries: 0\n",
+        mock.base_url()
+    )
+}
+
+/// An upstream that quotes the credential it was sent, in a 500, a 401 and a 400: the
+/// client never sees it. 5xx/401 keep their status class and a summary; the 400 (the
+/// client's own fault) keeps the upstream's message, masked.
+#[tokio::test]
+async fn upstream_error_text_never_reaches_the_client() {
+    let mock = Mock::start().await;
+    let models = [
+        alias("leak500", "leak-500"),
+        alias("leak401", "leak-401"),
+        alias("leak400", "leak-400"),
+    ]
+    .concat();
+    let gw = gateway(&one_backend(&mock, "", &models, "")).await;
+    for (name, status) in [("leak500", 502), ("leak401", 502), ("leak400", 400)] {
+        let resp = post(&gw, chat_body(name, false)).await;
+        assert_eq!(resp.status(), status, "{name}");
+        let v = error_body(resp).await;
+        let text = v.to_string();
+        assert!(
+            !text.contains("sk-backend"),
+            "{name} leaked the key: {text}"
+        );
+        let msg = v["error"]["message"].as_str().unwrap();
+        if status == 502 {
+            assert!(
+                !msg.contains("you sent"),
+                "{name} relayed upstream text: {msg}"
+            );
+            assert!(msg.contains(&name[4..]), "{msg}");
+        } else {
+            assert!(msg.contains("you sent `Bearer [redacted]`"), "{msg}");
+        }
+    }
+    // A stream asked of the same upstream is refused the same way.
+    let resp = post(&gw, chat_body("leak500", true)).await;
+    assert_eq!(resp.status(), 502);
+    assert!(!resp.text().await.unwrap().contains("sk-backend"));
+}
+
+/// A 200 whose body is not a chat completion (cut off, or an HTML page) is an upstream
+/// failure: retried, then the next target; a 502 when none is left, recorded as such.
+#[tokio::test]
+async fn malformed_upstream_answers_fall_back_or_fail() {
+    let primary = Mock::start().await;
+    let fallback = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("u.db").display());
+    let models = format!(
+        "{}{}  - name: rescued\n    backend: up\n    model: garbled\n    fallbacks:\n      - backend: second\n        model: gpt-second\n",
+        alias("garbled", "garbled"),
+        alias("html", "html")
+    );
+    let usage = format!("usage:\n  database: \"{db}\"\n");
+    let gw = gateway(&one_backend(&primary, &second(&fallback), &models, &usage)).await;
+
+    let resp = post(&gw, chat_body("rescued", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-slmgate-backend"], "second");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], mock_provider::REPLY);
+    // Primary: the first attempt and two retries.
+    assert_eq!(primary.requests(), 3);
+
+    for name in ["garbled", "html"] {
+        let resp = post(&gw, chat_body(name, false)).await;
+        assert_eq!(resp.status(), 502, "{name}");
+        let v = error_body(resp).await;
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a chat completion"),
+            "{v}"
+        );
+    }
+
+    let writer = gw.usage.clone().unwrap();
+    gw.shutdown();
+    gw.wait().await.unwrap();
+    assert_eq!(writer.sink.written(), 3);
+    let store = slmgate_router::usage::Store::connect(&db).await.unwrap();
+    let rows = store.rows(0, i64::MAX).await.unwrap();
+    let mut statuses: Vec<i64> = rows.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 502, 502], "{rows:#?}");
+    for r in rows.iter().filter(|r| r.status == 502) {
+        assert_eq!(r.cost_usd, 0.0);
+        assert_eq!(r.error_class.as_deref(), Some("upstream_error"));
+    }
+}
+
+/// A stream that fails before its first token (it closes, or sends an error event, after
+/// the role chunk) falls back like a non-stream request: the client sees only the
+/// fallback's answer.
+#[tokio::test]
+async fn a_stream_failing_before_its_first_token_falls_back() {
+    let primary = Mock::start().await;
+    let fallback = Mock::start().await;
+    let models = [
+        "  - name: close\n    backend: up\n    model: early-close\n    fallbacks:\n      - backend: second\n        model: gpt-second\n",
+        "  - name: errs\n    backend: up\n    model: early-error\n    fallbacks:\n      - backend: second\n        model: gpt-second\n",
+        &alias("alone", "early-error"),
+    ]
+    .concat();
+    let gw = gateway(&one_backend(&primary, &second(&fallback), &models, "")).await;
+    for name in ["close", "errs"] {
+        let resp = post(&gw, chat_body(name, true)).await;
+        assert_eq!(resp.status(), 200, "{name}");
+        assert_eq!(resp.headers()["x-slmgate-backend"], "second", "{name}");
+        let events = sse_events(resp).await;
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| e.contains("error")),
+            "{name}: {events:?}"
+        );
+        let text: String = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(text, mock_provider::REPLY);
+    }
+    // Each primary stream was tried three times (first attempt and two retries).
+    assert_eq!(primary.requests(), 6);
+    // With no fallback left, the client gets a plain 502, not a broken stream.
+    let resp = post(&gw, chat_body("alone", true)).await;
+    assert_eq!(resp.status(), 502);
+    let v = error_body(resp).await;
+    assert!(!v.to_string().contains("mock overloaded"), "{v}");
+}
+
+/// A stream cut after its first token ends with a well-formed error event
+/// (`stream_incomplete`) and `[DONE]`, and is recorded as `stream_incomplete`.
+#[tokio::test]
+async fn a_stream_cut_after_its_first_token_ends_well_formed() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("u.db").display());
+    let usage = format!("usage:\n  database: \"{db}\"\n");
+    let gw = gateway(&one_backend(&mock, "", &alias("cut", "cut"), &usage)).await;
+    let resp = post(&gw, chat_body("cut", true)).await;
+    assert_eq!(resp.status(), 200);
+    let events = sse_events(resp).await;
+    assert!(events.iter().any(|e| e.contains("partial")), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let err: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(err["error"]["code"], "stream_incomplete", "{err}");
+    assert_eq!(err["error"]["type"], "upstream_error", "{err}");
+    assert_eq!(mock.requests(), 1, "never retried once a token was sent");
+
+    let writer = gw.usage.clone().unwrap();
+    gw.shutdown();
+    gw.wait().await.unwrap();
+    assert_eq!(writer.sink.written(), 1);
+    let store = slmgate_router::usage::Store::connect(&db).await.unwrap();
+    let rows = store.rows(0, i64::MAX).await.unwrap();
+    assert_eq!(rows[0].error_class.as_deref(), Some("stream_incomplete"));
+    assert_eq!(rows[0].status, 200);
+}
+
+/// Foreign events, comments and non-JSON `data:` lines are dropped, and one invalid UTF-8
+/// byte does not hold the rest of the stream back.
+#[tokio::test]
+async fn noisy_streams_are_cleaned_and_not_held_back() {
+    let mock = Mock::start().await;
+    let gw = gateway(&one_backend(&mock, "", &alias("noisy", "noisy"), "")).await;
+    let resp = post(&gw, chat_body("noisy", true)).await;
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(!body.contains("event:"), "{body}");
+    assert!(!body.contains("not json"), "{body}");
+    assert!(!body.contains("ping"), "{body}");
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| e.trim_start_matches("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(text, "Hello from\u{FFFD} the mock upstream.");
+}
