@@ -21,11 +21,10 @@ fn alias(name: &str, model: &str) -> String {
     format!("  - name: {name}\n    backend: up\n    model: {model}\n")
 }
 
-/// A second backend `second` at `mock`, without retries. `up` is never ejected here, so
-/// every failure is retried as configured (ejection has its own tests below).
+/// A second backend `second` at `mock`, without retries.
 fn second(mock: &Mock) -> String {
     format!(
-        "    circuit_breaker: {{enabled: false}}\n  - name: second\n    kind: openai\n    base_url: {}\n    api_key: sk-second\n    max_retries: 0\n",
+        "  - name: second\n    kind: openai\n    base_url: {}\n    api_key: sk-second\n    max_retries: 0\n",
         mock.base_url()
     )
 }
@@ -233,4 +232,136 @@ async fn noisy_streams_are_cleaned_and_not_held_back() {
         })
         .collect();
     assert_eq!(text, "Hello from\u{FFFD} the mock upstream.");
+}
+
+/// Two backends, `primary` (with `breaker` settings) and `spare`, and aliases.
+fn breaker_config(
+    primary: &Mock,
+    spare: &Mock,
+    breaker: &str,
+    timeout: &str,
+    models: &str,
+) -> String {
+    format!(
+        r#"
+backends:
+  - name: primary
+    kind: openai
+    base_url: {}
+    timeout: {timeout}
+    max_retries: 2
+    retry_backoff: 1ms
+    circuit_breaker: {breaker}
+  - name: spare
+    kind: openai
+    base_url: {}
+    max_retries: 0
+models:
+{models}
+"#,
+        primary.base_url(),
+        spare.base_url()
+    )
+}
+
+/// A failing backend is ejected after `consecutive_failures` failed attempts: later requests
+/// skip it at once for the fallback, `/admin/status` and `/metrics` show it, and when the
+/// ejection is up one probe is let through: a failed probe ejects it again, a good one
+/// closes the circuit.
+#[tokio::test]
+async fn a_failing_backend_is_ejected_then_probed_back() {
+    let primary = Mock::start().await;
+    let spare = Mock::start().await;
+    let models = "  - name: fb\n    backend: primary\n    model: flaky-4\n    fallbacks:\n      - backend: spare\n        model: gpt-spare\n  - name: only\n    backend: primary\n    model: error-500\n";
+    let gw = gateway(&breaker_config(
+        &primary,
+        &spare,
+        "{consecutive_failures: 3, ejection: 300ms}",
+        "2s",
+        models,
+    ))
+    .await;
+    // The first request pays three failed attempts, which eject the backend.
+    for i in 0..5 {
+        let resp = post(&gw, chat_body("fb", false)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.headers()["x-slmgate-backend"], "spare", "request {i}");
+    }
+    assert_eq!(primary.requests(), 3, "an ejected backend gets no attempts");
+    assert_eq!(spare.requests(), 5);
+
+    let status = get_json(&gw, "/admin/status").await;
+    let b = status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "primary")
+        .unwrap()
+        .clone();
+    assert_eq!(b["circuit"]["state"], "open", "{b}");
+    assert_eq!(b["circuit"]["ejections"], 1, "{b}");
+    let metrics = client()
+        .get(url(&gw, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("slmgate_backend_ejected{backend=\"primary\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("slmgate_backend_ejections_total{backend=\"primary\"} 1"));
+
+    // With no fallback left, an ejected backend answers 503 at once, with Retry-After.
+    let resp = post(&gw, chat_body("only", false)).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    let v = error_body(resp).await;
+    assert_eq!(v["error"]["code"], "backend_ejected", "{v}");
+    assert_eq!(primary.requests(), 3);
+
+    // Half-open: one probe (the flaky model's 4th request, still failing) ejects it again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let resp = post(&gw, chat_body("fb", false)).await;
+    assert_eq!(resp.headers()["x-slmgate-backend"], "spare");
+    assert_eq!(primary.requests(), 4, "exactly one probe");
+    // Ejected for twice as long now; then the probe succeeds and the circuit closes.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let resp = post(&gw, chat_body("fb", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-slmgate-backend"], "primary");
+    let status = get_json(&gw, "/admin/status").await;
+    let state = status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "primary")
+        .map(|b| b["circuit"]["state"].clone());
+    assert_eq!(state, Some(Value::from("closed")));
+}
+
+/// A hanging backend costs each request its full timeout only until it is ejected; then
+/// the fallback answers without waiting for it.
+#[tokio::test]
+async fn a_hanging_backend_is_ejected() {
+    let primary = Mock::start().await;
+    let spare = Mock::start().await;
+    let models = "  - name: fb\n    backend: primary\n    model: slow-5000\n    fallbacks:\n      - backend: spare\n        model: gpt-spare\n";
+    let gw = gateway(&breaker_config(
+        &primary,
+        &spare,
+        "{consecutive_failures: 2}",
+        "200ms",
+        models,
+    ))
+    .await;
+    for i in 0..6 {
+        let resp = post(&gw, chat_body("fb", false)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.headers()["x-slmgate-backend"], "spare");
+    }
+    // Timeouts are not retried: two requests, two timed-out attempts, then ejected.
+    assert_eq!(primary.requests(), 2);
 }

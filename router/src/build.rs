@@ -17,6 +17,7 @@ use crate::layers::policy::Policies;
 use crate::runtime::{
     parse_sha256, sha256, unix_now, ClientKey, Gateway, Keys, Limits, ModelRoute, Target,
 };
+use crate::upstream::breaker::Breaker;
 use crate::upstream::openai::OpenAiBackend;
 use crate::upstream::redact::Secrets;
 use crate::upstream::Backend;
@@ -48,6 +49,7 @@ fn openai_backend(
     o: &cfgs::OpenAiBackend,
     client: &reqwest::Client,
     secrets: &Arc<Secrets>,
+    breaker: Arc<Breaker>,
 ) -> anyhow::Result<OpenAiBackend> {
     let mut headers = HeaderMap::new();
     for (k, v) in &o.headers {
@@ -79,6 +81,7 @@ fn openai_backend(
         max_retry_backoff: o.max_retry_backoff,
         client: client.clone(),
         secrets: secrets.clone(),
+        breaker,
     })
 }
 
@@ -285,6 +288,8 @@ impl Carry {
 pub struct Loaded {
     /// The upstream HTTP client (and its warm connection pool), by connect timeout.
     client: Option<(Duration, reqwest::Client)>,
+    /// `kind: openai` backends' circuit breakers by name, with the `base_url` they watch.
+    breakers: HashMap<String, (String, Arc<Breaker>)>,
     /// `kind: local` backends by name.
     #[cfg(feature = "local")]
     local: HashMap<String, (String, Arc<crate::upstream::local::LocalBackend>)>,
@@ -319,6 +324,13 @@ impl Loaded {
             }
         }
         out
+    }
+
+    fn reusable_breaker(&self, name: &str, o: &cfgs::OpenAiBackend) -> Option<Arc<Breaker>> {
+        self.breakers
+            .get(name)
+            .filter(|(url, b)| *url == o.base_url && *b.config() == o.circuit_breaker)
+            .map(|(_, b)| b.clone())
     }
 
     fn reusable_client(&self, connect_timeout: Duration) -> Option<reqwest::Client> {
@@ -392,7 +404,15 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         }
         match &b.kind {
             cfgs::BackendKind::OpenAi(o) => {
-                let built = openai_backend(b, o, &client, &secrets)?;
+                // A reload keeps the breaker's state (an ejected backend stays ejected)
+                // while the backend's address and breaker settings are unchanged.
+                let breaker = previous
+                    .reusable_breaker(&b.name, o)
+                    .unwrap_or_else(|| Arc::new(Breaker::new(&b.name, o.circuit_breaker)));
+                loaded
+                    .breakers
+                    .insert(b.name.clone(), (o.base_url.clone(), breaker.clone()));
+                let built = openai_backend(b, o, &client, &secrets, breaker)?;
                 backends.insert(b.name.clone(), Arc::new(Backend::OpenAi(built)));
             }
             #[cfg(feature = "local")]

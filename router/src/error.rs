@@ -78,6 +78,14 @@ pub enum GatewayError {
     /// The target exists but cannot serve now (e.g. local model not loaded).
     #[error("{0}")]
     Unavailable(String),
+    /// The backend is ejected after repeated failures (see [`crate::upstream::breaker`]).
+    #[error("{message}")]
+    Ejected {
+        /// Which backend.
+        message: String,
+        /// When it will be tried again.
+        retry_after: Duration,
+    },
     /// A bug or an unexpected internal failure; details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -109,9 +117,9 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::Overloaded { .. } | GatewayError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::Overloaded { .. }
+            | GatewayError::Unavailable(_)
+            | GatewayError::Ejected { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout(_) | GatewayError::GatewayTimeout(_) => {
@@ -139,7 +147,9 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout(_)
             | GatewayError::GatewayTimeout(_) => "upstream_error",
             // A target that cannot serve is the server's state, not the caller's pace.
-            GatewayError::Unavailable(_) | GatewayError::Internal(_) => "server_error",
+            GatewayError::Unavailable(_)
+            | GatewayError::Ejected { .. }
+            | GatewayError::Internal(_) => "server_error",
         }
     }
 
@@ -160,6 +170,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::GatewayTimeout(_) => "gateway_timeout",
             GatewayError::Unavailable(_) => "unavailable",
+            GatewayError::Ejected { .. } => "backend_ejected",
             GatewayError::Internal(_) => "internal_error",
         }
     }
@@ -168,6 +179,7 @@ impl GatewayError {
         match self {
             GatewayError::Overloaded { retry_after, .. } => Some(*retry_after),
             GatewayError::RateLimited { retry_after, .. } => *retry_after,
+            GatewayError::Ejected { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

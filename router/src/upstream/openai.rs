@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use rand::Rng;
 
+use super::breaker::{Admission, Breaker};
 use super::redact::Secrets;
 use super::{Fallback, UpstreamClock};
 use crate::api::{check_json_answer, AnswerUsage, ChatRequest, JsonAnswer};
@@ -47,6 +48,8 @@ pub struct OpenAiBackend {
     pub client: reqwest::Client,
     /// Every configured secret, masked in the upstream error text this backend logs.
     pub secrets: Arc<Secrets>,
+    /// Outlier ejection (kept across reloads while its settings are unchanged).
+    pub breaker: Arc<Breaker>,
 }
 
 /// What the forwarding service needs to know about the request in flight.
@@ -62,25 +65,65 @@ pub struct CallContext<'a> {
 }
 
 enum AttemptError {
+    /// Worth another attempt on this backend (after `after`, when the upstream said).
     Retry {
         err: GatewayError,
         after: Option<Duration>,
     },
+    /// Give up on this backend for this request.
     Fallback(GatewayError),
+    /// The backend refused its own credentials or model name (401/403/404): the next target,
+    /// but no sign that the backend is unwell.
+    Misconfigured(GatewayError),
+}
+
+impl AttemptError {
+    /// The backend misbehaved: counts toward its ejection (see [`super::breaker`]).
+    fn is_fault(&self) -> bool {
+        match self {
+            AttemptError::Retry {
+                err: GatewayError::RateLimited { .. },
+                ..
+            } => false,
+            AttemptError::Retry { .. } | AttemptError::Fallback(_) => true,
+            AttemptError::Misconfigured(_) => false,
+        }
+    }
 }
 
 impl OpenAiBackend {
     /// Sends the request, with retries; returns the client response or a reason to fall back.
+    /// An ejected backend is skipped at once (see [`super::breaker`]).
     pub async fn chat(&self, ctx: CallContext<'_>) -> Result<Response, Fallback> {
         let body = Bytes::from(ctx.req.upstream_body(ctx.model, true));
         let mut attempt = 0u32;
+        let mut last = None;
         loop {
+            let ticket = match self.breaker.admit() {
+                Admission::Pass(t) | Admission::Probe(t) => t,
+                Admission::Rejected(retry_after) => {
+                    // Ejected, perhaps by this very request's failures: report those.
+                    return Err(Fallback(last.unwrap_or_else(|| GatewayError::Ejected {
+                        message: format!(
+                            "backend `{}` is ejected after repeated failures",
+                            self.name
+                        ),
+                        retry_after,
+                    })));
+                }
+            };
             let started = Instant::now();
             let result = self.attempt(&ctx, body.clone()).await;
             ctx.clock.add(started.elapsed());
+            match &result {
+                Err(e) if e.is_fault() => ticket.failed(),
+                _ => ticket.succeeded(),
+            }
             match result {
                 Ok(resp) => return Ok(resp),
-                Err(AttemptError::Fallback(e)) => return Err(Fallback(e)),
+                Err(AttemptError::Fallback(e) | AttemptError::Misconfigured(e)) => {
+                    return Err(Fallback(e))
+                }
                 Err(AttemptError::Retry { err, after }) => {
                     if attempt >= self.max_retries {
                         return Err(Fallback(err));
@@ -96,6 +139,7 @@ impl OpenAiBackend {
                     tracing::info!(backend = %self.name, attempt, ?wait, error = %err, "retrying upstream");
                     metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "backend" => self.name.clone())
                         .increment(1);
+                    last = Some(err);
                     let s = Instant::now();
                     tokio::time::sleep(wait).await;
                     ctx.clock.add(s.elapsed());
@@ -183,11 +227,13 @@ impl OpenAiBackend {
             // The backend's key or model name is wrong: a configuration problem of this
             // target, not the client's fault; another target may work.
             self.log_error_body(status, resp, deadline).await;
-            return Err(AttemptError::Fallback(GatewayError::Upstream(format!(
-                "backend `{}` answered {} (check its api_key and model name)",
-                self.name,
-                status.as_u16()
-            ))));
+            return Err(AttemptError::Misconfigured(GatewayError::Upstream(
+                format!(
+                    "backend `{}` answered {} (check its api_key and model name)",
+                    self.name,
+                    status.as_u16()
+                ),
+            )));
         }
         let is_sse = resp
             .headers()
