@@ -50,6 +50,9 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// The client stalled sending its request body for `limits.body_read_timeout`.
+    #[error("the request body stalled: no data for {0:?}")]
+    BodyTimeout(Duration),
     /// The gateway is at `limits.max_concurrent_requests` (or shutting down).
     #[error("{message}")]
     Overloaded {
@@ -117,6 +120,7 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Overloaded { .. }
             | GatewayError::Unavailable(_)
             | GatewayError::Ejected { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -136,7 +140,8 @@ impl GatewayError {
             | GatewayError::ModelNotFound { .. }
             | GatewayError::NotFound(_)
             | GatewayError::MethodNotAllowed
-            | GatewayError::PayloadTooLarge { .. } => "invalid_request_error",
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::BodyTimeout(_) => "invalid_request_error",
             GatewayError::Unauthorized(_)
             | GatewayError::Forbidden(_)
             | GatewayError::AdminOnly(_) => "authentication_error",
@@ -164,6 +169,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => "unknown_url",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::BodyTimeout(_) => "request_timeout",
             GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::Upstream(_) => "upstream_error",

@@ -23,6 +23,7 @@
 //! | `slmgate_upstream_retries_total` | counter | backend |
 //! | `slmgate_backend_ejected` | gauge (1 while ejected or probing) | backend |
 //! | `slmgate_backend_ejections_total` | counter | backend |
+//! | `slmgate_open_connections` | gauge | |
 //! | `slmgate_usage_dropped_total` | counter | reason (queue_full/closed/write_error) |
 //! | `slmgate_usage_written_total` | counter | |
 //! | `slmgate_usage_queue_depth` | gauge | |
@@ -66,6 +67,8 @@ pub const UPSTREAM_RETRIES: &str = "slmgate_upstream_retries_total";
 pub const BACKEND_EJECTED: &str = "slmgate_backend_ejected";
 /// Backend ejections (see [`crate::upstream::breaker`]).
 pub const BACKEND_EJECTIONS: &str = "slmgate_backend_ejections_total";
+/// Client connections open (bounded by `limits.max_connections`).
+pub const OPEN_CONNECTIONS: &str = "slmgate_open_connections";
 /// Usage records dropped, by reason.
 pub const USAGE_DROPPED: &str = "slmgate_usage_dropped_total";
 /// Usage records written.
@@ -90,6 +93,7 @@ pub const ALL: &[&str] = &[
     UPSTREAM_RETRIES,
     BACKEND_EJECTED,
     BACKEND_EJECTIONS,
+    OPEN_CONNECTIONS,
     USAGE_DROPPED,
     USAGE_WRITTEN,
     USAGE_QUEUE_DEPTH,

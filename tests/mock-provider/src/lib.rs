@@ -64,6 +64,8 @@ struct Inner {
     streams_started: AtomicUsize,
     streams_completed: AtomicUsize,
     streams_cancelled: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     record: bool,
     last: Mutex<Option<RecordedRequest>>,
     history: Mutex<Vec<RecordedRequest>>,
@@ -128,6 +130,11 @@ impl Mock {
     /// Streams whose client went away before the end.
     pub fn streams_cancelled(&self) -> usize {
         self.inner.streams_cancelled.load(Ordering::SeqCst)
+    }
+
+    /// The most chat requests that were being answered at once (to the response head).
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// The last chat request received.
@@ -229,8 +236,26 @@ impl Drop for StreamGuard {
     }
 }
 
+/// Counts a request as in flight until its response head is returned.
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>) -> InFlight {
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     inner.requests.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight::enter(&inner);
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if inner.record {
         let rec = RecordedRequest {
