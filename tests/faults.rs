@@ -120,6 +120,22 @@ async fn malformed_upstream_answers_fall_back_or_fail() {
     }
 }
 
+/// A JSON answer with one invalid UTF-8 byte reaches the client as valid UTF-8 (U+FFFD).
+#[tokio::test]
+async fn an_invalid_byte_in_a_json_answer_is_replaced() {
+    let mock = Mock::start().await;
+    let gw = gateway(&one_backend(&mock, "", &alias("bad", "bad-utf8"), "")).await;
+    let resp = post(&gw, chat_body("bad", false)).await;
+    assert_eq!(resp.status(), 200);
+    let bytes = resp.bytes().await.unwrap();
+    let text = std::str::from_utf8(&bytes).expect("valid UTF-8");
+    let v: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello from\u{FFFD} the mock upstream."
+    );
+}
+
 /// A stream that fails before its first token (it closes, or sends an error event, after
 /// the role chunk) falls back like a non-stream request: the client sees only the
 /// fallback's answer.

@@ -279,6 +279,12 @@ impl OpenAiBackend {
         if !status.is_success() {
             return Ok(self.client_error(status, &bytes));
         }
+        // One invalid UTF-8 byte does not make a broken answer, but JSON clients would
+        // choke on it: replaced with U+FFFD, as in streams.
+        let bytes = match String::from_utf8_lossy(&bytes) {
+            std::borrow::Cow::Borrowed(_) => bytes,
+            std::borrow::Cow::Owned(fixed) => Bytes::from(fixed),
+        };
         // A 200 that is not a chat completion (an HTML error page, a truncated or garbled
         // body, an `error` object) is a broken upstream: retried, then the next target.
         let Some((complete, usage)) = check_json_answer(&bytes) else {

@@ -14,6 +14,7 @@
 //! | `cut`                | streams two chunks then drops the connection mid-stream            |
 //! | `echo`               | answers the last message's text (streamed 3 characters a chunk)    |
 //! | `garbled`            | 200 `application/json` whose body is cut off mid-object            |
+//! | `bad-utf8`           | 200 completion with an invalid UTF-8 byte inside its content       |
 //! | `html`               | 200 with an HTML page instead of a completion                      |
 //! | `early-close`        | streams the role chunk, then ends without content or `[DONE]`      |
 //! | `early-error`        | streams the role chunk, then an error event (no content)           |
@@ -306,6 +307,14 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
             r#"{"id":"chatcmpl-mock","choices":[{"index":0,"message":{"role":"assi"#,
         )
             .into_response();
+    } else if model == "bad-utf8" {
+        let mut body = completion_body(&model, REPLY).into_bytes();
+        let at = body
+            .windows(5)
+            .position(|w| w == b"from ")
+            .map_or(0, |p| p + 4);
+        body.insert(at, 0xff);
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
     } else if model == "html" {
         return (
             StatusCode::OK,
