@@ -199,7 +199,9 @@ async fn mid_stream_upstream_failure_ends_with_an_error_event() {
     assert_eq!(resp.status(), 200);
     let events = sse_events(resp).await;
     assert!(events[1].contains("partial"));
-    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    // An error event, then `[DONE]`: a well-formed end (see tests/faults.rs).
+    assert_eq!(events.last().unwrap(), "[DONE]", "{events:?}");
+    let last: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert!(last["error"]["message"].is_string(), "{events:?}");
     // Never retried once the stream had started.
     assert_eq!(mock.requests(), 1);

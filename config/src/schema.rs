@@ -133,6 +133,24 @@ pub struct Limits {
     /// How long shutdown waits for in-flight requests. Default 30s.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Time a connection has to deliver a complete request head after it opens (and, for
+    /// HTTP/1 keep-alive, after its previous response); then it is closed. Default 15s.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest stall between two chunks of a request body (408 after). Default 30s.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open client connections at most; at the cap new ones wait in the listen backlog.
+    /// Lowered at startup to fit the open-file limit. Default 4096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent streams per HTTP/2 connection. Default 128.
+    #[serde(default = "default_http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval; a peer that does not answer within it is dropped.
+    /// Default 30s.
+    #[serde(default = "default_http2_keepalive_interval", with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
 }
 
 fn default_max_body() -> usize {
@@ -147,6 +165,21 @@ fn default_request_timeout() -> Duration {
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_http2_max_concurrent_streams() -> u32 {
+    128
+}
+fn default_http2_keepalive_interval() -> Duration {
+    Duration::from_secs(30)
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -155,6 +188,11 @@ impl Default for Limits {
             max_concurrent_requests: default_max_concurrent(),
             request_timeout: default_request_timeout(),
             shutdown_timeout: default_shutdown_timeout(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            max_connections: default_max_connections(),
+            http2_max_concurrent_streams: default_http2_max_concurrent_streams(),
+            http2_keepalive_interval: default_http2_keepalive_interval(),
         }
     }
 }
@@ -293,6 +331,68 @@ pub struct OpenAiBackend {
     /// Longest wait between attempts, including an upstream `Retry-After`. Default 10s.
     #[serde(default = "default_max_retry_backoff", with = "humantime_serde")]
     pub max_retry_backoff: Duration,
+    /// Outlier ejection: skip this backend for a while after it keeps failing.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+}
+
+/// `backends[].circuit_breaker` (`kind: openai`): when a backend is ejected, and for how long.
+/// A failure is a connect error, a timeout, a 5xx, a body that is not a chat completion or a
+/// stream broken before its first token; 429 and 4xx answers are not failures.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Whether the backend is ever ejected. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Failed attempts in a row that eject the backend. Default 5.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// Share of failed attempts among the last `window` that ejects it. Default 0.5.
+    #[serde(default = "default_failure_rate")]
+    pub failure_rate: f64,
+    /// Attempts the failure rate is measured over (it is only judged once that many were
+    /// seen). Default 20.
+    #[serde(default = "default_window")]
+    pub window: u32,
+    /// How long the first ejection lasts; each failed probe doubles it. Default 10s.
+    #[serde(default = "default_ejection", with = "humantime_serde")]
+    pub ejection: Duration,
+    /// The longest ejection. Default 5m.
+    #[serde(default = "default_max_ejection", with = "humantime_serde")]
+    pub max_ejection: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_failure_rate() -> f64 {
+    0.5
+}
+fn default_window() -> u32 {
+    20
+}
+fn default_ejection() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_ejection() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            enabled: true,
+            consecutive_failures: default_consecutive_failures(),
+            failure_rate: default_failure_rate(),
+            window: default_window(),
+            ejection: default_ejection(),
+            max_ejection: default_max_ejection(),
+        }
+    }
 }
 
 fn default_backend_timeout() -> Duration {

@@ -62,6 +62,17 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
         ("max_body_bytes", l.max_body_bytes == 0),
         ("max_concurrent_requests", l.max_concurrent_requests == 0),
         ("request_timeout", l.request_timeout.is_zero()),
+        ("header_read_timeout", l.header_read_timeout.is_zero()),
+        ("body_read_timeout", l.body_read_timeout.is_zero()),
+        ("max_connections", l.max_connections == 0),
+        (
+            "http2_max_concurrent_streams",
+            l.http2_max_concurrent_streams == 0,
+        ),
+        (
+            "http2_keepalive_interval",
+            l.http2_keepalive_interval.is_zero(),
+        ),
     ] {
         if zero {
             ctx.err(&[key("limits"), key(field)], "must be greater than zero");
@@ -97,6 +108,36 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
                 }
                 if o.max_retries > 20 {
                     ctx.err(&item_path(ctx, "backends", i, "max_retries"), "at most 20");
+                }
+                let cb = &o.circuit_breaker;
+                for (field, problem) in [
+                    (
+                        "consecutive_failures",
+                        (cb.consecutive_failures == 0).then_some("must be at least 1"),
+                    ),
+                    (
+                        "failure_rate",
+                        (!(cb.failure_rate > 0.0 && cb.failure_rate <= 1.0))
+                            .then_some("must be greater than 0 and at most 1"),
+                    ),
+                    (
+                        "window",
+                        (cb.window == 0 || cb.window > 1000).then_some("must be 1 to 1000"),
+                    ),
+                    (
+                        "ejection",
+                        cb.ejection.is_zero().then_some("must be greater than zero"),
+                    ),
+                    (
+                        "max_ejection",
+                        (cb.max_ejection < cb.ejection).then_some("must be at least `ejection`"),
+                    ),
+                ] {
+                    if let Some(problem) = problem {
+                        let mut path = item_path(ctx, "backends", i, "circuit_breaker");
+                        path.push(key(field));
+                        ctx.err(&path, problem);
+                    }
                 }
                 for (name, value) in &o.headers {
                     let bad_name = name.is_empty()

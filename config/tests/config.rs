@@ -463,3 +463,48 @@ fn models_declared_tells_an_explicit_empty_list_from_a_missing_one() {
         assert_eq!(cfg.models_declared, declared, "{src:?}");
     }
 }
+
+#[test]
+fn connection_limits_and_circuit_breakers_are_checked() {
+    let cfg = load_str_with_env("listen: 127.0.0.1:1\n", "t.yaml", &no_env).unwrap();
+    assert_eq!(cfg.limits.header_read_timeout, Duration::from_secs(15));
+    assert_eq!(cfg.limits.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.limits.max_connections, 4096);
+    assert_eq!(cfg.limits.http2_max_concurrent_streams, 128);
+    let errs = errors(
+        r#"limits:
+  header_read_timeout: 0s
+  max_connections: 0
+backends:
+  - name: up
+    kind: openai
+    base_url: http://127.0.0.1:9/v1
+    circuit_breaker:
+      failure_rate: 1.5
+      window: 0
+      ejection: 1m
+      max_ejection: 10s
+"#,
+    );
+    let e = find(&errs, "must be greater than zero");
+    assert_eq!(e.path, "limits.header_read_timeout");
+    for (path, message) in [
+        ("limits.max_connections", "must be greater than zero"),
+        (
+            "backends[0].circuit_breaker.failure_rate",
+            "must be greater than 0 and at most 1",
+        ),
+        ("backends[0].circuit_breaker.window", "must be 1 to 1000"),
+        (
+            "backends[0].circuit_breaker.max_ejection",
+            "must be at least `ejection`",
+        ),
+    ] {
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.path == path && e.message == message),
+            "no `{path}: {message}` in:\n{errs}"
+        );
+    }
+}

@@ -150,7 +150,13 @@ pub fn status_report(reloader: &Reloader, gw: &Gateway) -> Value {
         .policies
         .backends
         .iter()
-        .map(|(name, b)| json!({"name": name, "kind": backend_kind(b)}))
+        .map(|(name, b)| match &**b {
+            Backend::OpenAi(o) => {
+                json!({"name": name, "kind": backend_kind(b), "circuit": o.breaker.status()})
+            }
+            #[allow(unreachable_patterns)]
+            _ => json!({"name": name, "kind": backend_kind(b)}),
+        })
         .collect();
     backends.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     json!({

@@ -555,6 +555,15 @@ pub fn extract_usage(json: &[u8]) -> Option<Usage> {
 /// the steps above ([`AnswerUsage`], [`JsonAnswer`]), so an answer is parsed once, not
 /// once per step.
 pub fn read_json_answer(json: &[u8]) -> (bool, Option<Usage>) {
+    // Not an answer this shape reads (an odd `choices`, not JSON): not complete, and the
+    // usage as the limits step would read it on its own.
+    check_json_answer(json).unwrap_or_else(|| (false, extract_usage(json)))
+}
+
+/// [`read_json_answer`] for a body that must be a chat completion: `None` when it is not one
+/// at all (not JSON, no `choices` list of objects, or an `error` object instead). The
+/// upstream client treats such a 200 as a broken upstream, not as an answer.
+pub fn check_json_answer(json: &[u8]) -> Option<(bool, Option<Usage>)> {
     use serde::de::IgnoredAny;
     #[derive(serde::Deserialize)]
     struct Choice<'a> {
@@ -570,27 +579,24 @@ pub fn read_json_answer(json: &[u8]) -> (bool, Option<Usage>) {
         #[serde(default, borrow)]
         usage: Option<&'a RawValue>,
     }
-    let Ok(a) = serde_json::from_slice::<Answer<'_>>(json) else {
-        // Not an answer this shape reads (an odd `choices`, not JSON): not complete, and the
-        // usage as the limits step would read it on its own.
-        return (false, extract_usage(json));
-    };
+    let a = serde_json::from_slice::<Answer<'_>>(json).ok()?;
+    if a.error.is_some() {
+        return None;
+    }
+    let choices = a.choices?;
     let usage = a.usage.and_then(|raw| {
         serde_json::from_str::<Option<Usage>>(raw.get())
             .ok()
             .flatten()
     });
-    let complete = a.error.is_none()
-        && a.choices.is_some_and(|c| {
-            !c.is_empty()
-                && c.iter().all(|c| {
-                    matches!(
-                        c.finish_reason.as_deref(),
-                        Some("stop" | "length" | "tool_calls" | "function_call")
-                    )
-                })
+    let complete = !choices.is_empty()
+        && choices.iter().all(|c| {
+            matches!(
+                c.finish_reason.as_deref(),
+                Some("stop" | "length" | "tool_calls" | "function_call")
+            )
         });
-    (complete, usage)
+    Some((complete, usage))
 }
 
 /// A JSON answer the upstream client read whole, kept as a response extension for the cache

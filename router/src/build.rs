@@ -17,7 +17,9 @@ use crate::layers::policy::Policies;
 use crate::runtime::{
     parse_sha256, sha256, unix_now, ClientKey, Gateway, Keys, Limits, ModelRoute, Target,
 };
+use crate::upstream::breaker::Breaker;
 use crate::upstream::openai::OpenAiBackend;
+use crate::upstream::redact::Secrets;
 use crate::upstream::Backend;
 
 /// The process-wide HTTP client: pooled keep-alive connections, HTTP/1.1 and HTTP/2 (ALPN).
@@ -46,6 +48,8 @@ fn openai_backend(
     b: &cfgs::Backend,
     o: &cfgs::OpenAiBackend,
     client: &reqwest::Client,
+    secrets: &Arc<Secrets>,
+    breaker: Arc<Breaker>,
 ) -> anyhow::Result<OpenAiBackend> {
     let mut headers = HeaderMap::new();
     for (k, v) in &o.headers {
@@ -76,6 +80,8 @@ fn openai_backend(
         retry_backoff: o.retry_backoff,
         max_retry_backoff: o.max_retry_backoff,
         client: client.clone(),
+        secrets: secrets.clone(),
+        breaker,
     })
 }
 
@@ -286,6 +292,8 @@ impl Carry {
 pub struct Loaded {
     /// The upstream HTTP client (and its warm connection pool), by connect timeout.
     client: Option<(Duration, reqwest::Client)>,
+    /// `kind: openai` backends' circuit breakers by name, with the `base_url` they watch.
+    breakers: HashMap<String, (String, Arc<Breaker>)>,
     /// `kind: local` backends by name.
     #[cfg(feature = "local")]
     local: HashMap<String, (String, Arc<crate::upstream::local::LocalBackend>)>,
@@ -320,6 +328,13 @@ impl Loaded {
             }
         }
         out
+    }
+
+    fn reusable_breaker(&self, name: &str, o: &cfgs::OpenAiBackend) -> Option<Arc<Breaker>> {
+        self.breakers
+            .get(name)
+            .filter(|(url, b)| *url == o.base_url && *b.config() == o.circuit_breaker)
+            .map(|(_, b)| b.clone())
     }
 
     fn reusable_client(&self, connect_timeout: Duration) -> Option<reqwest::Client> {
@@ -384,6 +399,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
     };
     loaded.client = Some((connect_timeout, client.clone()));
 
+    let secrets = Arc::new(Secrets::from_config(cfg));
     let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
     let mut disabled: HashMap<String, String> = HashMap::new();
     for b in &cfg.backends {
@@ -393,7 +409,15 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         }
         match &b.kind {
             cfgs::BackendKind::OpenAi(o) => {
-                let built = openai_backend(b, o, &client)?;
+                // A reload keeps the breaker's state (an ejected backend stays ejected)
+                // while the backend's address and breaker settings are unchanged.
+                let breaker = previous
+                    .reusable_breaker(&b.name, o)
+                    .unwrap_or_else(|| Arc::new(Breaker::new(&b.name, o.circuit_breaker)));
+                loaded
+                    .breakers
+                    .insert(b.name.clone(), (o.base_url.clone(), breaker.clone()));
+                let built = openai_backend(b, o, &client, &secrets, breaker)?;
                 backends.insert(b.name.clone(), Arc::new(Backend::OpenAi(built)));
             }
             #[cfg(feature = "local")]
@@ -547,6 +571,11 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
             max_concurrent_requests: cfg.limits.max_concurrent_requests,
             request_timeout: cfg.limits.request_timeout,
             shutdown_timeout: cfg.limits.shutdown_timeout,
+            header_read_timeout: cfg.limits.header_read_timeout,
+            body_read_timeout: cfg.limits.body_read_timeout,
+            max_connections: cfg.limits.max_connections,
+            http2_max_concurrent_streams: cfg.limits.http2_max_concurrent_streams,
+            http2_keepalive_interval: cfg.limits.http2_keepalive_interval,
         },
         created: unix_now(),
         policies,

@@ -52,6 +52,9 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// The client stalled sending its request body for `limits.body_read_timeout`.
+    #[error("the request body stalled: no data for {0:?}")]
+    BodyTimeout(Duration),
     /// The gateway is out of capacity: at `limits.max_concurrent_requests` (or shutting
     /// down), or a local model's queue is full. The server's state, not the caller's pace:
     /// 503, `server_error`, with `Retry-After`.
@@ -83,6 +86,14 @@ pub enum GatewayError {
     /// The target exists but cannot serve now (e.g. local model not loaded).
     #[error("{0}")]
     Unavailable(String),
+    /// The backend is ejected after repeated failures (see [`crate::upstream::breaker`]).
+    #[error("{message}")]
+    Ejected {
+        /// Which backend.
+        message: String,
+        /// When it will be tried again.
+        retry_after: Duration,
+    },
     /// A bug or an unexpected internal failure; details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -114,9 +125,10 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::Overloaded { .. } | GatewayError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::Overloaded { .. }
+            | GatewayError::Unavailable(_)
+            | GatewayError::Ejected { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout(_) | GatewayError::GatewayTimeout(_) => {
@@ -133,7 +145,8 @@ impl GatewayError {
             | GatewayError::ModelNotFound { .. }
             | GatewayError::NotFound(_)
             | GatewayError::MethodNotAllowed
-            | GatewayError::PayloadTooLarge { .. } => "invalid_request_error",
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::BodyTimeout(_) => "invalid_request_error",
             GatewayError::Unauthorized(_)
             | GatewayError::Forbidden(_)
             | GatewayError::AdminOnly(_) => "authentication_error",
@@ -145,6 +158,7 @@ impl GatewayError {
             // the caller's pace.
             GatewayError::Overloaded { .. }
             | GatewayError::Unavailable(_)
+            | GatewayError::Ejected { .. }
             | GatewayError::Internal(_) => "server_error",
         }
     }
@@ -160,12 +174,14 @@ impl GatewayError {
             GatewayError::NotFound(_) => "unknown_url",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::BodyTimeout(_) => "request_timeout",
             GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::Upstream(_) => "upstream_error",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::GatewayTimeout(_) => "gateway_timeout",
             GatewayError::Unavailable(_) => "unavailable",
+            GatewayError::Ejected { .. } => "backend_ejected",
             GatewayError::Internal(_) => "internal_error",
         }
     }
@@ -174,6 +190,7 @@ impl GatewayError {
         match self {
             GatewayError::Overloaded { retry_after, .. } => Some(*retry_after),
             GatewayError::RateLimited { retry_after, .. } => *retry_after,
+            GatewayError::Ejected { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

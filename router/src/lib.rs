@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api;
 pub mod build;
+pub mod connections;
 pub mod dashboard;
 pub mod embed_batcher;
 pub mod embeddings;

@@ -21,6 +21,9 @@
 //! | `slmgate_local_generation_tokens_per_second` | histogram | backend |
 //! | `slmgate_upstream_errors_total` | counter | backend, type |
 //! | `slmgate_upstream_retries_total` | counter | backend |
+//! | `slmgate_backend_ejected` | gauge (1 while ejected or probing) | backend |
+//! | `slmgate_backend_ejections_total` | counter | backend |
+//! | `slmgate_open_connections` | gauge | |
 //! | `slmgate_usage_dropped_total` | counter | reason (queue_full/closed/write_error) |
 //! | `slmgate_usage_written_total` | counter | |
 //! | `slmgate_usage_queue_depth` | gauge | |
@@ -60,6 +63,12 @@ pub const LOCAL_SPEED: &str = "slmgate_local_generation_tokens_per_second";
 pub const UPSTREAM_ERRORS: &str = "slmgate_upstream_errors_total";
 /// Upstream retries by backend.
 pub const UPSTREAM_RETRIES: &str = "slmgate_upstream_retries_total";
+/// 1 while a backend is ejected or half-open, 0 once its circuit closes again.
+pub const BACKEND_EJECTED: &str = "slmgate_backend_ejected";
+/// Backend ejections (see [`crate::upstream::breaker`]).
+pub const BACKEND_EJECTIONS: &str = "slmgate_backend_ejections_total";
+/// Client connections open (bounded by `limits.max_connections`).
+pub const OPEN_CONNECTIONS: &str = "slmgate_open_connections";
 /// Usage records dropped, by reason.
 pub const USAGE_DROPPED: &str = "slmgate_usage_dropped_total";
 /// Usage records written.
@@ -82,6 +91,9 @@ pub const ALL: &[&str] = &[
     LOCAL_SPEED,
     UPSTREAM_ERRORS,
     UPSTREAM_RETRIES,
+    BACKEND_EJECTED,
+    BACKEND_EJECTIONS,
+    OPEN_CONNECTIONS,
     USAGE_DROPPED,
     USAGE_WRITTEN,
     USAGE_QUEUE_DEPTH,

@@ -220,6 +220,18 @@ impl Boot {
                 old.max_body_bytes, new.max_body_bytes, old.max_body_bytes
             ));
         }
+        for (name, o, n) in [
+            ("max_connections", old.max_connections, new.max_connections),
+            (
+                "http2_max_concurrent_streams",
+                old.http2_max_concurrent_streams as usize,
+                new.http2_max_concurrent_streams as usize,
+            ),
+        ] {
+            if o != n {
+                out.push(format!("limits.{name}: {o} -> {n} (still {o})"));
+            }
+        }
         if old.max_concurrent_requests != new.max_concurrent_requests {
             out.push(format!(
                 "limits.max_concurrent_requests: {} -> {} (still {})",
@@ -234,6 +246,21 @@ impl Boot {
                 "shutdown_timeout",
                 old.shutdown_timeout,
                 new.shutdown_timeout,
+            ),
+            (
+                "header_read_timeout",
+                old.header_read_timeout,
+                new.header_read_timeout,
+            ),
+            (
+                "body_read_timeout",
+                old.body_read_timeout,
+                new.body_read_timeout,
+            ),
+            (
+                "http2_keepalive_interval",
+                old.http2_keepalive_interval,
+                new.http2_keepalive_interval,
             ),
         ] {
             if o != n {

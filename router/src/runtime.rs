@@ -106,6 +106,16 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Drain timeout on shutdown.
     pub shutdown_timeout: Duration,
+    /// Time a connection has to deliver a request head.
+    pub header_read_timeout: Duration,
+    /// Longest stall between two chunks of a request body.
+    pub body_read_timeout: Duration,
+    /// Open client connections at most.
+    pub max_connections: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval.
+    pub http2_keepalive_interval: Duration,
 }
 
 /// One configuration, resolved.

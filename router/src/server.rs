@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -142,21 +142,21 @@ pub async fn start_with(
             .context("installing the SIGHUP handler")?;
     }
 
-    let server_token = token.clone();
-    let serve = axum::serve(
+    let serve_task = tokio::spawn(crate::connections::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { server_token.cancelled().await });
-    let serve_task = tokio::spawn(async move { serve.await });
-
-    let outer_token = token.clone();
+        app,
+        (&limits).into(),
+        token.clone(),
+        drain,
+        draining,
+    ));
     let writer = usage.clone();
     let task = tokio::spawn(async move {
         // The watcher lives as long as the server.
         let _watcher = watcher;
-        let served = serve_and_drain(serve_task, outer_token, draining, drain).await;
-        // Every request has finished (or was cut off): write the records still queued.
+        // Serving returns once every connection and request task has ended (finished, or cut
+        // at the drain timeout), so every usage record is queued by then.
+        let served = serve_task.await.context("server");
         if let Some(w) = writer {
             w.shutdown().await;
         }
@@ -170,37 +170,6 @@ pub async fn start_with(
         token,
         task,
     })
-}
-
-async fn serve_and_drain(
-    mut serve_task: JoinHandle<std::io::Result<()>>,
-    outer_token: CancellationToken,
-    draining: Arc<AtomicBool>,
-    drain: std::time::Duration,
-) -> anyhow::Result<()> {
-    tokio::select! {
-        r = &mut serve_task => return r.context("server")?.context("serve"),
-        _ = outer_token.cancelled() => {}
-    }
-    draining.store(true, Ordering::Relaxed);
-    tracing::info!(?drain, "shutting down: draining in-flight requests");
-    match tokio::time::timeout(drain, &mut serve_task).await {
-        Ok(r) => {
-            tracing::info!("all requests finished; bye");
-            r.context("server")?.context("serve")
-        }
-        Err(_) => {
-            tracing::warn!(
-                ?drain,
-                "drain timeout reached; closing remaining connections"
-            );
-            serve_task.abort();
-            // Let the aborted connections drop their bodies (and with them their
-            // pending usage records) before the writer is closed.
-            let _ = serve_task.await;
-            Ok(())
-        }
-    }
 }
 
 /// Binds `listen` (or the config's `listen`) and starts serving.

@@ -23,7 +23,8 @@ use slmgate_router::layers::cache::key::{canonical, canonical_text, exact_key};
 use slmgate_router::layers::route::Decision;
 use slmgate_router::layers::sse_map::{map_events, EventFilter};
 use slmgate_router::runtime::ModelRoute;
-use slmgate_router::upstream::sse::passthrough;
+use slmgate_router::upstream::redact::Secrets;
+use slmgate_router::upstream::sse::open;
 
 /// Cases per property unless `SLMGATE_FUZZ_CASES` says otherwise.
 const FUZZ_CASES: u32 = 2048;
@@ -208,16 +209,23 @@ fn relay(chunks: Vec<Vec<u8>>, wants_usage: bool) -> Vec<u8> {
             .header("content-type", "text/event-stream")
             .body(reqwest::Body::wrap_stream(stream))
             .unwrap();
-        let resp = passthrough(
+        // A stream that fails before its first token is an error (the caller falls back):
+        // its message, the same however the bytes were cut.
+        match open(
             reqwest::Response::from(upstream),
             Duration::from_secs(5),
             wants_usage,
             "fuzz".into(),
-        );
-        axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec()
+            std::sync::Arc::new(Secrets::default()),
+        )
+        .await
+        {
+            Ok(resp) => axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec(),
+            Err(e) => format!("error: {e}").into_bytes(),
+        }
     })
 }
 

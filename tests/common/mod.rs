@@ -15,7 +15,8 @@ pub async fn gateway(yaml: &str) -> Running {
     slmgate_router::start_on(&cfg, listener).await.unwrap()
 }
 
-/// A config with one OpenAI-compatible backend `up` at `mock`, and aliases.
+/// A config with one OpenAI-compatible backend `up` at `mock`, and aliases. The mock fails
+/// by model name on purpose, so `up` is never ejected here (tests/faults.rs tests ejection).
 pub fn one_backend(mock: &Mock, extra_backend: &str, models: &str, extra: &str) -> String {
     format!(
         r#"
@@ -29,6 +30,7 @@ backends:
     max_retries: 2
     retry_backoff: 10ms
     max_retry_backoff: 3s
+    circuit_breaker: {{ enabled: false }}
 {extra_backend}
 models:
   - name: remote

@@ -18,6 +18,11 @@
 //!   **time to first token** to the first streamed event carrying generated output (content or
 //!   a tool call; the whole latency for JSON).
 //!
+//! - **Requests that end without an answer** are recorded too: the record exists before the
+//!   steps below run, so a request dropped before its response head is written as 504
+//!   `gateway_timeout` when its whole-request deadline passed ([`RequestDeadline`]), else as
+//!   499 `client_disconnected` (the client left, or shutdown cut it).
+//!
 //! The record is handed to the [`UsageSink`], which never blocks (see [`crate::usage`]).
 //!
 //! ```
@@ -42,6 +47,7 @@ use tower::{Layer, Service};
 
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
+use super::timeout::RequestDeadline;
 use super::BoxFuture;
 use crate::api::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use crate::error::GatewayError;
@@ -51,6 +57,10 @@ use crate::runtime::{Caller, Gateway, Target};
 use crate::upstream::forward::BACKEND_HEADER;
 use crate::upstream::Backend;
 use crate::usage::{now_ms, UsageRecord, UsageSink};
+
+/// The status recorded for a request whose client left before its answer (nginx's 499
+/// "client closed request"; never sent, as nobody is there to receive it).
+pub const CLIENT_CLOSED: i64 = 499;
 
 /// Records usage and chat metrics (see the module docs).
 #[derive(Clone, Debug)]
@@ -95,6 +105,11 @@ struct Pending {
     sse: bool,
     done: bool,
     finished: bool,
+    /// The inner steps answered (a response head exists). A request dropped before that is
+    /// recorded as 504 `gateway_timeout` past its deadline, else 499 `client_disconnected`.
+    answered: bool,
+    /// The whole-request deadline ([`RequestDeadline`]).
+    deadline: Option<Instant>,
 }
 
 fn header_str<K: http::header::AsHeaderName>(h: &HeaderMap, name: K) -> Option<&str> {
@@ -146,6 +161,16 @@ impl Pending {
         self.finished = true;
         let latency = self.start.elapsed();
         let rec = &mut self.rec;
+        if !self.answered {
+            let timed_out = self.deadline.is_some_and(|d| Instant::now() >= d);
+            let (status, class) = if timed_out {
+                (504, "gateway_timeout")
+            } else {
+                (CLIENT_CLOSED, "client_disconnected")
+            };
+            rec.status = status;
+            rec.error_class = Some(class.into());
+        }
         rec.latency_ms = latency.as_secs_f64() * 1000.0;
         if self.sse {
             rec.ttft_ms = self
@@ -259,7 +284,7 @@ struct StreamWatch {
 
 /// True when a stream chunk carries generated output: non-empty `delta.content` (or
 /// `refusal`, `reasoning_content`) or a tool call in some choice.
-fn carries_token(data: &str) -> bool {
+pub(crate) fn carries_token(data: &str) -> bool {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
         return false;
     };
@@ -354,9 +379,36 @@ where
             let request_id = header_str(req.headers(), "x-request-id")
                 .unwrap_or_default()
                 .to_string();
+            let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
+            // Made before the request runs, so that a request dropped before its answer (the
+            // whole-request timeout, the client gone, shutdown) is still recorded once.
+            let mut pending = Pending {
+                rec: UsageRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    ts_ms,
+                    request_id,
+                    key_name: key.as_ref().map(|k| k.name.clone()),
+                    team: key.as_ref().and_then(|k| k.team.clone()),
+                    requested_model,
+                    stream,
+                    ..Default::default()
+                },
+                start,
+                first: None,
+                usage: None,
+                price: None,
+                reference: None,
+                sink,
+                sse: false,
+                done: false,
+                finished: false,
+                answered: false,
+                deadline,
+            };
 
             let resp = inner.call(req).await?;
 
+            pending.answered = true;
             let h = resp.headers();
             let status = resp.status();
             let target = header_str(h, crate::layers::route::ROUTE_HEADER).map(String::from);
@@ -375,44 +427,23 @@ where
                 .map(String::from);
             // A hit was answered by the cache, not the model: it is neither local nor remote.
             let local = local && cache.is_none();
-            let price = served.as_ref().and_then(|t| gw.accounting.price(t));
-            let reference = gw
+            pending.price = served.as_ref().and_then(|t| gw.accounting.price(t));
+            pending.reference = gw
                 .usage_reference
                 .as_deref()
                 .and_then(|r| gw.accounting.model_price(r));
-            let rec = UsageRecord {
-                id: uuid::Uuid::now_v7().to_string(),
-                ts_ms,
-                request_id,
-                key_name: key.as_ref().map(|k| k.name.clone()),
-                team: key.as_ref().and_then(|k| k.team.clone()),
-                requested_model,
-                strategy: header_str(h, "x-slmgate-strategy").map(String::from),
-                category: header_str(h, "x-slmgate-category").map(String::from),
-                score: header_str(h, crate::layers::route::SCORE_HEADER)
-                    .and_then(|s| s.parse::<f64>().ok()),
-                reason: header_str(h, crate::layers::route::REASON_HEADER).map(String::from),
-                upstream_model: served.as_ref().map(|t| t.model.clone()),
-                target,
-                backend,
-                local,
-                stream,
-                cache,
-                status: i64::from(status.as_u16()),
-                ..Default::default()
-            };
-            let mut pending = Pending {
-                rec,
-                start,
-                first: None,
-                usage: None,
-                price,
-                reference,
-                sink,
-                sse: false,
-                done: false,
-                finished: false,
-            };
+            let rec = &mut pending.rec;
+            rec.strategy = header_str(h, "x-slmgate-strategy").map(String::from);
+            rec.category = header_str(h, "x-slmgate-category").map(String::from);
+            rec.score = header_str(h, crate::layers::route::SCORE_HEADER)
+                .and_then(|s| s.parse::<f64>().ok());
+            rec.reason = header_str(h, crate::layers::route::REASON_HEADER).map(String::from);
+            rec.upstream_model = served.as_ref().map(|t| t.model.clone());
+            rec.target = target;
+            rec.backend = backend;
+            rec.local = local;
+            rec.cache = cache;
+            rec.status = i64::from(status.as_u16());
             let is_sse = h
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())

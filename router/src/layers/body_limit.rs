@@ -84,7 +84,8 @@ where
 
 /// Reads a whole request body under the limit the [`BodyLimitLayer`] recorded in `parts`:
 /// 413 in OpenAI's shape when it is exceeded (a chunked body found too large while reading),
-/// 400 when the body cannot be read.
+/// 408 when the client stalled past `limits.body_read_timeout` ([`BodyReadTimeout`]), 400
+/// when the body cannot be read.
 pub async fn read_body(
     parts: &http::request::Parts,
     body: Body,
@@ -96,6 +97,14 @@ pub async fn read_body(
     match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => Ok(b),
         Err(e) if is_too_large(&e) => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(e) if caused_by::<tower_http::timeout::TimeoutError>(&e) => {
+            Err(GatewayError::BodyTimeout(
+                parts
+                    .extensions
+                    .get::<BodyReadTimeout>()
+                    .map_or(std::time::Duration::ZERO, |t| t.0),
+            ))
+        }
         Err(e) => Err(GatewayError::bad_request(format!(
             "could not read the request body: {e}"
         ))),
@@ -104,12 +113,22 @@ pub async fn read_body(
 
 /// True when `err` (from reading a limited body) means the body was too large.
 pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<LengthLimitError>(err)
+}
+
+/// True when `err` or one of its sources is a `T`.
+fn caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if e.is::<LengthLimitError>() {
+        if e.is::<T>() {
             return true;
         }
         cur = e.source();
     }
     false
 }
+
+/// The body-read timeout the connection applies to this request's body (a request
+/// extension set by [`crate::connections`]), for the 408's message.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyReadTimeout(pub std::time::Duration);

@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,12 @@ use tower::{Layer, Service};
 
 use super::BoxFuture;
 use crate::error::GatewayError;
+
+/// When the request's deadline passes (a request extension): a step that is dropped
+/// unanswered can tell a timeout from a client that left (see
+/// [`crate::layers::account`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadline(pub Instant);
 
 /// Answers 504 when the inner service takes longer than the timeout.
 #[derive(Clone, Copy, Debug)]
@@ -59,8 +65,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let timeout = self.timeout;
+        req.extensions_mut()
+            .insert(RequestDeadline(Instant::now() + timeout));
         let fut = self.inner.call(req);
         Box::pin(async move {
             match tokio::time::timeout(timeout, fut).await {

@@ -115,7 +115,12 @@ async fn forward(mut req: Request<Body>) -> Response {
                     .increment(1);
                 telemetry::record_error(&span, e.code());
                 let _in = span.enter();
-                tracing::warn!(alias = %route.alias, backend = target.backend.name(), error = %e, "target failed");
+                if matches!(e, GatewayError::Ejected { .. }) {
+                    // Expected while a backend is ejected: one warning at the ejection is enough.
+                    tracing::debug!(alias = %route.alias, backend = target.backend.name(), "target skipped: ejected");
+                } else {
+                    tracing::warn!(alias = %route.alias, backend = target.backend.name(), error = %e, "target failed");
+                }
                 last = Some(e);
             }
         }

@@ -6,10 +6,12 @@
 //! fault (a 400 passed through) — or with a [`Fallback`] error that lets the forwarding
 //! service try the next target of the alias.
 
+pub mod breaker;
 pub mod forward;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod openai;
+pub mod redact;
 pub mod sse;
 
 use std::sync::atomic::{AtomicU64, Ordering};

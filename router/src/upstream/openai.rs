@@ -1,10 +1,17 @@
 //! Forwarding to an OpenAI-compatible backend (OpenAI, vLLM, Ollama, llama.cpp server, …).
 //!
-//! Retries with exponential back-off and full jitter on connect errors, 429 and 5xx, honouring
-//! `Retry-After`. A stream is never retried once its response head has arrived. Each attempt
-//! is bounded by the backend's `timeout` (to the response head, then per idle gap of a stream,
-//! and for the whole body of a non-stream answer).
+//! Retries with exponential back-off and full jitter on connect errors, 429, 5xx, a 200 that
+//! is not a chat completion, and a stream that fails before its first token, honouring
+//! `Retry-After`. A stream is never retried once a token has been sent (see [`sse`]). Each
+//! attempt is bounded by the backend's `timeout` (to the response head, then per idle gap of
+//! a stream, and for the whole body of a non-stream answer).
+//!
+//! Upstream error text is never relayed: a 5xx or 429 reaches the client as the status and
+//! the backend's name, a 4xx the client caused as the upstream's message with every
+//! configured secret masked ([`super::redact`]); the bodies are logged at debug level,
+//! masked too.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
@@ -13,8 +20,10 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use rand::Rng;
 
+use super::breaker::{Admission, Breaker};
+use super::redact::Secrets;
 use super::{Fallback, UpstreamClock};
-use crate::api::{read_json_answer, AnswerUsage, ChatRequest, JsonAnswer};
+use crate::api::{check_json_answer, AnswerUsage, ChatRequest, JsonAnswer};
 use crate::error::GatewayError;
 use crate::telemetry;
 use crate::upstream::sse;
@@ -37,6 +46,10 @@ pub struct OpenAiBackend {
     pub max_retry_backoff: Duration,
     /// The process-wide pooled client.
     pub client: reqwest::Client,
+    /// Every configured secret, masked in the upstream error text this backend logs.
+    pub secrets: Arc<Secrets>,
+    /// Outlier ejection (kept across reloads while its settings are unchanged).
+    pub breaker: Arc<Breaker>,
 }
 
 /// What the forwarding service needs to know about the request in flight.
@@ -52,25 +65,65 @@ pub struct CallContext<'a> {
 }
 
 enum AttemptError {
+    /// Worth another attempt on this backend (after `after`, when the upstream said).
     Retry {
         err: GatewayError,
         after: Option<Duration>,
     },
+    /// Give up on this backend for this request.
     Fallback(GatewayError),
+    /// The backend refused its own credentials or model name (401/403/404): the next target,
+    /// but no sign that the backend is unwell.
+    Misconfigured(GatewayError),
+}
+
+impl AttemptError {
+    /// The backend misbehaved: counts toward its ejection (see [`super::breaker`]).
+    fn is_fault(&self) -> bool {
+        match self {
+            AttemptError::Retry {
+                err: GatewayError::RateLimited { .. },
+                ..
+            } => false,
+            AttemptError::Retry { .. } | AttemptError::Fallback(_) => true,
+            AttemptError::Misconfigured(_) => false,
+        }
+    }
 }
 
 impl OpenAiBackend {
     /// Sends the request, with retries; returns the client response or a reason to fall back.
+    /// An ejected backend is skipped at once (see [`super::breaker`]).
     pub async fn chat(&self, ctx: CallContext<'_>) -> Result<Response, Fallback> {
         let body = Bytes::from(ctx.req.upstream_body(ctx.model, true));
         let mut attempt = 0u32;
+        let mut last = None;
         loop {
+            let ticket = match self.breaker.admit() {
+                Admission::Pass(t) | Admission::Probe(t) => t,
+                Admission::Rejected(retry_after) => {
+                    // Ejected, perhaps by this very request's failures: report those.
+                    return Err(Fallback(last.unwrap_or_else(|| GatewayError::Ejected {
+                        message: format!(
+                            "backend `{}` is ejected after repeated failures",
+                            self.name
+                        ),
+                        retry_after,
+                    })));
+                }
+            };
             let started = Instant::now();
             let result = self.attempt(&ctx, body.clone()).await;
             ctx.clock.add(started.elapsed());
+            match &result {
+                Err(e) if e.is_fault() => ticket.failed(),
+                _ => ticket.succeeded(),
+            }
             match result {
                 Ok(resp) => return Ok(resp),
-                Err(AttemptError::Fallback(e)) => return Err(Fallback(e)),
+                Err(AttemptError::Fallback(e) | AttemptError::Misconfigured(e)) => {
+                    return Err(Fallback(e))
+                }
                 Err(AttemptError::Retry { err, after }) => {
                     if attempt >= self.max_retries {
                         return Err(Fallback(err));
@@ -86,6 +139,7 @@ impl OpenAiBackend {
                     tracing::info!(backend = %self.name, attempt, ?wait, error = %err, "retrying upstream");
                     metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "backend" => self.name.clone())
                         .increment(1);
+                    last = Some(err);
                     let s = Instant::now();
                     tokio::time::sleep(wait).await;
                     ctx.clock.add(s.elapsed());
@@ -149,15 +203,17 @@ impl OpenAiBackend {
         telemetry::record_status(&span, status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             let after = retry_after(resp.headers());
-            let detail = read_error_message(resp, deadline).await;
+            // The body is the upstream's own text and may echo its credential: it is logged
+            // (redacted), never relayed; the client learns the status and whose it was.
+            self.log_error_body(status, resp, deadline).await;
             let err = if status == StatusCode::TOO_MANY_REQUESTS {
                 GatewayError::RateLimited {
-                    message: format!("backend `{}` is rate limiting: {detail}", self.name),
+                    message: format!("backend `{}` is rate limiting (429)", self.name),
                     retry_after: after,
                 }
             } else {
                 GatewayError::Upstream(format!(
-                    "backend `{}` answered {}: {detail}",
+                    "backend `{}` answered {} (server error)",
                     self.name,
                     status.as_u16()
                 ))
@@ -170,12 +226,14 @@ impl OpenAiBackend {
         ) {
             // The backend's key or model name is wrong: a configuration problem of this
             // target, not the client's fault; another target may work.
-            let detail = read_error_message(resp, deadline).await;
-            return Err(AttemptError::Fallback(GatewayError::Upstream(format!(
-                "backend `{}` answered {}: {detail}",
-                self.name,
-                status.as_u16()
-            ))));
+            self.log_error_body(status, resp, deadline).await;
+            return Err(AttemptError::Misconfigured(GatewayError::Upstream(
+                format!(
+                    "backend `{}` answered {} (check its api_key and model name)",
+                    self.name,
+                    status.as_u16()
+                ),
+            )));
         }
         let is_sse = resp
             .headers()
@@ -183,15 +241,19 @@ impl OpenAiBackend {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if status.is_success() && is_sse {
-            return Ok(sse::passthrough(
+            // Nothing reaches the client before the first token: a stream failing before it
+            // is retried and falls back like any failed answer.
+            return sse::open(
                 resp,
                 self.timeout,
                 ctx.req.client_wants_usage,
                 self.name.clone(),
-            ));
+                self.secrets.clone(),
+            )
+            .await
+            .map_err(|err| AttemptError::Retry { err, after: None });
         }
-        // A complete JSON answer (success, or a client error such as 400 passed through).
-        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        // A complete JSON answer, or a client error such as a 400 (see `client_error`).
         let remaining = deadline.saturating_duration_since(Instant::now());
         let bytes = match tokio::time::timeout(remaining, resp.bytes()).await {
             Err(_) => {
@@ -214,41 +276,57 @@ impl OpenAiBackend {
             }
             Ok(Ok(b)) => b,
         };
-        let mut read = None;
-        if status.is_success() {
-            // One parse serves the span (model, usage, finish reasons) or the steps above
-            // (usage, completeness: see `AnswerUsage`), and the log line.
-            let (complete, usage) = if span.is_disabled() {
-                let (complete, usage) = read_json_answer(&bytes);
-                (Some(complete), usage)
-            } else {
-                (None, telemetry::record_completion(&span, &bytes))
-            };
-            read = Some((complete, usage));
-            if let Some(u) = usage {
-                tracing::debug!(
-                    backend = %self.name,
-                    prompt_tokens = u.prompt_tokens,
-                    completion_tokens = u.completion_tokens,
-                    "usage"
-                );
+        if !status.is_success() {
+            return Ok(self.client_error(status, &bytes));
+        }
+        // One invalid UTF-8 byte does not make a broken answer, but JSON clients would
+        // choke on it: replaced with U+FFFD, as in streams.
+        let bytes = match String::from_utf8_lossy(&bytes) {
+            std::borrow::Cow::Borrowed(_) => bytes,
+            std::borrow::Cow::Owned(fixed) => Bytes::from(fixed),
+        };
+        // A 200 that is not a chat completion (an HTML error page, a truncated or garbled
+        // body, an `error` object) is a broken upstream: retried, then the next target.
+        let Some((complete, usage)) = check_json_answer(&bytes) else {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]);
+                tracing::debug!(backend = %self.name, body = %self.secrets.redact(&text), "upstream 200 is not a chat completion");
             }
+            return Err(AttemptError::Retry {
+                err: GatewayError::Upstream(format!(
+                    "backend `{}` answered 200 with a body that is not a chat completion",
+                    self.name
+                )),
+                after: None,
+            });
+        };
+        // One parse serves the steps above (usage, completeness: see `AnswerUsage`); the
+        // span, when exporting, reads its own facts (model, id, finish reasons).
+        let usage = if span.is_disabled() {
+            usage
+        } else {
+            telemetry::record_completion(&span, &bytes)
+        };
+        if let Some(u) = usage {
+            tracing::debug!(
+                backend = %self.name,
+                prompt_tokens = u.prompt_tokens,
+                completion_tokens = u.completion_tokens,
+                "usage"
+            );
         }
         let mut out = (status, Body::from(bytes.clone())).into_response();
+        // Checked above to be a JSON completion, whatever the upstream labelled it.
         out.headers_mut().insert(
             header::CONTENT_TYPE,
-            content_type.unwrap_or(HeaderValue::from_static("application/json")),
+            HeaderValue::from_static("application/json"),
         );
-        if let Some((complete, usage)) = read {
-            let ext = out.extensions_mut();
-            ext.insert(AnswerUsage(usage));
-            if let Some(complete) = complete {
-                ext.insert(JsonAnswer {
-                    complete,
-                    body: bytes,
-                });
-            }
-        }
+        let ext = out.extensions_mut();
+        ext.insert(AnswerUsage(usage));
+        ext.insert(JsonAnswer {
+            complete,
+            body: bytes,
+        });
         Ok(out)
     }
 }
@@ -284,30 +362,116 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-async fn read_error_message(resp: reqwest::Response, deadline: Instant) -> String {
-    let remaining = deadline
-        .saturating_duration_since(Instant::now())
-        .min(Duration::from_secs(5));
-    let bytes = match tokio::time::timeout(remaining, resp.bytes()).await {
-        Ok(Ok(b)) => b,
-        _ => return "(no body)".to_string(),
-    };
-    #[derive(serde::Deserialize)]
-    struct E {
-        error: Option<serde_json::Value>,
+/// The `error` object of an OpenAI-shaped error body, as far as it reads.
+#[derive(Debug, Default, serde::Deserialize)]
+struct UpstreamError {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+impl UpstreamError {
+    /// Reads `{"error": {...}}` or `{"error": "text"}`; anything else reads as nothing.
+    fn parse(body: &[u8]) -> UpstreamError {
+        #[derive(serde::Deserialize)]
+        struct E {
+            error: Option<serde_json::Value>,
+        }
+        match serde_json::from_slice::<E>(body).ok().and_then(|e| e.error) {
+            Some(serde_json::Value::String(message)) => UpstreamError {
+                message: Some(message),
+                ..Default::default()
+            },
+            Some(v) => serde_json::from_value(v).unwrap_or_default(),
+            None => UpstreamError::default(),
+        }
     }
-    let msg = serde_json::from_slice::<E>(&bytes)
-        .ok()
-        .and_then(|e| e.error)
-        .and_then(|e| match e {
-            serde_json::Value::String(s) => Some(s),
-            v => v
-                .get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string),
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned());
-    msg
+}
+
+/// Longest upstream message passed on to a client (in characters).
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// A short machine token (`type`, `param`, `code`) worth passing on; anything longer or
+/// with other characters is not a token and is dropped.
+fn token(s: Option<&str>) -> Option<&str> {
+    s.filter(|s| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"_.-[]".contains(&c))
+    })
+}
+
+impl OpenAiBackend {
+    /// Reads an error answer's body (bounded by the attempt deadline and 5 s) and logs it at
+    /// debug level with every configured secret masked.
+    async fn log_error_body(&self, status: StatusCode, resp: reqwest::Response, deadline: Instant) {
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(5));
+        let read = tokio::time::timeout(remaining, resp.bytes()).await;
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let text = match read {
+            Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(2048)]).into_owned(),
+            _ => "(no body)".to_string(),
+        };
+        tracing::debug!(
+            backend = %self.name,
+            status = status.as_u16(),
+            body = %self.secrets.redact(&text),
+            "upstream error answer"
+        );
+    }
+
+    /// An upstream error the client caused (a 400 for a bad parameter, ...), passed on with
+    /// its status. The body is rebuilt, never relayed: the upstream's `message` (masked,
+    /// shortened) and its `type`/`param`/`code` when they are plain tokens.
+    fn client_error(&self, status: StatusCode, body: &[u8]) -> Response {
+        let e = UpstreamError::parse(body);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let text = String::from_utf8_lossy(&body[..body.len().min(2048)]);
+            tracing::debug!(backend = %self.name, status = status.as_u16(), body = %self.secrets.redact(&text), "upstream refused the request");
+        }
+        let message = match e.message.as_deref().filter(|m| !m.trim().is_empty()) {
+            Some(m) => {
+                let m = self.secrets.redact(m);
+                let mut short: String = m.chars().take(MAX_MESSAGE_CHARS).collect();
+                if short.len() < m.len() {
+                    short.push('…');
+                }
+                short
+            }
+            None => format!(
+                "backend `{}` refused the request ({})",
+                self.name,
+                status.as_u16()
+            ),
+        };
+        let code = match &e.code {
+            Some(serde_json::Value::String(c)) => token(Some(c)),
+            _ => None,
+        };
+        // `code` stays null when the upstream gave none, as OpenAI's own errors do.
+        let body = serde_json::json!({"error": {
+            "message": message,
+            "type": token(e.kind.as_deref()).unwrap_or("invalid_request_error"),
+            "param": token(e.param.as_deref()),
+            "code": code,
+        }});
+        let mut out = (status, body.to_string()).into_response();
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        out
+    }
 }
 
 /// The innermost error message (reqwest's own Display hides the cause).

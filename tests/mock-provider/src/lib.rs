@@ -13,6 +13,13 @@
 //! | `drip-<ms>`          | streams 50 chunks, `<ms>` apart (for cancellation tests)           |
 //! | `cut`                | streams two chunks then drops the connection mid-stream            |
 //! | `echo`               | answers the last message's text (streamed 3 characters a chunk)    |
+//! | `garbled`            | 200 `application/json` whose body is cut off mid-object            |
+//! | `bad-utf8`           | 200 completion with an invalid UTF-8 byte inside its content       |
+//! | `html`               | 200 with an HTML page instead of a completion                      |
+//! | `early-close`        | streams the role chunk, then ends without content or `[DONE]`      |
+//! | `early-error`        | streams the role chunk, then an error event (no content)           |
+//! | `noisy`              | streams with a foreign event, a non-JSON `data:` line, a comment and an invalid UTF-8 byte between the usual chunks |
+//! | `leak-<status>`      | answers `<status>` with an error body quoting the `Authorization` header it got |
 //!
 //! Every request is counted and the last one recorded ([`Mock::last_request`]).
 
@@ -58,6 +65,8 @@ struct Inner {
     streams_started: AtomicUsize,
     streams_completed: AtomicUsize,
     streams_cancelled: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     record: bool,
     last: Mutex<Option<RecordedRequest>>,
     history: Mutex<Vec<RecordedRequest>>,
@@ -122,6 +131,11 @@ impl Mock {
     /// Streams whose client went away before the end.
     pub fn streams_cancelled(&self) -> usize {
         self.inner.streams_cancelled.load(Ordering::SeqCst)
+    }
+
+    /// The most chat requests that were being answered at once (to the response head).
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// The last chat request received.
@@ -223,8 +237,26 @@ impl Drop for StreamGuard {
     }
 }
 
+/// Counts a request as in flight until its response head is returned.
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>) -> InFlight {
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     inner.requests.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight::enter(&inner);
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if inner.record {
         let rec = RecordedRequest {
@@ -268,6 +300,36 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
     } else if let Some(code) = model.strip_prefix("error-").and_then(|s| s.parse().ok()) {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(status, &format!("mock error {code}"));
+    } else if model == "garbled" {
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"id":"chatcmpl-mock","choices":[{"index":0,"message":{"role":"assi"#,
+        )
+            .into_response();
+    } else if model == "bad-utf8" {
+        let mut body = completion_body(&model, REPLY).into_bytes();
+        let at = body
+            .windows(5)
+            .position(|w| w == b"from ")
+            .map_or(0, |p| p + 4);
+        body.insert(at, 0xff);
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    } else if model == "html" {
+        return (
+            StatusCode::OK,
+            [("content-type", "text/html")],
+            "<html><body>502 Bad Gateway</body></html>",
+        )
+            .into_response();
+    } else if let Some(code) = model.strip_prefix("leak-").and_then(|s| s.parse().ok()) {
+        // A careless upstream (or proxy) that quotes the credential it was sent.
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return error(status, &format!("invalid request; you sent `{auth}`"));
     } else if let Some(n) = model
         .strip_prefix("flaky-")
         .and_then(|s| s.parse::<usize>().ok())
@@ -330,6 +392,50 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
                 ))
             }
         });
+        Body::from_stream(s)
+    } else if model == "early-close" || model == "early-error" {
+        let mut pieces = vec![Ok::<_, Infallible>(chunk(
+            &m,
+            json!({"role":"assistant","content":""}),
+            None,
+        ))];
+        if model == "early-error" {
+            let e = json!({"error":{"message":"mock overloaded mid-stream","type":"server_error","param":null,"code":null}});
+            pieces.push(Ok(Bytes::from(format!("data: {e}\n\n"))));
+        }
+        drop(guard);
+        Body::from_stream(stream::iter(pieces))
+    } else if model == "noisy" {
+        let mut pieces = vec![chunk(&m, json!({"role":"assistant","content":""}), None)];
+        pieces.push(Bytes::from_static(
+            b"event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        ));
+        pieces.push(Bytes::from_static(b": keep-alive comment\n\n"));
+        pieces.push(Bytes::from_static(b"data: this is not json\n\n"));
+        for (i, c) in REPLY_CHUNKS.iter().enumerate() {
+            let mut b = chunk(&m, json!({"content": c}), None).to_vec();
+            if i == 1 {
+                // One invalid UTF-8 byte inside the JSON string of the second chunk.
+                let at = b
+                    .windows(5)
+                    .position(|w| w == b"from ")
+                    .map_or(0, |p| p + 4);
+                b.insert(at, 0xff);
+            }
+            pieces.push(Bytes::from(b));
+        }
+        pieces.push(chunk(&m, json!({}), Some("stop")));
+        if include_usage {
+            pieces.push(usage_chunk(&m));
+        }
+        pieces.push(Bytes::from("data: [DONE]\n\n"));
+        guard.done = true;
+        let s = stream::iter(pieces.into_iter().map(Ok::<_, Infallible>)).chain(stream::once(
+            async move {
+                drop(guard);
+                Ok(Bytes::new())
+            },
+        ));
         Body::from_stream(s)
     } else if model == "cut" {
         let pieces = vec![

@@ -416,6 +416,11 @@ pub(crate) mod tests {
             retry_backoff: std::time::Duration::from_millis(1),
             max_retry_backoff: std::time::Duration::from_millis(1),
             client: reqwest::Client::new(),
+            secrets: Default::default(),
+            breaker: Arc::new(crate::upstream::breaker::Breaker::new(
+                backend,
+                Default::default(),
+            )),
         };
         Decision {
             route: Arc::new(ModelRoute {
