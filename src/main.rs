@@ -49,10 +49,14 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Print the router's decision for a query (the same router as `serve`).
+    /// Print what `POST /v1/route` would answer for a query: the router's decision with
+    /// the policy rules applied (the same gateway as `serve`).
     Classify {
         /// The query text.
         text: String,
+        /// The requested model (a routed alias such as `auto`, or any configured model).
+        #[arg(long, short, default_value = "auto")]
+        model: String,
         /// YAML config file; the embedded default config when absent.
         #[arg(long, short, env = "SLMGATE_CONFIG")]
         config: Option<PathBuf>,
@@ -73,37 +77,59 @@ enum Command {
     /// Train the complexity scorer on labelled JSONL (`{"prompt","label"}`,
     /// `{"prompt","weak","strong"}`, or the `scores` files of ../shared/data) and write it.
     Train {
-        /// Labelled JSONL files (repeat the flag).
+        /// Labelled JSONL files (repeat the flag): the ranker learns the order of
+        /// difficulty within each source.
         #[arg(long = "data", required = true)]
         data: Vec<PathBuf>,
+        /// Labelled everyday prompts the score is calibrated on (repeat the flag); default:
+        /// the built-in set.
+        #[arg(long)]
+        calibration: Vec<PathBuf>,
         /// Where to write the scorer JSON.
         #[arg(long, short)]
         out: PathBuf,
-        /// Also plot the held-out quality curves as SVG.
-        #[arg(long)]
-        svg: Option<PathBuf>,
-        /// Seed of the train/test split by prompt id.
-        #[arg(long, default_value_t = 1)]
-        split_seed: u64,
-        /// Share of prompts held out (0 = train on everything).
-        #[arg(long, default_value_t = 0.3)]
-        test_fraction: f64,
-        /// YAML config file (for the embedder); the embedded default when absent.
-        #[arg(long, short, env = "SLMGATE_CONFIG")]
-        config: Option<PathBuf>,
     },
-    /// Evaluate the scorer on labelled JSONL with RouteLLM's metrics (APGR, CPT(50%),
-    /// CPT(80%), AUC) against random and prompt-length routing.
+    /// Evaluate routing on labelled JSONL with RouteLLM's metrics (APGR, CPT(50%),
+    /// CPT(80%), AUC) against random and prompt-length routing; `--loso` evaluates the
+    /// training procedure on every source it did not see.
     Eval {
         /// Labelled JSONL files (repeat the flag).
-        #[arg(long = "data", required = true)]
+        #[arg(long = "data", required_unless_present = "hybrid")]
         data: Vec<PathBuf>,
-        /// A scorer file; default: the config's `router.complexity.scorer`.
-        #[arg(long)]
+        /// A scorer file or `builtin`; default: the config's `router.complexity.scorer`.
+        #[arg(long, conflicts_with = "loso")]
         scorer: Option<String>,
-        /// Write the quality-vs-%-strong-calls curves as SVG.
+        /// Leave one source out: for every source group of the data, train on the others,
+        /// score it, and compare with random and length. Exits 1 when a group of at least
+        /// --min-rows rows (or a pooled group) does not beat both.
         #[arg(long)]
+        loso: bool,
+        /// Calibration prompts for --loso (default: the built-in everyday set).
+        #[arg(long, requires = "loso")]
+        calibration: Vec<PathBuf>,
+        /// Groups with fewer rows are summarised in one line (--loso).
+        #[arg(long, default_value_t = 100, requires = "loso")]
+        min_rows: usize,
+        /// Candidate per-prompt signals (JSONL with "id": "<data set>:<id>") to add to the
+        /// ranker in --loso, to measure whether they transfer.
+        #[arg(long, requires = "loso")]
+        signals: Option<PathBuf>,
+        /// Keys of --signals to use (comma-separated; arrays become several columns).
+        #[arg(long, value_delimiter = ',', requires = "signals")]
+        signal_keys: Vec<String>,
+        /// Write the quality-vs-%-strong-calls curves as SVG.
+        #[arg(long, conflicts_with = "loso")]
         svg: Option<PathBuf>,
+        /// Write every prompt's left-out score as JSONL (--loso), for analysis.
+        #[arg(long, requires = "loso")]
+        scores_out: Option<PathBuf>,
+        /// End to end: the config's router with its actual local model on this gold-answer
+        /// set (and the --data files with their pair scores), against all-remote.
+        #[arg(long, conflicts_with_all = ["loso", "scorer", "svg"])]
+        hybrid: Option<PathBuf>,
+        /// Longest local answer in --hybrid (tokens).
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
         /// YAML config file; the embedded default config when absent.
         #[arg(long, short, env = "SLMGATE_CONFIG")]
         config: Option<PathBuf>,
@@ -333,14 +359,18 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Classify { text, config } => {
+        Command::Classify {
+            text,
+            model,
+            config,
+        } => {
             let Some(cfg) = load_config(config.as_deref())? else {
                 return Ok(ExitCode::from(1));
             };
             let rt = runtime()?;
             let out = rt.block_on(async {
-                let router = slmgate_router::routing::offline::load_router(&cfg)?;
-                slmgate_router::routing::offline::classify(&router, &text).await
+                let gw = slmgate_router::build::build_gateway(&cfg)?;
+                slmgate_router::routing::offline::classify(&gw, &model, &text).await
             })?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
@@ -361,51 +391,70 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("scored {n} prompts into {}", output.display());
             Ok(ExitCode::SUCCESS)
         }
-        #[cfg(feature = "local")]
         Command::Train {
             data,
+            calibration,
             out,
-            svg,
-            split_seed,
-            test_fraction,
-            config,
         } => {
-            let Some(cfg) = load_config(config.as_deref())? else {
-                return Ok(ExitCode::from(1));
-            };
-            let opts = slmgate_router::routing::train::TrainOptions {
-                split_seed,
-                test_fraction,
-                ..Default::default()
-            };
-            let report =
-                slmgate_router::routing::offline::train(&cfg, &data, &out, svg.as_deref(), &opts)?;
+            let opts = slmgate_router::routing::train::TrainOptions::default();
+            let report = slmgate_router::routing::offline::train(&data, &calibration, &out, &opts)?;
             println!("{report}");
             eprintln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        #[cfg(feature = "local")]
         Command::Eval {
             data,
             scorer,
+            loso,
+            calibration,
+            min_rows,
+            signals,
+            signal_keys,
             svg,
+            scores_out,
+            hybrid,
+            max_tokens,
             config,
         } => {
             let Some(cfg) = load_config(config.as_deref())? else {
                 return Ok(ExitCode::from(1));
             };
-            let report = slmgate_router::routing::offline::eval(
-                &cfg,
-                scorer.as_deref(),
-                &data,
-                svg.as_deref(),
-            )?;
+            if let Some(gold) = hybrid {
+                #[cfg(feature = "local")]
+                {
+                    let rt = runtime()?;
+                    let report = rt.block_on(slmgate_router::routing::offline::hybrid(
+                        &cfg, &gold, &data, max_tokens,
+                    ))?;
+                    println!("{report}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                #[cfg(not(feature = "local"))]
+                {
+                    let _ = (gold, max_tokens);
+                    anyhow::bail!("--hybrid needs the `local` feature (the embedded model)");
+                }
+            }
+            if signals.is_some() && signal_keys.is_empty() {
+                anyhow::bail!("--signals needs --signal-keys");
+            }
+            let args = slmgate_router::routing::offline::EvalArgs {
+                data,
+                scorer,
+                loso,
+                calibration,
+                min_rows,
+                signals: signals.map(|p| (p, signal_keys)),
+                svg,
+                scores_out,
+            };
+            let (report, ok) = slmgate_router::routing::offline::eval(&cfg, &args)?;
             println!("{report}");
-            Ok(ExitCode::SUCCESS)
-        }
-        #[cfg(not(feature = "local"))]
-        Command::Train { .. } | Command::Eval { .. } => {
-            anyhow::bail!("slmgate was built without the `local` feature")
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Serve { config, listen } => {
             let cfg = match &config {

@@ -575,7 +575,7 @@ async fn an_unchanged_local_model_is_reused_and_a_changed_one_reloaded() {
         !Arc::ptr_eq(&first, &second),
         "a changed backend must be rebuilt"
     );
-    assert_eq!(second.default_max_tokens, 4);
+    assert_eq!(second.defaults.max_tokens, 4);
     assert_eq!(chat_status(&gw, "local").await, 200);
 }
 

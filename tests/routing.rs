@@ -376,26 +376,21 @@ async fn cascade_escalates_unsure_local_answers_and_keeps_confident_ones() {
     }
 }
 
-/// A scorer over the cheap features only: P(remote) grows with the prompt's length.
+/// A scorer over the prompt's size only: P(remote) grows with its word count.
 fn length_scorer(dir: &std::path::Path) -> String {
-    use slmgate_router::routing::features::{FEATURE_NAMES, NUM_FEATURES};
-    use slmgate_router::routing::scorer::{Scorer, TrainingInfo};
-    let mut weights = vec![0.0f32; NUM_FEATURES];
-    let i = FEATURE_NAMES
-        .iter()
-        .position(|n| *n == "log_chars")
-        .unwrap();
-    weights[i] = 1.0;
-    let scorer = Scorer::logistic(
-        None,
-        true,
-        vec![0.0; NUM_FEATURES],
-        vec![1.0; NUM_FEATURES],
-        weights,
-        -3.5,
-        TrainingInfo::default(),
-    )
-    .unwrap();
+    use slmgate_router::routing::scorer::{Calibrator, Ranker, Scorer, TrainingInfo, RANK_INPUT};
+    let ranker = Ranker {
+        features: vec!["size".into()],
+        mean: vec![0.0],
+        std: vec![1.0],
+        weights: vec![1.0],
+    };
+    let calibrator = Calibrator {
+        inputs: vec![RANK_INPUT.into()],
+        weights: vec![2.0],
+        bias: -3.0,
+    };
+    let scorer = Scorer::new(ranker, calibrator, TrainingInfo::default()).unwrap();
     let path = dir.join("scorer.json");
     scorer.save(&path).unwrap();
     path.display().to_string()
@@ -433,7 +428,7 @@ async fn complexity_scores_against_a_threshold_and_calibrates() {
     // Calibrated: half of a 10-prompt sample local → the threshold sits at its median.
     let sample = tmp.path().join("sample.jsonl");
     let lines: Vec<String> = (1..=10)
-        .map(|i| json!({"prompt": "word ".repeat(i * i)}).to_string())
+        .map(|i| json!({"prompt": "word ".repeat(i)}).to_string())
         .collect();
     std::fs::write(&sample, lines.join("\n")).unwrap();
     let calibrated = format!(
@@ -443,7 +438,7 @@ async fn complexity_scores_against_a_threshold_and_calibrates() {
     let gw = gateway(&config(&mock, &m, &calibrated)).await;
     let mut local = 0;
     for i in 1..=10 {
-        let d: Value = post(&gw, "/v1/route", &ask(&"word ".repeat(i * i)))
+        let d: Value = post(&gw, "/v1/route", &ask(&"word ".repeat(i)))
             .await
             .json()
             .await
@@ -454,4 +449,175 @@ async fn complexity_scores_against_a_threshold_and_calibrates() {
         }
     }
     assert_eq!(local, 5);
+}
+
+/// The hand-written check set (tests/data/route_check.jsonl): with the built-in scorer
+/// calibrated to send half of everyday traffic local, at least 90 % of the prompts land on
+/// their expected side.
+#[tokio::test]
+async fn the_builtin_scorer_puts_the_check_set_on_its_expected_sides() {
+    let mock = Mock::start().await;
+    let m = models();
+    let router = "router:\n  strategies: [complexity]\n  complexity: {scorer: builtin, target_local_share: 0.5}\n";
+    let gw = gateway(&config(&mock, &m, router)).await;
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/route_check.jsonl"),
+    )
+    .unwrap();
+    let (mut right, mut total, mut wrong) = (0, 0, Vec::new());
+    let (mut kinds_local, mut kinds_remote) = (0, 0);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let expect = row["expect"].as_str().unwrap();
+        match expect {
+            "local" => kinds_local += 1,
+            "remote" => kinds_remote += 1,
+            other => panic!("unexpected side {other}"),
+        }
+        let d: Value = post(&gw, "/v1/route", &ask(row["prompt"].as_str().unwrap()))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(d["strategy"], "complexity", "{d}");
+        total += 1;
+        if d["target"] == expect {
+            right += 1;
+        } else {
+            wrong.push(format!("{expect} {} {}", d["score"], row["prompt"]));
+        }
+    }
+    assert!(total >= 100 && kinds_local >= 40 && kinds_remote >= 40);
+    assert!(
+        right * 10 >= total * 9,
+        "{right}/{total} on the expected side; wrong:\n{}",
+        wrong.join("\n")
+    );
+    // Scores mean something: a greeting is near 0, a proof well above the threshold.
+    let hi: Value = post(&gw, "/v1/route", &ask("thanks!"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let proof: Value = post(
+        &gw,
+        "/v1/route",
+        &ask("Prove there are infinitely many primes"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(hi["score"].as_f64().unwrap() < 0.1, "{hi}");
+    assert_eq!(proof["target"], "remote", "{proof}");
+}
+
+/// Leave-one-source-out on the project's labelled data: the training procedure beats
+/// random and prompt length on every left-out source of at least 100 prompts and on the
+/// pooled exam and math groups. Runs when ../shared/data is present (it is in CI).
+#[test]
+fn leave_one_source_out_beats_random_and_length() {
+    use slmgate_router::routing::{eval, train};
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let files: Vec<_> = [
+        "arena-bench-v1.jsonl",
+        "routerarena-809.jsonl",
+        "alpaca-eval.jsonl",
+    ]
+    .iter()
+    .map(|f| data.join(f))
+    .collect();
+    if !files.iter().all(|f| f.exists()) {
+        eprintln!("skipped: {} not present", data.display());
+        return;
+    }
+    let opts = train::TrainOptions::default();
+    let (samples, _) = train::load_samples(&files, &opts.load).unwrap();
+    let (calibration, _) = train::load_calibration(&[], &opts.load).unwrap();
+    let report = eval::loso(&samples, &calibration, None, 100, &opts).unwrap();
+    assert!(report.rows.len() >= 5, "{report}");
+    assert!(report.rows.iter().any(|r| r.pooled), "{report}");
+    assert!(report.failures().is_empty(), "{report}");
+}
+
+/// `POST /v1/route` reports what the chat endpoint would do, policy rules included: a PII
+/// request that a rule keeps local is reported local.
+#[tokio::test]
+async fn the_route_dry_run_applies_the_policy_rules() {
+    let mock = Mock::start().await;
+    let m = models();
+    let router = r#"
+router:
+  strategies: [complexity]
+  complexity: {scorer: builtin, threshold: 0.0}
+policies:
+  rules:
+    - name: pii-stays-local
+      when: { pii: [email] }
+      then: { route: local }
+"#;
+    let gw = gateway(&config(&mock, &m, router)).await;
+    let plain: Value = post(&gw, "/v1/route", &ask("write me a poem"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plain["target"], "remote", "{plain}");
+    assert_eq!(plain["policy"]["action"], "allow", "{plain}");
+    let resp = post(
+        &gw,
+        "/v1/route",
+        &ask("write me a poem and mail it to jane.doe@example.com"),
+    )
+    .await;
+    assert_eq!(header(&resp, "x-slmgate-route"), "local");
+    let pii: Value = resp.json().await.unwrap();
+    assert_eq!(pii["target"], "local", "{pii}");
+    assert_eq!(pii["strategy"], "policy", "{pii}");
+    assert_eq!(pii["policy"]["rule"], "pii-stays-local", "{pii}");
+    assert_eq!(pii["policy"]["pii"], json!(["email"]), "{pii}");
+    assert_eq!(mock.requests(), 0, "a dry run calls no upstream");
+}
+
+/// `slmgate eval --hybrid`: the router with its actual local model on a gold set and on a
+/// labelled file. The tiny random model answers nothing right, so the hybrid's quality is the
+/// share of questions routed remote, and on the labelled file it lies between all-local
+/// (weak) and all-remote (strong).
+#[tokio::test]
+async fn the_hybrid_evaluation_counts_local_answers_and_remote_ones() {
+    let mock = Mock::start().await;
+    let m = models();
+    let router = "router:\n  strategies: [complexity]\n  complexity: {scorer: builtin, target_local_share: 0.5}\n";
+    let cfg = slmgate_config::load_str_with_env(&config(&mock, &m, router), "t.yaml", &|_| None)
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(
+        &gold,
+        [
+            r#"{"id":"a","category":"fact","prompt":"hi","accept":["zzzz"],"reject":[]}"#,
+            r#"{"id":"b","category":"fact","prompt":"Prove that there are infinitely many primes, with a complete rigorous proof.","accept":["zzzz"],"reject":[]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let data = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &data,
+        [
+            r#"{"id":"1","prompt":"hello","weak":0.0,"strong":1.0}"#,
+            r#"{"id":"2","prompt":"Prove that the square root of two is irrational, rigorously.","weak":0.0,"strong":1.0}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let report = slmgate_router::routing::offline::hybrid(&cfg, &gold, &[data], 4)
+        .await
+        .unwrap();
+    let rows: Vec<&str> = report.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 3, "{report}");
+    // One of two gold questions local (wrong), one remote (counted right).
+    assert!(rows[1].contains("| 2 | 50.0% | 1.000 | 0.500 | 0.000 | 50.0% |"), "{report}");
+    assert!(rows[2].contains("| 2 | 50.0% | 1.000 | 0.500 | 0.000 | 50.0% |"), "{report}");
+    assert!(report.contains("0/2 of all questions right, 0/1 of those the router sent it"));
 }

@@ -244,8 +244,9 @@ pub struct ComplexityStrategy {
     /// (RouteLLM's calibration). Default 0.6 when `threshold` is not set.
     #[serde(default)]
     pub target_local_share: Option<f32>,
-    /// The query sample for calibration: `builtin` (the scorer's own training prompts) or a
-    /// JSONL file with a `prompt` field per line.
+    /// The query sample for calibration: `builtin` (the scores of the everyday prompts the
+    /// scorer was calibrated on, stored in the scorer file) or a JSONL file with a `prompt`
+    /// field per line.
     #[serde(default = "builtin")]
     pub calibration: String,
 }

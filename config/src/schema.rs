@@ -461,6 +461,13 @@ pub struct LocalBackend {
     /// `max_tokens` when the client sends none. Default 512.
     #[serde(default = "default_local_max_tokens")]
     pub max_tokens: usize,
+    /// `temperature` when the client sends none. Default 0 (greedy): OpenAI's default of 1
+    /// makes a small model ramble (see the README's local-model table).
+    #[serde(default)]
+    pub temperature: f64,
+    /// Repetition penalty when the client sends none (> 1 discourages repeats; `null` = off).
+    #[serde(default = "default_local_repetition_penalty")]
+    pub repetition_penalty: Option<f32>,
 }
 
 pub(crate) fn default_device() -> String {
@@ -477,6 +484,9 @@ fn default_queue_timeout() -> Duration {
 }
 fn default_local_max_tokens() -> usize {
     512
+}
+fn default_local_repetition_penalty() -> Option<f32> {
+    None
 }
 
 /// A public model name (alias) and where it goes.

@@ -177,6 +177,21 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
                         "must be at least 1",
                     );
                 }
+                if !(0.0..=2.0).contains(&lb.temperature) {
+                    ctx.err(
+                        &item_path(ctx, "backends", i, "temperature"),
+                        "must be between 0 and 2",
+                    );
+                }
+                if lb
+                    .repetition_penalty
+                    .is_some_and(|p| !(p.is_finite() && p > 0.0 && p <= 2.0))
+                {
+                    ctx.err(
+                        &item_path(ctx, "backends", i, "repetition_penalty"),
+                        "must be above 0 and at most 2",
+                    );
+                }
                 if b.enabled == Enabled::True
                     && !lb.model.starts_with("hf:")
                     && !std::path::Path::new(&lb.model).exists()

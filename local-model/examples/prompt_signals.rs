@@ -95,14 +95,12 @@ fn main() -> anyhow::Result<()> {
         let (ent0, top1, margin) = (entropy(&lp), p1.exp(), p1 - p2);
         let (mut gsum, mut gmin, mut gent) = (p1, p1, ent0);
         let mut tok = first as u32;
-        let mut pos = chat.len();
         let mut n = 1;
-        for _ in 1..GEN_TOKENS {
+        for pos in chat.len()..chat.len() + GEN_TOKENS - 1 {
             if gen.info().eos_token_ids.contains(&tok) {
                 break;
             }
             let logits = m.forward(&[tok], pos)?;
-            pos += 1;
             let lp = log_softmax(&logits);
             let (t, p, _) = top2(&lp);
             gsum += p;

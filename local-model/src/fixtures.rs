@@ -17,6 +17,9 @@ pub const FF: usize = 128;
 pub const HEADS: u32 = 4;
 pub const KV_HEADS: u32 = 2;
 pub const LAYERS: usize = 2;
+/// Head size of the tiny qwen3 model: larger than `HIDDEN / HEADS`, as in Qwen3-0.6B (128
+/// against 1024 / 16 = 64), so a loader that derives it from the hidden size fails.
+pub const QWEN3_HEAD_DIM: usize = 32;
 
 /// The ChatML template written into the tiny models.
 pub const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a test model.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -120,7 +123,10 @@ fn vocab_matrix(rng: &mut Lcg, types: &[i32], scale: f32) -> QTensor {
     QTensor::quantize(&t, GgmlDType::Q8_0).unwrap()
 }
 
-/// Writes `tiny-{arch}.gguf` (`llama`, `qwen2` or `gemma3`) into `dir` and returns its path.
+/// Writes `tiny-{arch}.gguf` (`llama`, `qwen2`, `qwen3` or `gemma3`) into `dir` and returns its
+/// path. The qwen3 model, like Qwen3-0.6B, has no `output.weight` (the output layer is tied to
+/// the embeddings) and a head size (`attention.key_length`) that differs from
+/// `embedding_length / head_count`, as in every Qwen3 model.
 pub fn write_tiny_model(dir: &Path, arch: &str, seed: u64) -> PathBuf {
     let (tokens, types) = vocab();
     let mut rng = Lcg(seed);
@@ -138,7 +144,14 @@ pub fn write_tiny_model(dir: &Path, arch: &str, seed: u64) -> PathBuf {
             vocab_matrix(&mut rng, &types, scale),
         ));
     }
-    let kv = HIDDEN / HEADS as usize * KV_HEADS as usize;
+    // Query and key/value widths: qwen3's head size is its own parameter.
+    let head_dim = if arch == "qwen3" {
+        QWEN3_HEAD_DIM
+    } else {
+        HIDDEN / HEADS as usize
+    };
+    let q_width = head_dim * HEADS as usize;
+    let kv = head_dim * KV_HEADS as usize;
     let q8 = GgmlDType::Q8_0;
     for l in 0..LAYERS {
         let p = format!("blk.{l}");
@@ -147,7 +160,7 @@ pub fn write_tiny_model(dir: &Path, arch: &str, seed: u64) -> PathBuf {
         tensors.push((format!("{p}.ffn_norm.weight"), ones(HIDDEN)));
         tensors.push((
             format!("{p}.attn_q.weight"),
-            rng.tensor(&[HIDDEN, HIDDEN], s, q8),
+            rng.tensor(&[q_width, HIDDEN], s, q8),
         ));
         tensors.push((
             format!("{p}.attn_k.weight"),
@@ -159,7 +172,7 @@ pub fn write_tiny_model(dir: &Path, arch: &str, seed: u64) -> PathBuf {
         ));
         tensors.push((
             format!("{p}.attn_output.weight"),
-            rng.tensor(&[HIDDEN, HIDDEN], s, q8),
+            rng.tensor(&[HIDDEN, q_width], s, q8),
         ));
         tensors.push((
             format!("{p}.ffn_gate.weight"),
@@ -173,6 +186,24 @@ pub fn write_tiny_model(dir: &Path, arch: &str, seed: u64) -> PathBuf {
             format!("{p}.ffn_down.weight"),
             rng.tensor(&[HIDDEN, FF], s, q8),
         ));
+        if arch == "qwen3" {
+            // Per-head RMS norms on queries and keys, with non-trivial weights.
+            let f32t = GgmlDType::F32;
+            let norm = |rng: &mut Lcg| {
+                let v: Vec<f32> = (0..QWEN3_HEAD_DIM)
+                    .map(|_| 1.0 + 0.2 * rng.next())
+                    .collect();
+                QTensor::quantize(
+                    &Tensor::from_vec(v, QWEN3_HEAD_DIM, &Device::Cpu).unwrap(),
+                    f32t,
+                )
+                .unwrap()
+            };
+            let qn = norm(&mut rng);
+            let kn = norm(&mut rng);
+            tensors.push((format!("{p}.attn_q_norm.weight"), qn));
+            tensors.push((format!("{p}.attn_k_norm.weight"), kn));
+        }
         if arch == "gemma3" {
             let hd = HIDDEN / HEADS as usize;
             tensors.push((format!("{p}.attn_q_norm.weight"), ones(hd)));
@@ -208,7 +239,14 @@ pub fn write_tiny_model(dir: &Path, arch: &str, seed: u64) -> PathBuf {
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         (
             "tokenizer.ggml.pre".into(),
-            Value::String(if arch == "qwen2" { "qwen2" } else { "smollm" }.into()),
+            Value::String(
+                if arch == "qwen2" || arch == "qwen3" {
+                    "qwen2"
+                } else {
+                    "smollm"
+                }
+                .into(),
+            ),
         ),
         ("tokenizer.ggml.tokens".into(), arr_s(&tokens)),
         (
@@ -223,6 +261,16 @@ pub fn write_tiny_model(dir: &Path, arch: &str, seed: u64) -> PathBuf {
             Value::String(CHATML.into()),
         ),
     ];
+    if arch == "qwen3" {
+        md.push((
+            key("attention.key_length"),
+            Value::U32(QWEN3_HEAD_DIM as u32),
+        ));
+        md.push((
+            key("attention.value_length"),
+            Value::U32(QWEN3_HEAD_DIM as u32),
+        ));
+    }
     if arch == "gemma3" {
         let hd = HIDDEN as u32 / HEADS;
         md.push((key("attention.key_length"), Value::U32(hd)));

@@ -45,7 +45,7 @@ pub enum LocalModelError {
         source: Box<candle_core::Error>,
     },
     /// `general.architecture` names a family this crate cannot run.
-    #[error("model {path}: unsupported architecture {arch:?} (supported: llama, qwen2, gemma3)", path = .path.display())]
+    #[error("model {path}: unsupported architecture {arch:?} (supported: llama, qwen2, qwen3, gemma3)", path = .path.display())]
     UnsupportedArchitecture {
         /// The model file.
         path: PathBuf,
@@ -106,7 +106,7 @@ impl GeneratorOptions {
 /// Facts about a loaded model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInfo {
-    /// The model family (`llama`, `qwen2`, `gemma3`).
+    /// The model family (`llama`, `qwen2`, `qwen3`, `gemma3`).
     pub architecture: String,
     /// `general.name`, when the file has one.
     pub name: Option<String>,

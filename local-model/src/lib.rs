@@ -1,7 +1,7 @@
 //! slmgate's embedded small language model.
 //!
 //! Module ownership while the crate is being built (keep to your own files):
-//! - generation: `gguf_tokenizer`, `template`, `sampling`, `generator`, `pool`, `models`,
+//! - generation: `gguf_tokenizer`, `template`, `sampling`, `generator`, `pool`, `models`, `gold`,
 //!   and the CPU fast path `fast_llama`, `kernels`, `threads`
 //! - embeddings, model files and devices: `embed`, `hub`, `device`
 
@@ -13,6 +13,7 @@ pub mod fast_llama;
 pub mod fixtures;
 pub mod generator;
 pub mod gguf_tokenizer;
+pub mod gold;
 pub mod hub;
 mod int_gemm;
 pub mod kernels;

@@ -4,8 +4,11 @@
 //! can serve one sequence at a time. [`ModelWeights`] holds the loaded weights once;
 //! [`ModelWeights::instance`] hands each worker its own [`ModelInstance`]:
 //!
-//! - `llama` and `gemma3` models are `Clone` and their tensors are reference-counted, so an
-//!   instance is a cheap clone that shares every weight with the others.
+//! - `llama`, `gemma3` and `qwen3` models are `Clone` and their tensors are reference-counted,
+//!   so an instance is a clone that shares every weight with the others. (candle's qwen3 gives
+//!   every layer a preallocated 4,096-position f32 KV buffer, `2 × kv_heads × head_dim` floats
+//!   a position, and a clone copies it: about 0.9 GB per instance for Qwen3-0.6B, touched
+//!   whether used or not.)
 //! - candle's `qwen2` model is not `Clone`: each instance is built again from the (possibly
 //!   requantized) GGUF bytes kept in memory, so every worker holds its own copy of the weights.
 //!
@@ -13,7 +16,7 @@
 //!
 //! On the CPU, `llama` models whose matrices are Q8_0 or Q4_1 (after requantization) run on
 //! this crate's own forward pass ([`crate::fast_llama`]), which is several times faster than
-//! candle's for small models; everything else (qwen2, gemma3, `quantize: q4k`, GPUs, unusual
+//! candle's for small models; everything else (qwen2, qwen3, gemma3, `quantize: q4k`, GPUs, unusual
 //! llama variants) runs on candle's implementations. `SLMGATE_LLAMA_BACKEND=candle` in the
 //! environment forces candle for llama too (benchmarks use it to compare).
 //!
@@ -32,7 +35,9 @@ use std::sync::Arc;
 use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
+use candle_transformers::models::{
+    quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3,
+};
 
 use crate::fast_llama::{LlamaState, LlamaWeights};
 use crate::generator::LocalModelError;
@@ -74,6 +79,9 @@ pub enum Architecture {
     Qwen2,
     /// `general.architecture = gemma3`.
     Gemma3,
+    /// `general.architecture = qwen3` (Qwen3: per-head RMS norms on queries and keys, no
+    /// attention biases, `<think>` reasoning blocks).
+    Qwen3,
 }
 
 impl Architecture {
@@ -83,6 +91,7 @@ impl Architecture {
             "llama" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
             "gemma3" => Some(Self::Gemma3),
+            "qwen3" => Some(Self::Qwen3),
             _ => None,
         }
     }
@@ -93,6 +102,7 @@ impl Architecture {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Gemma3 => "gemma3",
+            Self::Qwen3 => "qwen3",
         }
     }
 
@@ -102,7 +112,8 @@ impl Architecture {
         match self {
             Self::Llama => Some(quantized_llama::MAX_SEQ_LEN),
             Self::Gemma3 => Some(quantized_gemma3::MAX_SEQ_LEN),
-            Self::Qwen2 => None,
+            // qwen3's RoPE tables are sized from the file's context length.
+            Self::Qwen2 | Self::Qwen3 => None,
         }
     }
 }
@@ -139,6 +150,7 @@ enum Proto {
     Fast(Arc<LlamaWeights>),
     Llama(quantized_llama::ModelWeights),
     Gemma3(quantized_gemma3::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
     /// GGUF bytes to rebuild the (non-`Clone`) model from, plus one ready instance.
     Qwen2 {
         gguf: Arc<Vec<u8>>,
@@ -201,8 +213,9 @@ impl ModelWeights {
         let proto = match gguf {
             Some(bytes) => {
                 let mut cursor = Cursor::new(bytes.as_slice());
-                let content =
+                let mut content =
                     Content::read(&mut cursor).map_err(candle_err(path, "re-reading GGUF"))?;
+                qwen3_f32_rope(arch, &mut content);
                 match arch {
                     Architecture::Llama => Proto::Llama(
                         quantized_llama::ModelWeights::from_gguf(content, &mut cursor, device)
@@ -210,6 +223,10 @@ impl ModelWeights {
                     ),
                     Architecture::Gemma3 => Proto::Gemma3(
                         quantized_gemma3::ModelWeights::from_gguf(content, &mut cursor, device)
+                            .map_err(build_err)?,
+                    ),
+                    Architecture::Qwen3 => Proto::Qwen3(
+                        quantized_qwen3::ModelWeights::from_gguf(content, &mut cursor, device)
                             .map_err(build_err)?,
                     ),
                     Architecture::Qwen2 => {
@@ -224,6 +241,14 @@ impl ModelWeights {
                 }
             }
             None => match arch {
+                Architecture::Qwen3 => {
+                    let mut content = content;
+                    qwen3_f32_rope(arch, &mut content);
+                    Proto::Qwen3(
+                        quantized_qwen3::ModelWeights::from_gguf(content, file, device)
+                            .map_err(build_err)?,
+                    )
+                }
                 Architecture::Llama => Proto::Llama(
                     quantized_llama::ModelWeights::from_gguf(content, file, device)
                         .map_err(build_err)?,
@@ -257,8 +282,8 @@ impl ModelWeights {
         &self.device
     }
 
-    /// A model for one sequence at a time, with an empty KV cache. Cheap for llama and
-    /// gemma3 (weights are shared); a rebuild from memory for qwen2. The fast llama path
+    /// A model for one sequence at a time, with an empty KV cache. Cheap for llama, gemma3
+    /// and qwen3 (weights are shared); a rebuild from memory for qwen2. The fast llama path
     /// computes on as many threads as there are CPUs (see [`ModelWeights::instance_with_threads`]).
     pub fn instance(&self) -> Result<ModelInstance, LocalModelError> {
         self.instance_with_threads(crate::threads::default_threads())
@@ -271,6 +296,7 @@ impl ModelWeights {
             Proto::Fast(w) => Inner::Fast(Box::new(LlamaState::new(w.clone(), threads))),
             Proto::Llama(m) => Inner::Llama(m.clone()),
             Proto::Gemma3(m) => Inner::Gemma3(m.clone()),
+            Proto::Qwen3(m) => Inner::Qwen3(m.clone()),
             Proto::Qwen2 { gguf, spare } => {
                 let taken = spare.lock().ok().and_then(|mut s| s.take());
                 match taken {
@@ -332,6 +358,7 @@ enum Inner {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Gemma3(quantized_gemma3::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
 }
 
 impl ModelInstance {
@@ -353,6 +380,7 @@ impl ModelInstance {
             Inner::Gemma3(m) => {
                 m.forward(&Tensor::new(tokens, &self.device)?.unsqueeze(0)?, pos)?
             }
+            Inner::Qwen3(m) => m.forward(&Tensor::new(tokens, &self.device)?.unsqueeze(0)?, pos)?,
         };
         logits
             .squeeze(0)?
@@ -387,7 +415,8 @@ impl ModelInstance {
             Inner::Fast(_) => false,
             Inner::Llama(_) => self.mask_bytes > 0,
             Inner::Qwen2(_) => self.mask_bytes > QWEN2_MASK_BUDGET,
-            Inner::Gemma3(_) => false,
+            // candle's qwen3 caches no masks (none on the CPU, built per call elsewhere).
+            Inner::Gemma3(_) | Inner::Qwen3(_) => false,
         }
     }
 
@@ -403,9 +432,25 @@ impl ModelInstance {
             Inner::Fast(s) => s.clear(),
             Inner::Llama(m) => m.clear_kv_cache(),
             Inner::Qwen2(m) => m.clear_kv_cache(),
+            Inner::Qwen3(m) => m.clear_kv_cache(),
             // candle's gemma3 has no clear method; a forward at position 0 replaces the cache.
             Inner::Gemma3(_) => {}
         }
+    }
+}
+
+/// candle's qwen3 computes its RoPE tables in the dtype named by `general.dtype` and defaults
+/// to F16 when the key is absent, which it is in llama.cpp's GGUFs. F16 holds positions
+/// exactly only up to 2,048 and rounds `position × frequency` to 11 bits (an angle error of
+/// 0.03 rad at position 100, 0.25 rad at 1,000), so ask for F32 tables. On the CPU the key
+/// changes nothing else (activations are F32 there); elsewhere it also sets the mask's dtype,
+/// which is then cast to the scores' dtype.
+fn qwen3_f32_rope(arch: Architecture, content: &mut Content) {
+    if arch == Architecture::Qwen3 {
+        content
+            .metadata
+            .entry("general.dtype".to_string())
+            .or_insert(Value::U32(0));
     }
 }
 

@@ -139,6 +139,24 @@ impl ChatTemplate {
 
     /// Renders `messages` followed by the prompt for the assistant's turn.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, LocalModelError> {
+        self.render_with_thinking(messages, None)
+    }
+
+    /// Whether the template reads an `enable_thinking` switch (Qwen3 and other hybrid
+    /// reasoning models): with `enable_thinking = false` Qwen3's template ends the prompt with
+    /// an empty `<think>\n\n</think>\n\n` block, so the model answers at once; left undefined
+    /// (what [`ChatTemplate::render`] does), the model opens its answer with its reasoning.
+    pub fn has_thinking_switch(&self) -> bool {
+        self.source.contains("enable_thinking")
+    }
+
+    /// [`ChatTemplate::render`] with `enable_thinking` defined as given (`None` leaves it
+    /// undefined, which is what `transformers` does when the caller does not pass it).
+    pub fn render_with_thinking(
+        &self,
+        messages: &[ChatMessage],
+        enable_thinking: Option<bool>,
+    ) -> Result<String, LocalModelError> {
         let msgs: Vec<Msg<'_>> = messages
             .iter()
             .map(|m| Msg {
@@ -150,13 +168,18 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| LocalModelError::Template(format!("{e:#}")))?;
-        tmpl.render(context! {
+        let base = context! {
             messages => msgs,
             add_generation_prompt => true,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
-        })
-        .map_err(|e| LocalModelError::Template(format!("rendering chat template: {e:#}")))
+        };
+        let ctx = match enable_thinking {
+            Some(on) => context! { enable_thinking => on, ..base },
+            None => base,
+        };
+        tmpl.render(ctx)
+            .map_err(|e| LocalModelError::Template(format!("rendering chat template: {e:#}")))
     }
 }
 

@@ -282,6 +282,74 @@ fn gemma3_generation_basics() {
 }
 
 #[test]
+fn qwen3_generation_basics() {
+    check_generation_basics("qwen3");
+}
+
+#[test]
+fn qwen3_loads_with_tied_output_and_its_own_head_size() {
+    let f = fixture("qwen3");
+    for q in [Quantize::Keep, Quantize::Q8_0, Quantize::Q4K] {
+        let g = load(&f, q);
+        let info = g.info();
+        assert_eq!(info.architecture, "qwen3");
+        assert_eq!(info.name.as_deref(), Some("tiny-qwen3"));
+        assert_eq!(info.context_length, 128);
+        // <|endoftext|> and <|im_end|> both end a generation.
+        assert_eq!(info.eos_token_ids, vec![0, 2]);
+        assert_eq!(g.weights().backend(), "candle");
+        assert!(g.weights().instances_share_weights());
+        let (ev, _, ids) = run(&g, &user("hi"), &greedy(6));
+        assert_eq!(ids.len(), 6, "{q:?}");
+        assert_eq!(done(&ev).0, FinishReason::Length);
+    }
+    // Qwen3 GGUFs use the qwen2 pre-tokenizer.
+    let g = load(&f, Quantize::Keep);
+    let text = "<|im_start|>user\nCafé 2024 naïve 👋\n\n  code()<|im_end|>";
+    let enc = g.tokenizer().encode(text, false).unwrap();
+    assert_eq!(g.tokenizer().decode(enc.get_ids(), false).unwrap(), text);
+    assert_eq!(enc.get_ids()[0], 1);
+}
+
+/// Qwen3's chat template (as shipped in its GGUFs): thinking is on unless the caller sets
+/// `enable_thinking = false`, and earlier answers lose their reasoning.
+#[test]
+fn qwen3_chat_template_and_thinking_switch() {
+    let f = fixture("qwen3");
+    let mut opts = GeneratorOptions::new(&f.path);
+    opts.chat_template = Some(include_str!("fixtures/qwen3_chat_template.jinja").into());
+    let g = Generator::load(&opts).unwrap();
+    let t = g.chat_template();
+    assert!(t.has_thinking_switch());
+    assert!(!load(&f, Quantize::Keep)
+        .chat_template()
+        .has_thinking_switch());
+    let q = user("What is 2+2?");
+    let on = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n";
+    assert_eq!(g.render_chat(&q).unwrap(), on);
+    assert_eq!(t.render_with_thinking(&q, Some(true)).unwrap(), on);
+    assert_eq!(
+        t.render_with_thinking(&q, Some(false)).unwrap(),
+        format!("{on}<think>\n\n</think>\n\n")
+    );
+    let history = vec![
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "2+2?"),
+        ChatMessage::new("assistant", "<think>\nadd them\n</think>\n\n4"),
+        ChatMessage::new("user", "3+3?"),
+    ];
+    assert_eq!(
+        g.render_chat(&history).unwrap(),
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n\
+         <|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n3+3?<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    // The rendered prompt runs.
+    let (ev, _, _) = run(&g, &history, &greedy(4));
+    assert_eq!(done(&ev).2, 4);
+}
+
+#[test]
 fn requantize_options_load_and_generate() {
     let f = fixture("llama");
     for q in [Quantize::Keep, Quantize::Q4K, Quantize::Q8_0] {
@@ -397,6 +465,20 @@ async fn pool_generates_and_matches_direct_generation() {
     assert_eq!(tb, direct);
     assert_eq!(da.0, FinishReason::Length);
     assert_eq!(db.2, 10);
+}
+
+#[tokio::test]
+async fn qwen3_pool_streams_like_direct_generation() {
+    let f = fixture("qwen3");
+    let g = load(&f, Quantize::Q8_0);
+    let (_, direct, _) = run(&g, &user("hello"), &greedy(12));
+    let p = pool(g, 2, 4, Duration::from_secs(10));
+    let (a, b) = tokio::join!(p.generate(req(12)), p.generate(req(12)));
+    let ((ta, da), (tb, db)) = tokio::join!(collect(a.unwrap()), collect(b.unwrap()));
+    assert_eq!(ta, direct);
+    assert_eq!(tb, direct);
+    assert_eq!(da.0, FinishReason::Length);
+    assert_eq!(db.2, 12);
 }
 
 #[tokio::test]
@@ -528,7 +610,7 @@ fn sentencepiece_tokenizer_from_metadata() {
 
 #[test]
 fn chunked_prefill_matches_one_pass() {
-    for arch in ["llama", "qwen2", "gemma3"] {
+    for arch in ["llama", "qwen2", "gemma3", "qwen3"] {
         let f = fixture(arch);
         let g = load(&f, Quantize::Q8_0);
         let ids: Vec<u32> = (10..50).collect();

@@ -85,13 +85,13 @@ fn openai_backend(
     })
 }
 
-/// Loads the embedded model for a `kind: local` backend and starts its worker pool.
+/// How a `kind: local` backend's model is loaded.
 #[cfg(feature = "local")]
-fn local_backend(
+pub fn generator_options(
     name: &str,
     l: &cfgs::LocalBackend,
-) -> anyhow::Result<crate::upstream::local::LocalBackend> {
-    use slmgate_local_model::{device, generator, hub, models, pool};
+) -> anyhow::Result<slmgate_local_model::generator::GeneratorOptions> {
+    use slmgate_local_model::{device, generator, hub, models};
 
     let model = hub::resolve_model_file(&l.model)
         .with_context(|| format!("backend `{name}`: model `{}`", l.model))?;
@@ -112,6 +112,18 @@ fn local_backend(
     opts.device = device::parse_device(&l.device)
         .with_context(|| format!("backend `{name}`: device `{}`", l.device))?;
     opts.context_length = l.context_length;
+    Ok(opts)
+}
+
+/// Loads the embedded model for a `kind: local` backend and starts its worker pool.
+#[cfg(feature = "local")]
+fn local_backend(
+    name: &str,
+    l: &cfgs::LocalBackend,
+) -> anyhow::Result<crate::upstream::local::LocalBackend> {
+    use slmgate_local_model::{generator, pool};
+
+    let opts = generator_options(name, l)?;
     let started = std::time::Instant::now();
     let generator = generator::Generator::load(&opts)
         .with_context(|| format!("backend `{name}`: loading `{}`", opts.model.display()))?;
@@ -142,7 +154,11 @@ fn local_backend(
         name: name.to_string(),
         model_name,
         pool,
-        default_max_tokens: l.max_tokens,
+        defaults: crate::upstream::local::SamplingDefaults {
+            max_tokens: l.max_tokens,
+            temperature: l.temperature,
+            repetition_penalty: l.repetition_penalty,
+        },
     })
 }
 

@@ -121,10 +121,50 @@ pub async fn route_dry_run(
     else {
         return Ok(GatewayError::Internal("route dry run without request".into()).into_response());
     };
-    let d = match crate::layers::route::decide(gw, ext.get::<Caller>(), chat).await {
-        Ok(d) => d,
-        Err(e) => return Ok(e.into_response()),
-    };
+    match dry_run(gw, chat, ext.get::<Caller>(), req.headers()).await {
+        Ok((body, d)) => {
+            let mut resp = Json(body).into_response();
+            crate::layers::route::decision_headers(&d, resp.headers_mut());
+            Ok(resp)
+        }
+        Err(e) => Ok(e.into_response()),
+    }
+}
+
+/// What `/v1/chat/completions` would do with `chat`, without doing it: the router's decision
+/// with the policy rules applied as the chat endpoint applies them (its path, these headers,
+/// this key; a route a rule forces replaces the router's), as the `route.decision` JSON of
+/// `POST /v1/route` and `slmgate classify`.
+pub async fn dry_run(
+    gw: &crate::runtime::Gateway,
+    chat: &crate::api::ChatRequest,
+    caller: Option<&Caller>,
+    headers: &http::HeaderMap,
+) -> Result<(serde_json::Value, crate::layers::route::Decision), GatewayError> {
+    let mut d = crate::layers::route::decide(gw, caller, chat).await?;
+    let mut policy = serde_json::Value::Null;
+    if gw.policies.active {
+        let ev = crate::layers::policy::evaluate(
+            gw,
+            chat,
+            &d,
+            caller,
+            headers,
+            "/v1/chat/completions",
+            || crate::layers::policy::split_hash(headers),
+        )
+        .await?;
+        policy = json!({
+            "rule": ev.rule(),
+            "action": ev.action(),
+            "pii": ev.pii.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
+            "redact": ev.outcome.redact().is_some(),
+            "deny": ev.outcome.deny().map(|x| json!({"status": x.status, "message": x.message})),
+        });
+        if let Some(nd) = ev.decision {
+            d = nd;
+        }
+    }
     let body = json!({
         "object": "route.decision",
         "model": chat.model,
@@ -134,6 +174,7 @@ pub async fn route_dry_run(
         "score": d.score,
         "threshold": d.threshold,
         "reason": d.reason,
+        "policy": policy,
         "backends": d.route.targets.iter().map(|t| json!({"backend": t.backend.name(), "model": t.model})).collect::<Vec<_>>(),
         "cascade": d.cascade.as_ref().map(|(c, to)| json!({
             "tokens": c.tokens,
@@ -142,7 +183,5 @@ pub async fn route_dry_run(
             "escalate_to": to,
         })),
     });
-    let mut resp = Json(body).into_response();
-    crate::layers::route::decision_headers(&d, resp.headers_mut());
-    Ok(resp)
+    Ok((body, d))
 }

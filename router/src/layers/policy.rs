@@ -329,9 +329,10 @@ fn redact_messages(
     changed
 }
 
-fn split_hash(req: &Request<Body>) -> u64 {
+/// The hash a `split` rule divides traffic by: of the request's `x-request-id`.
+pub fn split_hash(headers: &http::HeaderMap) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    req.headers()
+    headers
         .get("x-request-id")
         .map(|v| v.as_bytes())
         .unwrap_or_default()
@@ -480,39 +481,75 @@ async fn resolve_chain(
     }
 }
 
-/// Evaluates the rules and applies the outcome to the request; an `Err` is the response.
-async fn apply(
-    gw: &Gateway,
-    req: &mut Request<Body>,
-    span: &tracing::Span,
-) -> Result<Applied, Response> {
-    let set = &gw.policies.set;
-    let ext = req.extensions();
-    let (Some(chat), Some(decision)) = (ext.get::<ChatRequest>(), ext.get::<Decision>()) else {
-        return Err(GatewayError::Internal("policy step without decision".into()).into_response());
-    };
-    let key = ext.get::<Caller>().and_then(|c| c.key.clone());
+/// What the rules make of a request: the outcome, the decision a `route`/`split` puts in
+/// place of the router's, and what the rules read.
+pub struct Evaluated {
+    /// The rules' outcome.
+    pub outcome: Outcome,
+    /// The new decision of a `route` or `split`.
+    pub decision: Option<Decision>,
+    /// The prompt estimate the rules saw.
+    pub prompt_tokens: u64,
+    /// PII kinds found (when a rule needs them).
+    pub pii: Vec<PiiKind>,
+}
 
+impl Evaluated {
+    /// `deny`, `allow`, `route` or `modify`.
+    pub fn action(&self) -> &'static str {
+        if self.outcome.deny().is_some() {
+            "deny"
+        } else if self.outcome.is_no_change() {
+            "allow"
+        } else if self.outcome.route().is_some() {
+            "route"
+        } else {
+            "modify"
+        }
+    }
+
+    /// The matching rule's name, `None` for the default.
+    pub fn rule(&self) -> Option<&str> {
+        (!self.outcome.is_default()).then(|| self.outcome.rule_name())
+    }
+}
+
+/// Evaluates the `policies:` rules for a routed request and resolves a `route`/`split`
+/// outcome into a new [`Decision`], without changing anything: the policy step applies the
+/// result, the `/v1/route` dry run and `slmgate classify` report it. `split_hash` is asked
+/// for only when the outcome splits.
+pub async fn evaluate(
+    gw: &Gateway,
+    chat: &ChatRequest,
+    decision: &Decision,
+    caller: Option<&Caller>,
+    headers: &http::HeaderMap,
+    path: &str,
+    split_hash: impl FnOnce() -> u64,
+) -> Result<Evaluated, GatewayError> {
+    let set = &gw.policies.set;
+    let key = caller.and_then(|c| c.key.clone());
     // Message texts are read only when PII is scanned.
-    let texts = if set.needs_pii() {
-        Some(MessageTexts::of_chat(chat).map_err(|e| {
-            GatewayError::bad_param("messages", format!("invalid `messages`: {e}")).into_response()
-        })?)
-    } else {
-        None
-    };
+    let texts =
+        if set.needs_pii() {
+            Some(MessageTexts::of_chat(chat).map_err(|e| {
+                GatewayError::bad_param("messages", format!("invalid `messages`: {e}"))
+            })?)
+        } else {
+            None
+        };
     let mut pii: Vec<PiiKind> = Vec::new();
     for t in texts.iter().flat_map(|t| t.texts.iter()) {
         pii.extend(set.pii().kinds_in(t));
     }
     pii.sort();
     pii.dedup();
-    let headers: Vec<(&str, &str)> = set
+    let header_values: Vec<(&str, &str)> = set
         .headers()
         .iter()
         .zip(&gw.policies.header_names)
         .filter_map(|(n, h)| {
-            let v = req.headers().get(h.as_ref()?)?.to_str().ok()?;
+            let v = headers.get(h.as_ref()?)?.to_str().ok()?;
             Some((n.as_str(), v))
         })
         .collect();
@@ -520,17 +557,16 @@ async fn apply(
     let prompt_tokens = texts
         .as_ref()
         .map_or_else(|| prompt_estimate(chat), |t| t.estimate);
-    let score = decision.score.map(f64::from);
     let facts = RequestFacts {
         model: &chat.model,
         key: key.as_ref().map(|k| k.name.as_str()),
         team: key.as_ref().and_then(|k| k.team.as_deref()),
         tags: key.as_ref().map_or(&[][..], |k| k.tags.as_slice()),
-        headers: &headers,
-        path: req.uri().path(),
+        headers: &header_values,
+        path,
         target: Some(decision.target.as_str()),
         category: decision.category.as_deref(),
-        score,
+        score: decision.score.map(f64::from),
         prompt_tokens,
         pii: &pii,
         now: SystemTime::now(),
@@ -540,20 +576,74 @@ async fn apply(
     };
     let mut outcome = set.evaluate(&facts);
     if outcome.splits() {
-        outcome = outcome.with_split_hash(split_hash(req));
+        outcome = outcome.with_split_hash(split_hash());
     }
-    let rule = (!outcome.is_default()).then(|| outcome.rule_name().to_string());
     tracing::debug!(rule = outcome.rule_name(), pii = ?pii, "policy evaluated");
-    let action = if outcome.deny().is_some() {
-        "deny"
-    } else if outcome.is_no_change() {
-        "allow"
-    } else if outcome.route().is_some() {
-        "route"
-    } else {
-        "modify"
+    let mut new_decision = None;
+    if outcome.deny().is_none() {
+        if let Some(chain) = outcome.route() {
+            let (targets, first) = resolve_chain(gw, chat, decision, chain, key.as_deref()).await?;
+            let arm = outcome
+                .split_arm()
+                .map(|i| format!(" (split arm {i})"))
+                .unwrap_or_default();
+            let mut d = decision.clone();
+            d.route = Arc::new(ModelRoute {
+                alias: first.clone(),
+                targets,
+            });
+            d.target = first;
+            d.strategy = "policy";
+            d.threshold = None;
+            d.cascade = None;
+            d.reason = format!(
+                "policy `{}`: route [{}]{arm}; router said: {}",
+                outcome.rule_name(),
+                chain.join(", "),
+                decision.reason
+            );
+            new_decision = Some(d);
+        }
+    }
+    Ok(Evaluated {
+        outcome,
+        decision: new_decision,
+        prompt_tokens,
+        pii,
+    })
+}
+
+/// Evaluates the rules and applies the outcome to the request; an `Err` is the response.
+async fn apply(
+    gw: &Gateway,
+    req: &mut Request<Body>,
+    span: &tracing::Span,
+) -> Result<Applied, Response> {
+    let set = &gw.policies.set;
+    // Borrow the parts, not the request: its body is not `Sync`.
+    let (ext, headers, path) = (req.extensions(), req.headers(), req.uri().path());
+    let (Some(chat), Some(decision)) = (ext.get::<ChatRequest>(), ext.get::<Decision>()) else {
+        return Err(GatewayError::Internal("policy step without decision".into()).into_response());
     };
-    telemetry::record_policy(span, outcome.rule_name(), action);
+    let ev = evaluate(
+        gw,
+        chat,
+        decision,
+        ext.get::<Caller>(),
+        headers,
+        path,
+        || split_hash(headers),
+    )
+    .await
+    .map_err(IntoResponse::into_response)?;
+    let rule = ev.rule().map(str::to_string);
+    telemetry::record_policy(span, ev.outcome.rule_name(), ev.action());
+    let Evaluated {
+        outcome,
+        decision: new_decision,
+        prompt_tokens,
+        ..
+    } = ev;
     if let Some(d) = outcome.deny() {
         return Err(deny_response(outcome.rule_name(), d.status, &d.message));
     }
@@ -565,34 +655,8 @@ async fn apply(
             restore: None,
         });
     }
-
-    // Route / split.
-    let mut new_decision = None;
-    if let Some(chain) = outcome.route() {
-        let (targets, first) = resolve_chain(gw, chat, decision, chain, key.as_deref())
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let arm = outcome
-            .split_arm()
-            .map(|i| format!(" (split arm {i})"))
-            .unwrap_or_default();
-        let mut d = decision.clone();
-        d.route = Arc::new(ModelRoute {
-            alias: first.clone(),
-            targets,
-        });
-        d.target = first;
-        d.strategy = "policy";
-        d.threshold = None;
-        d.cascade = None;
-        d.reason = format!(
-            "policy `{}`: route [{}]{arm}; router said: {}",
-            outcome.rule_name(),
-            chain.join(", "),
-            decision.reason
-        );
+    if let Some(d) = &new_decision {
         tracing::info!(rule = outcome.rule_name(), target = %d.target, "policy route");
-        new_decision = Some(d);
     }
 
     // Parameters and redaction: one rewrite of the body.

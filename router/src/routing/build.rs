@@ -147,7 +147,7 @@ pub fn build_router(
         if let crate::upstream::Backend::Local(b) = &*l.targets[0].backend {
             context = Some((
                 b.pool.generator().info().context_length,
-                b.default_max_tokens,
+                b.defaults.max_tokens,
             ));
         }
     }
@@ -161,7 +161,7 @@ pub fn build_router(
 
     let semantic = semantic_routes(r, embedder)?;
     let complexity = if r.strategies.contains(&cfg::Strategy::Complexity) {
-        super::scoring::complexity(&r.complexity, embedder)?
+        Some(super::scoring::complexity(&r.complexity)?)
     } else {
         None
     };

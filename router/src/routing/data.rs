@@ -69,6 +69,13 @@ pub struct Example {
     pub weak: f64,
     /// Quality of the strong (large) model's answer, in `[0, 1]`.
     pub strong: f64,
+    /// How hard the prompt is for models in general, in `[0, 1]`: 1 − the mean quality of
+    /// every model the row scores (all of a `scores` map, else weak and strong), or the
+    /// label of a `{"prompt","label"}` line. What the ranker learns to order (see
+    /// [`super::train`]): a difficulty measured over many models transfers to other model
+    /// pairs better than one pair's noisy difference.
+    #[serde(default)]
+    pub difficulty: f64,
     /// The label of a `{"prompt","label"}` line (1 = needs the large model), which is then
     /// also the training target; `None` for rows with model scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,8 +188,11 @@ struct RawRow {
     prompt: String,
     group: Option<String>,
     kind: RawKind,
+    /// The mean of every model's raw score in a `scores` map (before the file's scale).
+    all_mean: Option<f64>,
 }
 
+#[derive(Clone, Copy)]
 enum RawKind {
     Label(f64),
     Pair(f64, f64),
@@ -197,7 +207,25 @@ pub fn load_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| DataError::File {
+    load_bytes(&bytes, path, options)
+}
+
+/// Loads labelled JSONL held in memory; `path` names it in summaries and errors (and its
+/// stem is the data set's name).
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<(Vec<Example>, FileSummary), DataError> {
+    load_bytes(text.as_bytes(), path, options)
+}
+
+fn load_bytes(
+    bytes: &[u8],
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<(Vec<Example>, FileSummary), DataError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| DataError::File {
         path: path.to_path_buf(),
         message: format!("not UTF-8: {e}"),
     })?;
@@ -245,6 +273,7 @@ pub fn load_file(
                 return Err(line_err(n, format!("\"id\" must be a string, not {other}")))
             }
         };
+        let mut all_mean = None;
         let kind = if let Some(label) = obj.get("label") {
             RawKind::Label(parse_label(label).map_err(|m| line_err(n, m))?)
         } else if obj.contains_key("weak") || obj.contains_key("strong") {
@@ -268,6 +297,8 @@ pub fn load_file(
                 )
             })?;
             pair.get_or_insert_with(|| (weak_names.join("+"), strong_names.join("+")));
+            let all: Vec<f64> = scores.values().filter_map(Value::as_f64).collect();
+            all_mean = (!all.is_empty()).then(|| all.iter().sum::<f64>() / all.len() as f64);
             let avg = |names: &[String]| -> Option<f64> {
                 let vals: Vec<f64> = names
                     .iter()
@@ -294,6 +325,7 @@ pub fn load_file(
             prompt,
             group,
             kind,
+            all_mean,
         });
     }
 
@@ -345,7 +377,14 @@ pub fn load_file(
                 (w.max(0.0), s.max(0.0))
             }
         };
+        let mean = match (r.all_mean, r.kind) {
+            (Some(m), _) if ten_scale => (m - 1.0) / 9.0,
+            (Some(m), _) => m.max(0.0),
+            (None, RawKind::Label(l)) => 1.0 - l,
+            (None, RawKind::Pair(..)) => (weak + strong) / 2.0,
+        };
         examples.push(Example {
+            difficulty: (1.0 - mean).clamp(0.0, 1.0),
             id: r.id,
             prompt: r.prompt,
             group: r.group.unwrap_or_else(|| dataset.clone()),
@@ -371,7 +410,7 @@ pub fn load_file(
     let summary = FileSummary {
         path: path.display().to_string(),
         dataset,
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        sha256: hex::encode(Sha256::digest(bytes)),
         rows: examples.len(),
         skipped,
         scale: scale.to_string(),
@@ -705,6 +744,7 @@ mod tests {
                 prompt: format!("p{i}"),
                 dataset: "d".into(),
                 group: "d".into(),
+                difficulty: 0.5,
                 weak: 0.0,
                 strong: 1.0,
                 label: None,

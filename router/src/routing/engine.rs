@@ -11,8 +11,8 @@
 //! cannot serve (no API key, no model file), everything goes to the other, and the reason
 //! says why.
 //!
-//! The query is embedded at most once per request (semantic and complexity share it, through
-//! the embedder's micro-batcher and cache).
+//! The query is embedded at most once per request, for the semantic routes (through the
+//! embedder's micro-batcher and cache); the complexity scorer reads only cheap text features.
 
 use std::sync::Arc;
 
@@ -25,8 +25,8 @@ use crate::embeddings::LocalEmbedder;
 use crate::error::GatewayError;
 use crate::runtime::ModelRoute;
 
-/// P(large model needed) from a query's embedding and the query itself.
-pub type ComplexityFn = dyn Fn(&[f32], &Query) -> f32 + Send + Sync;
+/// P(large model needed) of a query.
+pub type ComplexityFn = dyn Fn(&Query) -> f32 + Send + Sync;
 
 /// One side of the router (local or remote).
 #[derive(Debug, Clone)]
@@ -136,11 +136,11 @@ pub struct Router {
     pub rules: Rules,
     /// Semantic routes (empty when not configured).
     pub semantic: Vec<SemanticRoute>,
-    /// Complexity scorer, when configured and loadable.
+    /// Complexity scorer, when configured.
     pub complexity: Option<Complexity>,
     /// Cascade check, when `cascade` is among the strategies.
     pub cascade: Option<CascadeCheck>,
-    /// The embedder (semantic and complexity need it).
+    /// The embedder (the semantic routes need it).
     pub embedder: Option<Arc<LocalEmbedder>>,
 }
 
@@ -206,12 +206,9 @@ impl Router {
     }
 
     /// The complexity score alone (for `slmgate score` and evaluation). `None` when the
-    /// complexity strategy or the embedder is not available.
-    pub async fn score(&self, q: &Query) -> Result<Option<f32>, GatewayError> {
-        let (Some(c), Some(v)) = (&self.complexity, self.embed(q).await?) else {
-            return Ok(None);
-        };
-        Ok(Some((c.score)(&v, q)))
+    /// complexity strategy is not configured.
+    pub fn score(&self, q: &Query) -> Option<f32> {
+        self.complexity.as_ref().map(|c| (c.score)(q))
     }
 
     /// Decides where `q` goes.
@@ -267,25 +264,25 @@ impl Router {
                         skipped.push(format!("{}: empty query", s.as_str()));
                         continue;
                     }
-                    if !embedded {
-                        embedding = self.embed(q).await?;
-                        embedded = true;
-                    }
-                    let Some(v) = embedding.as_deref() else {
-                        skipped.push(format!("{}: no embedder loaded", s.as_str()));
-                        continue;
-                    };
-                    decided = if *s == Strategy::Semantic {
-                        self.semantic(v)
-                    } else {
-                        match &self.complexity {
-                            Some(c) => Some(self.complexity(c, v, q)),
+                    if *s == Strategy::Complexity {
+                        decided = match &self.complexity {
+                            Some(c) => Some(self.complexity(c, q)),
                             None => {
                                 skipped.push("complexity: no scorer loaded".into());
                                 None
                             }
+                        };
+                    } else {
+                        if !embedded {
+                            embedding = self.embed(q).await?;
+                            embedded = true;
                         }
-                    };
+                        let Some(v) = embedding.as_deref() else {
+                            skipped.push("semantic: no embedder loaded".into());
+                            continue;
+                        };
+                        decided = self.semantic(v);
+                    }
                 }
             }
             if decided.is_some() {
@@ -385,8 +382,8 @@ impl Router {
         Some(d)
     }
 
-    fn complexity(&self, c: &Complexity, v: &[f32], q: &Query) -> Routed {
-        let score = (c.score)(v, q);
+    fn complexity(&self, c: &Complexity, q: &Query) -> Routed {
+        let score = (c.score)(q);
         let side = if score >= c.threshold {
             Side::Remote
         } else {
@@ -423,9 +420,9 @@ pub async fn embed_query(e: &LocalEmbedder, q: &Query) -> Result<Arc<[f32]>, Gat
         match e.routing_batcher().embed(&[q.embed_text()]).await {
             Ok(mut v) if v.len() == 1 => Ok(v.remove(0)),
             Ok(_) => Err(GatewayError::Internal("embedder returned no vector".into())),
-            Err(BatchError::Overloaded) => Err(GatewayError::RateLimited {
+            Err(BatchError::Overloaded) => Err(GatewayError::Overloaded {
                 message: "the router's embedder is overloaded; retry shortly".into(),
-                retry_after: Some(std::time::Duration::from_secs(1)),
+                retry_after: std::time::Duration::from_secs(1),
             }),
             Err(err) => Err(GatewayError::Internal(format!("routing: {err}"))),
         }

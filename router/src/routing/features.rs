@@ -1,68 +1,89 @@
 //! Cheap, deterministic features of a query text for the complexity scorer.
 //!
-//! [`features`] maps a text (and the conversation's turn count) to [`NUM_FEATURES`] numbers,
-//! named in [`FEATURE_NAMES`] in the same order. They describe size (log-scaled, so that a
-//! 100k-character prompt does not dwarf everything else), structure (lines, code fences,
-//! code-like tokens, math and LaTeX), character mix (digits, upper case, punctuation, non-ASCII)
-//! and intent (question words, instruction keywords such as "explain", "prove", "write a",
-//! "step by step", multiple-choice options). The scorer standardises them with the means and
-//! standard deviations of its training data, so their scales need not match.
+//! [`features`] maps a text to [`NUM_FEATURES`] numbers, named in [`FEATURE_NAMES`] in the
+//! same order. They were chosen by leave-one-source-out evaluation (`slmgate eval --loso`):
+//! each says something about how *hard* a request is that held across the data sources, not
+//! what the request is *about*:
 //!
-//! Pure and fast: one pass over the characters, plus a word and keyword scan (one hash
-//! look-up per word) over at most [`SCAN_BYTES`] bytes from the start and the end of the
-//! text (instructions sit at either end of a long prompt). A typical prompt of a few hundred
-//! characters takes a few microseconds; a 100k-character one well under a millisecond.
+//! - **quantities and formal content**: numbers, digits, math symbols, LaTeX, code
+//!   punctuation and keywords — the strongest signal in every source (math, physics and
+//!   programming questions separate strong models from weak ones);
+//! - **task words**: proofs, computations, quantities ("how many", "per", "total"), writing
+//!   code; and, with a negative direction, writing, explaining and chatting, where a weaker
+//!   model comes closest to a strong one;
+//! - **word shape**: average word length and the share of long words (again negative: long
+//!   words mark reading and knowledge questions, short tokens mark formal ones);
+//! - **size**: the prompt's word count, capped at [`SIZE_CAP`] words — a one-line greeting
+//!   or "2+2" is trivial, while past a sentence or two size says little.
+//!
+//! The direction each feature may take in the scorer is fixed here ([`SIGNS`]): training
+//! only chooses how much each counts. Unconstrained, correlated features (digits and numbers,
+//! say) trade signs between data sets and the scorer stops transferring.
+//!
+//! Pure and fast: one pass over the characters, a word scan with one hash look-up per word,
+//! and one regex over at most [`SCAN_BYTES`] bytes from each end of the text (instructions
+//! sit at either end of a long prompt). A few microseconds for a typical prompt.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// Names of the features, in the order [`features`] returns them.
 pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
-    "log_chars",
-    "log_words",
-    "log_lines",
-    "log_sentences",
+    "kw_proof",
+    "code_task",
     "avg_word_len",
-    "code_fences",
-    "code_token_share",
-    "code_keywords",
-    "math_symbols",
-    "latex",
+    "long_word_share",
+    "log_nums",
     "digit_share",
-    "upper_share",
-    "punct_share",
-    "non_ascii_share",
-    "question_marks",
-    "starts_with_question",
-    "kw_reasoning",
+    "math_sym",
+    "latex",
+    "code_punct",
+    "code_kw",
     "kw_code",
-    "kw_writing",
+    "kw_reason",
+    "kw_quant",
+    "kw_write",
     "kw_explain",
-    "kw_simple",
-    "kw_constraints",
-    "multiple_choice",
-    "log_turns",
+    "kw_chat",
+    "size",
+];
+
+/// The direction of each feature in [`FEATURE_NAMES`] order: +1 = more of it means more need
+/// for the large model, −1 = less. The scorer's weights are constrained to these signs.
+pub const SIGNS: [f32; NUM_FEATURES] = [
+    1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0,
 ];
 
 /// Number of features.
-pub const NUM_FEATURES: usize = 24;
+pub const NUM_FEATURES: usize = 17;
+
+/// The position of a feature in [`FEATURE_NAMES`].
+pub fn index(name: &str) -> Option<usize> {
+    FEATURE_NAMES.iter().position(|n| *n == name)
+}
+
+/// `size` counts whitespace-separated words up to this many.
+pub const SIZE_CAP: usize = 16;
 
 /// The keyword scan reads at most this many bytes from each end of the text.
 pub const SCAN_BYTES: usize = 8 * 1024;
 
-/// Words that start a question.
-const QUESTION_WORDS: &[&str] = &[
-    "what", "who", "whom", "whose", "when", "where", "which", "why", "how", "is", "are", "was",
-    "were", "do", "does", "did", "can", "could", "should", "would", "will", "may", "might", "has",
-    "have", "shall",
+const PROOF: &[&str] = &[
+    "prove",
+    "proof",
+    "proofs",
+    "derive",
+    "derivation",
+    "theorem",
+    "lemma",
+    "rigorous",
+    "rigorously",
 ];
-
-/// Asks for derivation, proof or computation.
-const KW_REASONING: &[&str] = &[
+const REASON: &[&str] = &[
     "prove",
     "proof",
     "derive",
-    "derivation",
     "solve",
     "calculate",
     "compute",
@@ -73,35 +94,56 @@ const KW_REASONING: &[&str] = &[
     "derivative",
     "probability",
     "optimize",
-    "optimise",
     "maximize",
     "minimize",
-    "reason",
-    "reasoning",
-    "logic",
     "puzzle",
     "riddle",
-    "estimate",
     "algorithm",
     "complexity",
+    "estimate",
+    "determine",
+    "evaluate",
+    "simplify",
+    "factor",
 ];
-const KW_REASONING_PHRASES: &[&str] = &[
-    "step by step",
-    "show that",
-    "how many",
-    "how much",
-    "find the",
-    "what is the value",
+const QUANT: &[&str] = &[
+    "how",
+    "many",
+    "much",
+    "total",
+    "each",
+    "per",
+    "percent",
+    "percentage",
+    "average",
+    "ratio",
+    "rate",
+    "remaining",
+    "left",
+    "more",
+    "less",
+    "twice",
+    "half",
+    "times",
+    "altogether",
+    "sum",
+    "difference",
+    "product",
+    "cost",
+    "costs",
+    "price",
+    "profit",
+    "earn",
+    "spent",
+    "speed",
+    "distance",
 ];
-
-/// Programming.
-const KW_CODE: &[&str] = &[
+const CODE: &[&str] = &[
     "code",
     "function",
     "script",
     "program",
     "implement",
-    "implementation",
     "debug",
     "bug",
     "error",
@@ -133,111 +175,13 @@ const KW_CODE: &[&str] = &[
     "database",
     "query",
     "refactor",
-    "unittest",
     "pandas",
     "numpy",
+    "array",
+    "string",
+    "loop",
+    "variable",
 ];
-
-/// Long-form or creative writing.
-const KW_WRITING: &[&str] = &[
-    "story",
-    "poem",
-    "essay",
-    "article",
-    "blog",
-    "lyrics",
-    "song",
-    "letter",
-    "email",
-    "speech",
-    "script",
-    "screenplay",
-    "novel",
-    "haiku",
-    "limerick",
-    "rewrite",
-    "paraphrase",
-    "draft",
-    "compose",
-    "creative",
-    "persuasive",
-    "outline",
-];
-const KW_WRITING_PHRASES: &[&str] = &["write a", "write an", "write me", "come up with"];
-
-/// Explanation and analysis.
-const KW_EXPLAIN: &[&str] = &[
-    "explain",
-    "analyze",
-    "analyse",
-    "analysis",
-    "compare",
-    "contrast",
-    "evaluate",
-    "discuss",
-    "describe",
-    "elaborate",
-    "critique",
-    "justify",
-    "implications",
-    "tradeoffs",
-    "trade-offs",
-    "pros",
-    "cons",
-    "why",
-];
-const KW_EXPLAIN_PHRASES: &[&str] = &["difference between", "in detail", "how does", "how do"];
-
-/// Short, look-up style tasks.
-const KW_SIMPLE: &[&str] = &[
-    "translate",
-    "summarize",
-    "summarise",
-    "define",
-    "definition",
-    "synonym",
-    "antonym",
-    "spell",
-    "capital",
-    "list",
-    "name",
-    "hello",
-    "hi",
-    "thanks",
-    "thank",
-];
-const KW_SIMPLE_PHRASES: &[&str] = &["what is", "who is", "who was", "when did", "when was"];
-
-/// Constraints on the answer: complex instructions.
-const KW_CONSTRAINTS: &[&str] = &[
-    "must",
-    "should",
-    "without",
-    "exactly",
-    "only",
-    "ensure",
-    "format",
-    "words",
-    "sentences",
-    "don't",
-    "paragraphs",
-    "bullet",
-    "table",
-    "requirements",
-    "constraints",
-    "include",
-    "avoid",
-];
-const KW_CONSTRAINTS_PHRASES: &[&str] = &[
-    "at least",
-    "at most",
-    "no more than",
-    "do not",
-    "make sure",
-    "less than",
-];
-
-/// Tokens that mark code.
 const CODE_KEYWORDS: &[&str] = &[
     "def",
     "return",
@@ -266,232 +210,297 @@ const CODE_KEYWORDS: &[&str] = &[
     "nullptr",
     "self",
     "this",
-    "select",
-    "from",
-    "where",
     "int",
     "float",
     "bool",
-    "string",
+];
+const WRITE: &[&str] = &[
+    "story",
+    "poem",
+    "essay",
+    "article",
+    "blog",
+    "lyrics",
+    "song",
+    "letter",
+    "email",
+    "speech",
+    "screenplay",
+    "novel",
+    "haiku",
+    "limerick",
+    "rewrite",
+    "paraphrase",
+    "draft",
+    "compose",
+    "creative",
+    "persuasive",
+    "slogan",
+    "tweet",
+];
+const EXPLAIN: &[&str] = &[
+    "explain",
+    "describe",
+    "discuss",
+    "why",
+    "opinion",
+    "advice",
+    "tips",
+    "suggest",
+    "recommend",
+    "benefits",
+    "difference",
+    "meaning",
+];
+const CHAT: &[&str] = &[
+    "hi", "hello", "hey", "thanks", "thank", "please", "you", "your", "me", "my", "i",
 ];
 
-// Keyword categories (bits of `Entry::words`, indices of the counts).
-const REASONING: usize = 0;
-const CODE: usize = 1;
-const WRITING: usize = 2;
-const EXPLAIN: usize = 3;
-const SIMPLE: usize = 4;
-const CONSTRAINTS: usize = 5;
-const CODE_KEYWORD: usize = 6;
-const QUESTION: usize = 7;
+// Keyword categories: bits of the table's values and indices of the counts.
+const K_PROOF: usize = 0;
+const K_REASON: usize = 1;
+const K_QUANT: usize = 2;
+const K_CODE: usize = 3;
+const K_CODE_KW: usize = 4;
+const K_WRITE: usize = 5;
+const K_EXPLAIN: usize = 6;
+const K_CHAT: usize = 7;
 const CATEGORIES: usize = 8;
 
-/// What a lower-cased word means for the keyword counts.
-#[derive(Default)]
-struct Entry {
-    /// Categories the word counts for on its own (bit per category).
-    words: u16,
-    /// Phrases starting with this word: the following words and the category.
-    phrases: Vec<(Vec<&'static str>, usize)>,
-}
-
-/// The word → categories table, built once.
-fn keyword_table() -> &'static HashMap<&'static str, Entry> {
-    static TABLE: OnceLock<HashMap<&'static str, Entry>> = OnceLock::new();
+/// Lower-cased word → the categories it counts for (one bit each), built once.
+fn keyword_table() -> &'static HashMap<&'static str, u8> {
+    static TABLE: OnceLock<HashMap<&'static str, u8>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut t: HashMap<&'static str, Entry> = HashMap::new();
-        let words: [(&[&'static str], usize); 8] = [
-            (KW_REASONING, REASONING),
-            (KW_CODE, CODE),
-            (KW_WRITING, WRITING),
-            (KW_EXPLAIN, EXPLAIN),
-            (KW_SIMPLE, SIMPLE),
-            (KW_CONSTRAINTS, CONSTRAINTS),
-            (CODE_KEYWORDS, CODE_KEYWORD),
-            (QUESTION_WORDS, QUESTION),
+        let mut t: HashMap<&'static str, u8> = HashMap::new();
+        let lists: [(&[&'static str], usize); CATEGORIES] = [
+            (PROOF, K_PROOF),
+            (REASON, K_REASON),
+            (QUANT, K_QUANT),
+            (CODE, K_CODE),
+            (CODE_KEYWORDS, K_CODE_KW),
+            (WRITE, K_WRITE),
+            (EXPLAIN, K_EXPLAIN),
+            (CHAT, K_CHAT),
         ];
-        for (list, c) in words {
+        for (list, c) in lists {
             for w in list {
-                t.entry(w).or_default().words |= 1 << c;
-            }
-        }
-        let phrases: [(&[&'static str], usize); 5] = [
-            (KW_REASONING_PHRASES, REASONING),
-            (KW_WRITING_PHRASES, WRITING),
-            (KW_EXPLAIN_PHRASES, EXPLAIN),
-            (KW_SIMPLE_PHRASES, SIMPLE),
-            (KW_CONSTRAINTS_PHRASES, CONSTRAINTS),
-        ];
-        for (list, c) in phrases {
-            for p in list {
-                let mut parts = p.split(' ');
-                if let Some(first) = parts.next() {
-                    t.entry(first)
-                        .or_default()
-                        .phrases
-                        .push((parts.collect(), c));
-                }
+                *t.entry(w).or_default() |= 1 << c;
             }
         }
         t
     })
 }
 
+/// A request to write or fix code: a verb, then within 40 characters of the same sentence an
+/// artefact ("write a python function", "implement an LRU cache").
+fn code_task_regex() -> &'static regex::Regex {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(
+            r"\b(write|implement|create|build|code|fix|debug|refactor|optimi[sz]e)\b[^.?!\n]{0,40}\b(function|class|program|script|method|api|server|algorithm|query|module|parser|cache|app|bot|code)\b",
+        )
+        .expect("valid regex")
+    })
+}
+
+/// Characters counted as math symbols.
+fn is_math(c: char) -> bool {
+    matches!(
+        c,
+        '=' | '+'
+            | '*'
+            | '^'
+            | '<'
+            | '>'
+            | '%'
+            | '/'
+            | '∑'
+            | '∫'
+            | '√'
+            | 'π'
+            | '≤'
+            | '≥'
+            | '≠'
+            | '±'
+            | '×'
+            | '÷'
+            | '∞'
+            | '∂'
+            | '∈'
+            | '∀'
+            | '∃'
+            | '→'
+            | '≈'
+            | 'θ'
+            | 'λ'
+            | 'σ'
+            | 'μ'
+            | 'Δ'
+    )
+}
+
 /// Computes the features of `text`, a conversation's query (typically the last user
-/// message), with `turns` the number of user turns so far (0 and 1 both mean a single
-/// turn). Deterministic; returns [`NUM_FEATURES`] finite values.
-pub fn features(text: &str, turns: usize) -> Vec<f32> {
-    let mut chars = 0usize;
+/// message). Deterministic; returns [`NUM_FEATURES`] finite values.
+pub fn features(text: &str) -> [f32; NUM_FEATURES] {
+    // Whole text: character classes (one pass).
     let mut non_space = 0usize;
     let mut digits = 0usize;
-    let mut letters = 0usize;
-    let mut upper = 0usize;
-    let mut punct = 0usize;
-    let mut non_ascii = 0usize;
     let mut math = 0usize;
     let mut latex = 0usize;
-    let mut questions = 0usize;
-    let mut sentences = 0usize;
-    let mut lines = 0usize;
-    let mut line_has_text = false;
+    let mut code_punct = 0usize;
     let mut prev = ' ';
     for c in text.chars() {
-        chars += 1;
-        if c == '\n' {
-            if line_has_text {
-                lines += 1;
-            }
-            line_has_text = false;
-        } else if !c.is_whitespace() {
-            line_has_text = true;
-        }
-        if !c.is_whitespace() {
+        if c != ' ' {
             non_space += 1;
         }
         if c.is_ascii_digit() {
             digits += 1;
         }
-        if c.is_alphabetic() {
-            letters += 1;
-            if c.is_uppercase() {
-                upper += 1;
-            }
+        if is_math(c) {
+            math += 1;
         }
-        if c.is_ascii_punctuation() {
-            punct += 1;
-        }
-        if !c.is_ascii() {
-            non_ascii += 1;
-        }
-        match c {
-            '=' | '+' | '*' | '^' | '<' | '>' | '%' | '∑' | '∫' | '√' | 'π' | '≤' | '≥' | '≠'
-            | '±' | '×' | '÷' | '∞' | '∂' | '∈' | '∀' | '∃' | '→' | '≈' | 'θ' | 'λ' | 'σ' | 'μ'
-            | 'Δ' => math += 1,
-            '$' => latex += 1,
-            '?' => questions += 1,
-            _ => {}
-        }
-        // A LaTeX command: a backslash followed by a letter.
-        if prev == '\\' && c.is_ascii_alphabetic() {
+        if c == '$' || (prev == '\\' && c.is_ascii_alphabetic()) {
             latex += 1;
         }
-        if matches!(prev, '.' | '?' | '!') && c.is_whitespace() {
-            sentences += 1;
+        if matches!(c, '{' | '}' | '[' | ']' | ';' | '_') {
+            code_punct += 1;
         }
         prev = c;
     }
-    if line_has_text {
-        lines += 1;
-    }
-    if matches!(prev, '.' | '?' | '!') || (sentences == 0 && non_space > 0) {
-        sentences += 1;
-    }
+    code_punct += 3 * text.matches("```").count();
+    let size = text.split_whitespace().take(SIZE_CAP).count();
 
-    // Words: whitespace-separated (counted over the whole text); their length and whether
-    // they look like code over the scanned view.
-    let words = text.split_ascii_whitespace().count();
+    // The bounded view: words, numbers, keywords.
     let scan = scan_view(text);
-    let mut scanned_words = 0usize;
-    let mut word_chars = 0usize;
-    let mut code_like = 0usize;
-    for w in scan.split_whitespace() {
-        scanned_words += 1;
-        word_chars += w.chars().count().min(40);
-        if looks_like_code(w) {
-            code_like += 1;
-        }
-    }
-    let fences = text.matches("```").count().div_ceil(2);
-
-    // Keyword scan on the bounded view, lower-cased, tokenised into words (letters, digits
-    // and `+#'-` inside a word, so `c++`, `c#`, `don't` and `trade-offs` stay whole).
-    let lower = scan.to_lowercase();
-    let tokens: Vec<&str> = lower
-        .split(|c: char| !(c.is_alphanumeric() || matches!(c, '+' | '#' | '\'' | '-')))
-        .map(|t| t.trim_matches(|c| c == '\'' || c == '-'))
-        .filter(|t| !t.is_empty())
-        .collect();
     let table = keyword_table();
     let mut counts = [0usize; CATEGORIES];
-    for (i, t) in tokens.iter().enumerate() {
-        let Some(entry) = table.get(t) else {
-            continue;
-        };
-        for (c, count) in counts.iter_mut().enumerate() {
-            if entry.words & (1 << c) != 0 {
-                *count += 1;
-            }
+    let mut words = 0usize;
+    let mut word_len = 0usize;
+    let mut long_words = 0usize;
+    let mut lower = String::new();
+    for w in Words::new(&scan) {
+        words += 1;
+        let len = w.chars().count();
+        word_len += len.min(20);
+        if len >= 9 {
+            long_words += 1;
         }
-        for (rest, c) in &entry.phrases {
-            let next = &tokens[i + 1..];
-            if next.len() >= rest.len() && next.iter().zip(rest.iter()).all(|(a, b)| a == b) {
-                counts[*c] += 1;
+        lower.clear();
+        lower.extend(w.chars().map(|c| c.to_ascii_lowercase()));
+        if let Some(&bits) = table.get(lower.as_str()) {
+            for (c, count) in counts.iter_mut().enumerate() {
+                if bits & (1 << c) != 0 {
+                    *count += 1;
+                }
             }
         }
     }
-    let starts_question = tokens
-        .first()
-        .and_then(|t| table.get(t))
-        .is_some_and(|e| e.words & (1 << QUESTION) != 0)
-        || text.trim_end().ends_with('?');
+    let nums = count_numbers(&scan);
+    let scan_lower = scan.to_lowercase();
+    let show_that = scan_lower
+        .match_indices("show that")
+        .filter(|(i, _)| {
+            let before = scan_lower[..*i].chars().next_back();
+            let after = scan_lower[i + "show that".len()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
+        .count();
+    let code_tasks = code_task_regex().find_iter(&scan_lower).count();
 
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f32 / b as f32 };
     let ln1p = |x: usize| (x as f32).ln_1p();
-    let out = vec![
-        ln1p(chars),
-        ln1p(words),
-        ln1p(lines),
-        ln1p(sentences),
-        ratio(word_chars, scanned_words).min(20.0),
-        ln1p(fences),
-        ratio(code_like, scanned_words),
-        ln1p(counts[CODE_KEYWORD]),
+    [
+        ln1p(counts[K_PROOF]) + 0.7 * show_that as f32,
+        code_tasks as f32,
+        ratio(word_len, words),
+        ratio(long_words, words),
+        ln1p(nums),
+        ratio(digits, non_space),
         ln1p(math),
         ln1p(latex),
-        ratio(digits, non_space),
-        ratio(upper, letters),
-        ratio(punct, non_space),
-        ratio(non_ascii, non_space),
-        ln1p(questions),
-        f32::from(u8::from(starts_question)),
-        ln1p(counts[REASONING]),
-        ln1p(counts[CODE]),
-        ln1p(counts[WRITING]),
-        ln1p(counts[EXPLAIN]),
-        ln1p(counts[SIMPLE]),
-        ln1p(counts[CONSTRAINTS]),
-        f32::from(u8::from(has_multiple_choice(&scan))),
-        (turns.max(1) as f32).ln(),
-    ];
-    debug_assert_eq!(out.len(), NUM_FEATURES);
-    out
+        ln1p(code_punct),
+        ln1p(counts[K_CODE_KW]),
+        ln1p(counts[K_CODE]),
+        ln1p(counts[K_REASON]),
+        ln1p(counts[K_QUANT]),
+        ln1p(counts[K_WRITE]),
+        ln1p(counts[K_EXPLAIN]),
+        ratio(counts[K_CHAT], words),
+        ln1p(size),
+    ]
 }
 
-/// The part of `text` the keyword scan reads: all of it, or its first and last
+/// Words: an ASCII letter followed by ASCII letters and `'+#-` (so `c++`, `c#`, `don't` and
+/// `trade-offs` stay whole).
+struct Words<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Words<'a> {
+    fn new(text: &'a str) -> Self {
+        Words { text, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let b = self.text.as_bytes();
+        let mut i = self.pos;
+        while i < b.len() && !b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        if i >= b.len() {
+            self.pos = i;
+            return None;
+        }
+        let start = i;
+        while i < b.len()
+            && (b[i].is_ascii_alphabetic() || matches!(b[i], b'\'' | b'+' | b'#' | b'-'))
+        {
+            i += 1;
+        }
+        self.pos = i;
+        // Only ASCII bytes were consumed: `start..i` are character boundaries.
+        Some(&self.text[start..i])
+    }
+}
+
+/// Numbers: a digit not preceded by a letter, `_` or another number's characters, then
+/// digits and commas, then an optional decimal part (`1,250.75` is one number).
+fn count_numbers(text: &str) -> usize {
+    let b = text.as_bytes();
+    let mut n = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let glued = i > 0 && (b[i - 1].is_ascii_alphabetic() || b[i - 1] == b'_');
+        while i < b.len() && (b[i].is_ascii_digit() || b[i] == b',') {
+            i += 1;
+        }
+        if i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        if !glued {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The part of `text` the word scan reads: all of it, or its first and last
 /// [`SCAN_BYTES`] bytes (cut at character boundaries) joined by a newline.
-fn scan_view(text: &str) -> std::borrow::Cow<'_, str> {
+fn scan_view(text: &str) -> Cow<'_, str> {
     if text.len() <= 2 * SCAN_BYTES {
-        return std::borrow::Cow::Borrowed(text);
+        return Cow::Borrowed(text);
     }
     let mut head = SCAN_BYTES;
     while !text.is_char_boundary(head) {
@@ -501,69 +510,7 @@ fn scan_view(text: &str) -> std::borrow::Cow<'_, str> {
     while !text.is_char_boundary(tail) {
         tail += 1;
     }
-    std::borrow::Cow::Owned(format!("{}\n{}", &text[..head], &text[tail..]))
-}
-
-/// A whitespace-separated word that looks like code: brackets with an identifier, an
-/// assignment or comparison operator, `::`/`->`/`=>`, a call `f(`, or a dotted/underscored
-/// identifier such as `os.path` or `snake_case`.
-fn looks_like_code(w: &str) -> bool {
-    let b = w.as_bytes();
-    if b.len() < 2 {
-        return matches!(w, "{" | "}" | ";" | "=");
-    }
-    // One pass over the bytes: operator pairs, brackets, and calls `f(`.
-    let mut prev = 0u8;
-    for &c in b {
-        match (prev, c) {
-            (b':', b':')
-            | (b'-', b'>')
-            | (b'=', b'>')
-            | (b'=', b'=')
-            | (b'!', b'=')
-            | (b'+', b'=')
-            | (b'&', b'&') => return true,
-            (_, b'{' | b'}' | b'[' | b']' | b'<' | b'>') => return true,
-            (p, b'(') if p.is_ascii_alphanumeric() => return true,
-            _ => {}
-        }
-        prev = c;
-    }
-    let has_letter = b.iter().any(u8::is_ascii_alphabetic);
-    if b[b.len() - 1] == b';' || (b[0] == b'#' && b.len() > 2 && b[1] != b'#') {
-        return has_letter;
-    }
-    // snake_case or dotted identifiers (not sentence-ending periods, not numbers like 3.14).
-    let core = w.trim_end_matches(['.', ',', ':', ';', '?', '!', ')', '"', '\'']);
-    if core.contains('_') && has_letter {
-        return true;
-    }
-    if let Some(p) = core.find('.') {
-        let (a, rest) = (&core[..p], &core[p + 1..]);
-        return a.len() >= 2
-            && rest.len() >= 2
-            && a.bytes().all(|c| c.is_ascii_alphanumeric())
-            && rest.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
-            && !a.bytes().all(|c| c.is_ascii_digit());
-    }
-    false
-}
-
-/// Whether the text lists answer options: at least two lines starting with consecutive
-/// option labels such as `A)`, `(B)`, `C.` or `D:`.
-fn has_multiple_choice(text: &str) -> bool {
-    let mut seen = [false; 6];
-    for line in text.lines() {
-        let t = line.trim_start().trim_start_matches(['(', '[']);
-        let mut it = t.chars();
-        let (Some(l), Some(sep)) = (it.next(), it.next()) else {
-            continue;
-        };
-        if matches!(sep, ')' | '.' | ':' | ']') && ('A'..='F').contains(&l) {
-            seen[(l as u8 - b'A') as usize] = true;
-        }
-    }
-    seen.windows(2).any(|w| w[0] && w[1])
+    Cow::Owned(format!("{}\n{}", &text[..head], &text[tail..]))
 }
 
 #[cfg(test)]
@@ -571,11 +518,7 @@ mod tests {
     use super::*;
 
     fn get(v: &[f32], name: &str) -> f32 {
-        let i = FEATURE_NAMES
-            .iter()
-            .position(|n| *n == name)
-            .unwrap_or_else(|| panic!("no feature {name}"));
-        v[i]
+        v[index(name).unwrap_or_else(|| panic!("no feature {name}"))]
     }
 
     #[test]
@@ -589,75 +532,61 @@ mod tests {
             "é漢字🙂",
             &"x".repeat(100_000),
             &"ü".repeat(50_000),
+            &"1,2.3.4 ".repeat(10_000),
         ] {
-            let f = features(text, 0);
-            assert_eq!(f.len(), NUM_FEATURES);
+            let f = features(text);
             assert!(f.iter().all(|x| x.is_finite()), "{text:.20}: {f:?}");
-            assert_eq!(f, features(text, 0), "deterministic");
+            assert_eq!(f, features(text), "deterministic");
         }
-        assert_eq!(FEATURE_NAMES.len(), NUM_FEATURES);
+        assert_eq!(FEATURE_NAMES.len(), SIGNS.len());
     }
 
     #[test]
-    fn recognises_code_math_and_intent() {
-        let code = "Fix this:\n```python\ndef f(x):\n    return x_val + 1\n```\nWhy does it fail?";
-        let f = features(code, 1);
-        assert!(get(&f, "code_fences") > 0.0);
-        assert!(get(&f, "code_token_share") > 0.1);
-        assert!(get(&f, "code_keywords") > 0.0);
-        assert!(get(&f, "kw_explain") > 0.0);
-        assert!((get(&f, "log_lines") - 6f32.ln_1p()).abs() < 1e-6);
+    fn recognises_quantities_code_and_intent() {
+        let f = features("A shop sells 3 pens for $4.50 each. How much do 12 pens cost in total?");
+        assert_eq!(get(&f, "log_nums"), 3f32.ln_1p(), "3, 4.50 and 12");
+        assert!(get(&f, "kw_quant") >= 4f32.ln_1p(), "{f:?}");
 
-        let math = r"Prove that $\int_0^1 x^2 dx = \frac{1}{3}$ step by step.";
-        let f = features(math, 1);
-        assert!(get(&f, "latex") >= 3f32.ln_1p(), "{f:?}");
-        assert!(get(&f, "math_symbols") > 0.0);
-        assert!(get(&f, "kw_reasoning") >= 2f32.ln_1p());
+        let f = features("Write a Python function that merges two sorted lists.");
+        assert_eq!(get(&f, "code_task"), 1.0);
+        assert!(get(&f, "kw_code") > 0.0);
 
-        let simple = "What is the capital of France?";
-        let f = features(simple, 1);
-        assert_eq!(get(&f, "starts_with_question"), 1.0);
-        assert!(get(&f, "kw_simple") > 0.0);
-        assert_eq!(get(&f, "code_token_share"), 0.0);
-        assert_eq!(get(&f, "kw_code"), 0.0);
+        let f =
+            features(r"Prove that $\int_0^1 x^2 dx = \frac{1}{3}$, then show that it is rational.");
+        // "prove" once, plus the "show that" bonus.
+        assert!(get(&f, "kw_proof") >= 1f32.ln_1p() - 1e-6 + 0.7, "{f:?}");
+        assert!(get(&f, "latex") >= 3f32.ln_1p());
+        assert!(get(&f, "math_sym") > 0.0);
 
-        let mc = "Which is a mammal?\nA) shark\nB) whale\nC) trout\nAnswer with the letter.";
-        assert_eq!(get(&features(mc, 1), "multiple_choice"), 1.0);
-        assert_eq!(get(&features(simple, 1), "multiple_choice"), 0.0);
+        let f = features("fn main() { let v: Vec<u8> = vec![1, 2]; println!(\"{v:?}\"); }");
+        assert!(
+            get(&f, "code_punct") > 2.0 && get(&f, "code_kw") > 0.0,
+            "{f:?}"
+        );
 
-        assert!(get(&features("写一首关于春天的诗", 1), "non_ascii_share") > 0.9);
-        assert!((get(&features("hi", 4), "log_turns") - 4f32.ln()).abs() < 1e-6);
+        let f = features("hi, thank you!");
+        assert!(get(&f, "kw_chat") > 0.5);
+        assert_eq!(get(&f, "size"), 3f32.ln_1p());
+        assert_eq!(get(&features(&"word ".repeat(100)), "size"), 16f32.ln_1p());
+        assert_eq!(get(&features("Write a poem"), "kw_write"), 1f32.ln_1p());
+    }
+
+    #[test]
+    fn numbers_and_words() {
+        assert_eq!(count_numbers("1,250.75 and 3 but not x2 or a_1; 4.5.6"), 4);
+        let w: Vec<&str> = Words::new("C++ and c# don't trade-offs 42x é").collect();
+        assert_eq!(w, ["C++", "and", "c#", "don't", "trade-offs", "x"]);
+        // `show that` counts only as words.
+        assert_eq!(get(&features("show thatch"), "kw_proof"), 0.0);
     }
 
     #[test]
     fn long_inputs_scan_both_ends() {
-        let text = format!("explain{} prove", " filler".repeat(10_000));
-        let f = features(&text, 1);
-        assert!(get(&f, "kw_explain") > 0.0);
-        assert!(get(&f, "kw_reasoning") > 0.0);
-        // Multi-byte characters at the cut points do not panic.
+        let text = format!("prove{} calculate", " filler".repeat(10_000));
+        let f = features(&text);
+        assert!(get(&f, "kw_proof") > 0.0);
+        assert!(get(&f, "kw_reason") >= 2f32.ln_1p());
         let text = "é".repeat(3 * SCAN_BYTES);
-        assert_eq!(features(&text, 1).len(), NUM_FEATURES);
-    }
-
-    #[test]
-    fn code_words() {
-        for w in [
-            "print(x)",
-            "a==b",
-            "std::vec",
-            "x->y",
-            "snake_case",
-            "os.path",
-            "{",
-            "int;",
-        ] {
-            assert!(looks_like_code(w), "{w}");
-        }
-        for w in [
-            "hello", "end.", "3.14", "(see", "U.S.", "e.g.", "it's", "#1",
-        ] {
-            assert!(!looks_like_code(w), "{w}");
-        }
+        assert_eq!(features(&text).len(), NUM_FEATURES);
     }
 }

@@ -2,6 +2,7 @@
 //! labelled data, and RouteLLM's evaluation metrics and plots.
 
 pub mod data;
+pub mod eval;
 pub mod features;
 pub mod metrics;
 pub mod plot;

@@ -1,8 +1,9 @@
-//! The router outside the server: `slmgate classify` and `slmgate score` build the same
-//! [`Router`] as `serve` (from the same config) and run it on text.
+//! The router outside the server: `slmgate classify`, `score`, `train` and `eval`.
+//! `classify` and `score` build the same gateway as `serve` (from the same config) and run
+//! its router — and, for `classify`, its policy rules — on text.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -21,18 +22,29 @@ pub fn load_router(cfg: &slmgate_config::Config) -> anyhow::Result<Arc<Router>> 
         .context("the config has no `router:` section (the embedded default has one)")
 }
 
-/// The decision for one text, as JSON: what `serve` would do now, plus — when one side is
-/// unavailable and availability decided — what the classification itself says.
-pub async fn classify(router: &Router, text: &str) -> anyhow::Result<serde_json::Value> {
-    let q = Query::from_text(text);
-    let now = router.decide(&q, Availability::Respect).await?;
-    let mut out = serde_json::to_value(&now)?;
-    if now.strategy == "availability" {
-        let ignoring = router.decide(&q, Availability::Ignore).await?;
-        out["classification"] = serde_json::to_value(&ignoring)?;
-    }
-    if let Some(score) = router.score(&q).await? {
-        out["complexity_score"] = json!(score);
+/// `slmgate classify`: what `POST /v1/route` answers for a one-message request to `model`
+/// (policy rules included), plus the complexity score and — when one side is unavailable and
+/// availability decided — what the classification itself says.
+pub async fn classify(
+    gw: &crate::runtime::Gateway,
+    model: &str,
+    text: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": text}]});
+    let chat = crate::api::ChatRequest::parse(bytes::Bytes::from(body.to_string()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut out, d) = crate::handlers::dry_run(gw, &chat, None, &http::HeaderMap::new())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(router) = &gw.router {
+        let q = Query::from_text(text);
+        if d.strategy == "availability" {
+            let ignoring = router.decide(&q, Availability::Ignore).await?;
+            out["classification"] = serde_json::to_value(&ignoring)?;
+        }
+        if let Some(score) = router.score(&q) {
+            out["complexity_score"] = json!(score);
+        }
     }
     Ok(out)
 }
@@ -73,11 +85,11 @@ pub async fn score_file(router: &Router, input: &Path, output: &Path) -> anyhow:
     let results: Vec<anyhow::Result<serde_json::Value>> = futures::stream::iter(lines)
         .map(|l| async move {
             let q = Query::from_text(&l.prompt);
-            let score = router.score(&q).await?.unwrap_or(f32::NAN);
+            let score = router.score(&q).unwrap_or(f32::NAN);
             let d = router.decide(&q, Availability::Ignore).await?;
             Ok(json!({"id": l.id, "score": score, "target": d.target}))
         })
-        // Concurrent requests share the embedder's forward passes.
+        // The semantic strategy, when configured, batches concurrent embeddings.
         .buffered(32)
         .collect()
         .await;
@@ -93,70 +105,280 @@ pub async fn score_file(router: &Router, input: &Path, output: &Path) -> anyhow:
     Ok(n)
 }
 
-/// Loads the embedder the config names (`embedder.model`), for training and evaluation:
-/// with exact `f32` weights for training, or as routing embeds (`embedder.routing_weights`)
-/// for evaluation, so `slmgate eval` measures what `serve` decides.
-#[cfg(feature = "local")]
-pub fn load_embedder(
-    cfg: &slmgate_config::Config,
-    as_routing: bool,
-) -> anyhow::Result<slmgate_local_model::embed::Embedder> {
-    use slmgate_local_model::{embed, hub};
-    let e = cfg
-        .embedder
-        .as_ref()
-        .context("the config has no `embedder:` section")?;
-    let dir = hub::resolve_model_dir(&e.model, &embed::REQUIRED_FILES)
-        .with_context(|| format!("embedder `{}` (run scripts/fetch-models.sh)", e.model))?;
-    let mut opts = embed::EmbedderOptions::new(dir);
-    if as_routing {
-        opts.weights = e
-            .routing_weights
-            .parse()
-            .map_err(|m: String| anyhow::anyhow!("embedder.routing_weights: {m}"))?;
-    }
-    Ok(embed::Embedder::load(&opts)?)
-}
-
-/// `slmgate train`: fits a scorer on labelled files and writes it (see
-/// [`super::train::train_command`]); returns the report to print.
-#[cfg(feature = "local")]
+/// `slmgate train`: fits a scorer on labelled files (calibrated on `calibration`, the
+/// built-in everyday prompts when empty) and writes it; returns the report to print.
 pub fn train(
-    cfg: &slmgate_config::Config,
-    data: &[std::path::PathBuf],
+    data: &[PathBuf],
+    calibration: &[PathBuf],
     out: &Path,
-    svg: Option<&Path>,
     opts: &super::train::TrainOptions,
 ) -> anyhow::Result<String> {
-    let embedder = load_embedder(cfg, false)?;
-    let report = super::train::train_command(data, &embedder, out, svg, opts)?;
+    let report = super::train::train_command(data, calibration, out, opts)?;
     Ok(report.to_string())
 }
 
-/// `slmgate eval`: RouteLLM metrics of the configured scorer (or `scorer`) on labelled
-/// files, against the random and prompt-length baselines; rows the scorer was trained on are
-/// left out. Returns the report to print.
-#[cfg(feature = "local")]
-pub fn eval(
-    cfg: &slmgate_config::Config,
-    scorer: Option<&str>,
-    data: &[std::path::PathBuf],
-    svg: Option<&Path>,
-) -> anyhow::Result<String> {
-    let spec = scorer.map(str::to_string).unwrap_or_else(|| {
+/// What `slmgate eval` measures.
+#[derive(Debug, Clone, Default)]
+pub struct EvalArgs {
+    /// Labelled files.
+    pub data: Vec<PathBuf>,
+    /// The scorer to evaluate (`builtin` or a file); default: the config's.
+    pub scorer: Option<String>,
+    /// Leave-one-source-out: evaluate the training procedure instead of one scorer.
+    pub loso: bool,
+    /// Calibration files for `--loso` (default: the built-in everyday prompts).
+    pub calibration: Vec<PathBuf>,
+    /// Groups with fewer rows are summarised, not listed (`--loso`).
+    pub min_rows: usize,
+    /// Extra per-prompt signals to try in `--loso` (file, keys).
+    pub signals: Option<(PathBuf, Vec<String>)>,
+    /// Plot the curves as SVG (not with `--loso`).
+    pub svg: Option<PathBuf>,
+    /// Write every prompt's left-out score as JSONL (`--loso`), for analysis.
+    pub scores_out: Option<PathBuf>,
+}
+
+/// `slmgate eval`: RouteLLM metrics of a scorer on labelled files against the random and
+/// prompt-length baselines, or (`loso`) of the training procedure on every source it was
+/// not trained on. Returns the report to print and whether every listed group beat both
+/// baselines (always true without `loso`).
+pub fn eval(cfg: &slmgate_config::Config, args: &EvalArgs) -> anyhow::Result<(String, bool)> {
+    use super::{eval, train};
+    let opts = train::TrainOptions::default();
+    if args.loso {
+        let (samples, _) = train::load_samples(&args.data, &opts.load)?;
+        let (calibration, _) = train::load_calibration(&args.calibration, &opts.load)?;
+        let extra = match &args.signals {
+            Some((path, keys)) => {
+                let signals = eval::Signals::load(path, keys)?;
+                Some((signals.extra(&samples)?, signals.extra(&calibration)?))
+            }
+            None => None,
+        };
+        let report = eval::loso(
+            &samples,
+            &calibration,
+            extra.as_ref().map(|(a, b)| (a, b)),
+            args.min_rows,
+            &opts,
+        )?;
+        if let Some(path) = &args.scores_out {
+            write_loso_scores(path, &samples, &report.scored)?;
+        }
+        return Ok((report.to_string(), report.failures().is_empty()));
+    }
+    let spec = args.scorer.clone().unwrap_or_else(|| {
         cfg.router
             .as_ref()
             .map(|r| r.complexity.scorer.clone())
             .unwrap_or_else(|| "builtin".into())
     });
     let scorer = super::scoring::load_scorer(&spec)?;
-    let embedder = load_embedder(cfg, true)?;
-    let opts = super::train::EvalOptions::for_scorer(&scorer);
-    let report = super::train::eval_command(
-        data,
-        &opts,
-        &mut |p| super::train::score_prompts(&embedder, &scorer, p).map_err(|e| e.to_string()),
-        svg,
-    )?;
-    Ok(report.to_string())
+    let report = eval::eval_command(&args.data, &opts.load, &scorer, args.svg.as_deref())?;
+    Ok((report.to_string(), true))
+}
+
+/// Writes `{"left_out","dataset","id","group","score","difficulty","gain","chars"}` per
+/// scored prompt (a prompt appears once for its source and once per pool it is in).
+fn write_loso_scores(
+    path: &Path,
+    samples: &[super::train::Sample],
+    scored: &[(String, usize, f32)],
+) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    for (left_out, i, score) in scored {
+        let e = &samples[*i].example;
+        let line = json!({
+            "left_out": left_out, "dataset": e.dataset, "id": e.id, "group": e.group, "score": score,
+            "difficulty": e.difficulty, "gain": e.gain(), "chars": e.prompt.chars().count(),
+            "features": samples[*i].features.to_vec(),
+        });
+        writeln!(w, "{line}")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// The `kind: local` backend behind the router's `local` alias.
+#[cfg(feature = "local")]
+fn local_backend_of(
+    cfg: &slmgate_config::Config,
+) -> anyhow::Result<(String, slmgate_config::LocalBackend)> {
+    let router = cfg
+        .router
+        .as_ref()
+        .context("the config has no `router:` section")?;
+    let model = cfg
+        .models
+        .iter()
+        .find(|m| m.name == router.local)
+        .with_context(|| format!("no model `{}` (router.local)", router.local))?;
+    let backend = cfg
+        .backends
+        .iter()
+        .find(|b| b.name == model.backend)
+        .with_context(|| format!("no backend `{}`", model.backend))?;
+    match &backend.kind {
+        slmgate_config::BackendKind::Local(l) => Ok((backend.name.clone(), l.clone())),
+        _ => anyhow::bail!(
+            "`{}` is served by backend `{}`, which is not `kind: local`",
+            router.local,
+            backend.name
+        ),
+    }
+}
+
+/// The hybrid's quality on one data set.
+#[derive(Debug, Clone, Default)]
+pub struct HybridRow {
+    /// What was measured.
+    pub name: String,
+    /// Prompts.
+    pub n: usize,
+    /// Share routed local.
+    pub local_share: f64,
+    /// Mean quality: all remote, the hybrid, all local.
+    pub remote: f64,
+    /// See `remote`.
+    pub hybrid: f64,
+    /// See `remote`.
+    pub local: f64,
+}
+
+impl HybridRow {
+    fn line(&self) -> String {
+        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        let of_remote = if self.remote > 0.0 {
+            pct(self.hybrid / self.remote)
+        } else {
+            "-".into()
+        };
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            self.name,
+            self.n,
+            pct(self.local_share),
+            format_args!("{:.3}", self.remote),
+            format_args!("{:.3}", self.hybrid),
+            format_args!("{:.3}", self.local),
+            of_remote
+        )
+    }
+}
+
+/// `slmgate eval --hybrid`: the router of `cfg` (both sides assumed available) with its
+/// actual local model on the gold-answer set (a remote answer counts as correct, a local one
+/// as the judge says), and on labelled data with the files' pair scores (weak = the local
+/// side, strong = the remote side), against all-remote and all-local. Local answers use the
+/// local backend's sampling defaults (`temperature`, `repetition_penalty`) with at most
+/// `max_tokens` tokens. Returns the report.
+#[cfg(feature = "local")]
+pub async fn hybrid(
+    cfg: &slmgate_config::Config,
+    gold: &Path,
+    data: &[PathBuf],
+    max_tokens: usize,
+) -> anyhow::Result<String> {
+    use slmgate_local_model::{generator::Generator, gold as g, sampling::SamplingParams};
+
+    let router = load_router(cfg)?;
+    let (name, local) = local_backend_of(cfg)?;
+    let items = g::load(gold)?;
+    let mut routed_local = Vec::with_capacity(items.len());
+    for item in &items {
+        let d = router
+            .decide(&Query::from_text(&item.prompt), Availability::Ignore)
+            .await?;
+        routed_local.push(d.target == router.local.alias);
+    }
+    let opts = crate::build::generator_options(&name, &local)?;
+    let params = SamplingParams {
+        temperature: local.temperature,
+        repetition_penalty: local.repetition_penalty,
+        max_tokens: max_tokens.min(local.max_tokens),
+        seed: Some(1),
+        ..SamplingParams::default()
+    };
+    let max_tokens = params.max_tokens;
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<g::GoldReport> {
+        let generator = Generator::load(&opts)?;
+        Ok(g::run(&generator, &items, &params, |_| {})?)
+    })
+    .await??;
+    let n = report.answers.len();
+    let local_n = routed_local.iter().filter(|l| **l).count();
+    let correct = |a: &g::GoldAnswer| if a.correct { 1.0 } else { 0.0 };
+    let hybrid: f64 = report
+        .answers
+        .iter()
+        .zip(&routed_local)
+        .map(|(a, l)| if *l { correct(a) } else { 1.0 })
+        .sum();
+    let local_right = report
+        .answers
+        .iter()
+        .zip(&routed_local)
+        .filter(|(a, l)| **l && a.correct)
+        .count();
+    let mut rows = vec![HybridRow {
+        name: format!("gold answers ({})", gold.display()),
+        n,
+        local_share: local_n as f64 / n.max(1) as f64,
+        remote: 1.0,
+        hybrid: hybrid / n.max(1) as f64,
+        local: report.total.accuracy(),
+    }];
+    let opts = super::train::TrainOptions::default();
+    for file in data {
+        let (examples, _) = super::data::load_files(std::slice::from_ref(file), &opts.load)?;
+        let mut row = HybridRow {
+            name: file.display().to_string(),
+            n: examples.len(),
+            ..HybridRow::default()
+        };
+        let mut local_count = 0usize;
+        for e in &examples {
+            let d = router
+                .decide(&Query::from_text(&e.prompt), Availability::Ignore)
+                .await?;
+            let is_local = d.target == router.local.alias;
+            local_count += usize::from(is_local);
+            row.remote += e.strong;
+            row.local += e.weak;
+            row.hybrid += if is_local { e.weak } else { e.strong };
+        }
+        let k = examples.len().max(1) as f64;
+        row.local_share = local_count as f64 / k;
+        row.remote /= k;
+        row.local /= k;
+        row.hybrid /= k;
+        rows.push(row);
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "hybrid = this config's router + its local model `{}` (temperature {}, repetition \
+         penalty {}, at most {} tokens) + a remote model\n",
+        local.model,
+        local.temperature,
+        local
+            .repetition_penalty
+            .map_or("off".to_string(), |p| p.to_string()),
+        max_tokens
+    ));
+    out.push_str(
+        "| data | n | answered locally | quality all-remote | hybrid | all-local | hybrid / all-remote |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in &rows {
+        out.push_str(&r.line());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "\ngold set: the local model answered {}/{} of all questions right, {}/{} of those the \
+         router sent it; remote answers are counted correct. Labelled files: quality = the \
+         files' scores of their weak (local side) and strong (remote side) models.\n",
+        report.total.correct, n, local_right, local_n
+    ));
+    Ok(out)
 }

@@ -1,25 +1,33 @@
-//! Training and evaluating the complexity scorer.
+//! Training the complexity scorer.
 //!
-//! [`train`] fits the [`Scorer`]'s logistic regression on embedded, labelled prompts: inputs
-//! standardised with the training rows' means and standard deviations, cross-entropy with
-//! soft targets ([`Target`]) and an L2 penalty chosen by k-fold cross-validation **on the
-//! training rows only** (folds by a hash of the prompt id, objective: mean APGR over the data
-//! sets), solved exactly by Newton's method (IRLS), so the result is deterministic and takes
-//! well under a second.
+//! Two fits, each deterministic and well under a second:
 //!
-//! [`evaluate`] computes the RouteLLM metrics of any score on labelled prompts, next to the
-//! baselines: random routing (its expected value), prompt length (score = characters) and the
-//! oracle, per data set and for all of them together. `train_command` (feature `local`: it
-//! embeds the prompts) and [`eval_command`] are what `slmgate train` and `slmgate eval` run.
+//! 1. **The ranker** ([`fit_ranker`]) learns to *order* prompts by difficulty, from pairs of
+//!    prompts of the same source group: for two prompts of one benchmark (or one data set),
+//!    the one more models fail should rank higher. Only orderings inside a group are used,
+//!    so what tells sources apart (their base rates, their templates, their topics) is
+//!    never rewarded, and each group counts by the square root of its size (a big data set
+//!    counts more, but cannot drown the others). The target is [`Example::difficulty`] — how
+//!    badly *every* scored model does, not one pair's difference, which is mostly judge
+//!    noise. Weights are held to the directions of [`SIGNS`]: logistic loss on the pairs
+//!    plus an L2 penalty, minimised by projected coordinate descent.
+//! 2. **The calibrator** ([`fit_calibrator`]) maps the rank, with the prompt's size and its
+//!    proof and code-task words, to a probability, by logistic regression on prompts labelled
+//!    with how much they need the large model (`{"prompt","label"}` lines: the built-in
+//!    `router/assets/everyday.jsonl`, a hand-written mix of everyday chat requests). Its
+//!    prompts' scores are stored as the sample that `target_local_share` calibrates a
+//!    threshold on.
+//!
+//! [`train_command`] is what `slmgate train` runs; leave-one-source-out evaluation of the
+//! same procedure is in [`super::eval::loso`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::data::{self, by_dataset, DataError, Example, FileSummary, LoadOptions};
-use super::features::{features, NUM_FEATURES};
-use super::metrics::{fmt_num, fmt_pct, Curve, RouteMetrics, Routed};
-use super::scorer::{EmbedderSpec, NamedMetrics, Scorer, ScorerError, TrainingInfo};
+use super::data::{self, DataError, Example, FileSummary, LoadOptions};
+use super::features::{self, features, FEATURE_NAMES, NUM_FEATURES, SIGNS};
+use super::scorer::{Calibrator, Ranker, Scorer, ScorerError, TrainingInfo, RANK_INPUT};
 
 /// Errors of training and evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +41,6 @@ pub enum TrainError {
     /// The inputs cannot be trained or evaluated on.
     #[error("{0}")]
     Invalid(String),
-    /// Computing embeddings failed.
-    #[error("computing embeddings: {0}")]
-    Embed(String),
     /// Writing an output file failed.
     #[error("writing {path}: {message}", path = .path.display())]
     Write {
@@ -46,448 +51,577 @@ pub enum TrainError {
     },
 }
 
-/// How a prompt's (weak, strong) qualities become the training target in `[0, 1]`.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Target {
-    /// `(1 + strong − weak) / 2`: the strong model's advantage mapped to `[0, 1]` (0.5 = no
-    /// difference). The ordering it teaches is the one PGR rewards: by expected gain.
-    Gain,
-    /// `max(0, strong − weak)`: only the advantage counts; prompts where the weak model is as
-    /// good or better are all 0.
-    PositiveGain,
-    /// 1 if `strong − weak ≥ margin`, else 0 (a hard label).
-    Margin {
-        /// The smallest gain (on the 0–1 quality scale) that counts as "needs the large model".
-        margin: f64,
-    },
-    /// `(1 − alpha)·(1 + strong − weak)/2 + alpha·(1 − weak)`: the gain, mixed with how badly
-    /// the weak model does (a difficulty signal that transfers to other model pairs).
-    Mixed {
-        /// Weight of the weak model's failure, in `[0, 1]`.
-        alpha: f64,
-    },
+/// The features the ranker reads: all but `size` (size only enters the calibrator: inside one
+/// source, longer is not harder).
+pub fn ranker_features() -> Vec<&'static str> {
+    FEATURE_NAMES
+        .iter()
+        .copied()
+        .filter(|n| *n != "size")
+        .collect()
 }
 
-impl Target {
-    /// The target of one example.
-    /// Rows read from `{"prompt","label"}` lines train on their label whatever the kind.
-    pub fn of(&self, e: &Example) -> f64 {
-        if let Some(label) = e.label {
-            return label.clamp(0.0, 1.0);
-        }
-        let g = e.gain();
-        match *self {
-            Target::Gain => ((1.0 + g) / 2.0).clamp(0.0, 1.0),
-            Target::PositiveGain => g.clamp(0.0, 1.0),
-            Target::Margin { margin } => f64::from(u8::from(g >= margin)),
-            Target::Mixed { alpha } => {
-                ((1.0 - alpha) * (1.0 + g) / 2.0 + alpha * (1.0 - e.weak)).clamp(0.0, 1.0)
-            }
-        }
-    }
-}
+/// The calibrator's inputs: the rank, the prompt's size, and the task words that mark
+/// requests a small model cannot serve however short they are.
+pub const CALIBRATOR_INPUTS: [&str; 5] = [RANK_INPUT, "size", "kw_proof", "code_task", "kw_reason"];
 
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Gain => write!(f, "soft label (1 + strong − weak)/2, qualities in 0–1"),
-            Target::PositiveGain => write!(f, "soft label max(0, strong − weak), qualities in 0–1"),
-            Target::Margin { margin } => write!(f, "label 1 if strong − weak ≥ {margin}"),
-            Target::Mixed { alpha } => write!(
-                f,
-                "soft label (1 − {alpha})·(1 + strong − weak)/2 + {alpha}·(1 − weak), qualities in 0–1"
-            ),
-        }
-    }
-}
-
-/// How the embedding block is scaled before the L2 penalty sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EmbeddingScaling {
-    /// Each dimension standardised on its own.
-    PerDim,
-    /// Centred, and every dimension divided by the same root-mean-square deviation (keeps the
-    /// embedding's geometry: directions that vary little stay small).
-    Shared,
-}
+/// The hand-labelled calibration prompts built into the binary
+/// (`router/assets/everyday.jsonl`).
+pub const BUILTIN_CALIBRATION_JSONL: &str = include_str!("../../assets/everyday.jsonl");
 
 /// Training options. [`TrainOptions::default`] is what built the shipped scorer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainOptions {
-    /// Seed of the train/test split by prompt id.
-    pub split_seed: u64,
-    /// Share of prompts held out for testing (0 trains on everything).
-    pub test_fraction: f64,
     /// How the data files are read.
     pub load: LoadOptions,
-    /// The training target.
-    pub target: Target,
-    /// Candidate L2 penalties (on the mean loss); cross-validation picks one. A single value
-    /// skips cross-validation.
-    pub l2_grid: Vec<f64>,
-    /// Cross-validation folds.
-    pub folds: usize,
-    /// Seed of the fold assignment (repeat `r` uses `cv_seed + r`).
-    pub cv_seed: u64,
-    /// Cross-validation repeats with different fold assignments, averaged (less noise in the
-    /// choice of penalty).
-    pub cv_repeats: usize,
-    /// Among penalties whose CV APGR is within this of the best, the strongest is chosen
-    /// (prefers the simpler model when the difference is noise).
-    pub cv_tolerance: f64,
-    /// Use the query embedding.
-    pub use_embedding: bool,
-    /// Use the cheap features.
-    pub use_features: bool,
-    /// Scaling of the embedding block.
-    pub embedding_scaling: EmbeddingScaling,
-    /// Weight examples so that every data set has the same total weight.
-    pub balance_datasets: bool,
+    /// L2 penalty of the ranker (on standardised features; the pair loss is a weighted mean).
+    pub l2: f64,
+    /// Each source group's pairs weigh `rows^group_power` in total.
+    pub group_power: f64,
+    /// At most this many pairs per group (a deterministic sample of them beyond).
+    pub max_pairs_per_group: usize,
+    /// L2 penalty of the calibrator.
+    pub calibration_l2: f64,
+    /// The calibrator's least weight on the rank, per standard deviation of the calibration
+    /// prompts' ranks.
+    /// Chosen by leave-one-source-out evaluation: 0 lets the everyday prompts turn the
+    /// rank's sign when the exam sources are left out (pooled exam APGR 0.52); 0.25 keeps
+    /// 0.69 there with 98.7 % of the check set on its side; 1.0 loses check-set prompts.
+    #[serde(default = "rank_floor_default")]
+    pub rank_floor: f64,
+    /// The calibrator's least weight on `kw_proof`: a request for a proof needs the large
+    /// model however short it is, but short proofs are too few among the everyday prompts
+    /// for the fit to say so on its own.
+    #[serde(default = "proof_floor_default")]
+    pub proof_floor: f64,
+}
+
+fn proof_floor_default() -> f64 {
+    2.0
+}
+
+fn rank_floor_default() -> f64 {
+    0.25
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            split_seed: 1,
-            test_fraction: 0.3,
             load: LoadOptions::default(),
-            target: Target::Mixed { alpha: 0.25 },
-            l2_grid: vec![0.03, 0.1, 0.3, 1.0],
-            folds: 5,
-            cv_seed: 2,
-            cv_repeats: 3,
-            cv_tolerance: 0.005,
-            use_embedding: true,
-            use_features: true,
-            embedding_scaling: EmbeddingScaling::PerDim,
-            balance_datasets: true,
+            l2: 0.5,
+            group_power: 0.5,
+            max_pairs_per_group: 20_000,
+            calibration_l2: 1e-3,
+            rank_floor: rank_floor_default(),
+            proof_floor: proof_floor_default(),
         }
     }
 }
 
-/// A labelled prompt with its model inputs.
+/// A labelled prompt with its features.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// The prompt and its qualities.
     pub example: Example,
-    /// Its embedding (empty when embeddings are not used).
-    pub embedding: Vec<f32>,
-    /// Its [`features`] (single turn).
-    pub features: Vec<f32>,
+    /// Its [`features()`].
+    pub features: [f32; NUM_FEATURES],
 }
 
 impl Sample {
     /// A sample with features computed from the prompt.
-    pub fn new(example: Example, embedding: Vec<f32>) -> Sample {
-        let features = features(&example.prompt, 1);
-        Sample {
-            example,
-            embedding,
-            features,
-        }
+    pub fn new(example: Example) -> Sample {
+        let features = features(&example.prompt);
+        Sample { example, features }
     }
 }
 
-/// What fitting found.
+/// Extra per-sample inputs for the ranker, with a free sign (for measuring candidate signals
+/// in leave-one-source-out evaluation; a scorer file cannot hold them).
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Column names.
+    pub names: Vec<String>,
+    /// One row per sample, `names.len()` values each.
+    pub rows: Vec<Vec<f32>>,
+}
+
+/// A fitted ranker: the features' standardisation and signed weights, plus the weights of
+/// any extra columns.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FitReport {
-    /// The chosen L2 penalty.
-    pub l2: f64,
-    /// Cross-validation: (L2 penalty, mean APGR over data sets of the out-of-fold scores).
-    pub cv: Vec<(f64, f64)>,
-    /// Newton iterations of the final fit.
-    pub iterations: usize,
+pub struct FittedRanker {
+    /// The scorer's ranker (features only).
+    pub ranker: Ranker,
+    /// Means, standard deviations and weights of the extra columns.
+    pub extra: Vec<(f64, f64, f64)>,
+    /// Pairs in the objective.
+    pub pairs: usize,
+    /// Groups with at least one pair.
+    pub groups: usize,
 }
 
-/// Fits a scorer on `train` (every sample must have the same embedding length: 0, or
-/// `embedder.dim`). Deterministic.
-pub fn train(
-    train: &[Sample],
-    embedder: Option<EmbedderSpec>,
-    opts: &TrainOptions,
-) -> Result<(Scorer, FitReport), TrainError> {
-    if train.is_empty() {
-        return Err(TrainError::Invalid("no training examples".into()));
-    }
-    let dim = if opts.use_embedding {
-        embedder.as_ref().map_or(0, |e| e.dim)
-    } else {
-        0
-    };
-    if opts.use_embedding && embedder.is_none() {
-        return Err(TrainError::Invalid(
-            "use_embedding is set but no embedder was given".into(),
-        ));
-    }
-    if let Some(bad) = train
-        .iter()
-        .find(|s| opts.use_embedding && s.embedding.len() != dim)
-    {
-        return Err(TrainError::Invalid(format!(
-            "prompt {} has a {}-dimensional embedding, expected {dim}",
-            bad.example.id,
-            bad.embedding.len()
-        )));
-    }
-    if !opts.use_embedding && !opts.use_features {
-        return Err(TrainError::Invalid(
-            "neither embeddings nor features enabled".into(),
-        ));
-    }
-    if opts.l2_grid.is_empty() || opts.l2_grid.iter().any(|l| !l.is_finite() || *l <= 0.0) {
-        return Err(TrainError::Invalid(
-            "the L2 grid needs at least one positive value".into(),
-        ));
-    }
-
-    let rows: Vec<Vec<f32>> = train.iter().map(|s| input_row(s, opts)).collect();
-    let targets: Vec<f64> = train.iter().map(|s| opts.target.of(&s.example)).collect();
-    let weights = example_weights(train, opts.balance_datasets);
-
-    // Cross-validation over the L2 grid.
-    let mut cv = Vec::new();
-    let l2 = if opts.l2_grid.len() == 1 || opts.folds < 2 {
-        opts.l2_grid[0]
-    } else {
-        let repeats = opts.cv_repeats.max(1);
-        for &l2 in &opts.l2_grid {
-            let mut score = 0.0;
-            for r in 0..repeats {
-                let o = TrainOptions {
-                    cv_seed: opts.cv_seed.wrapping_add(r as u64),
-                    ..opts.clone()
-                };
-                let oof = oof_scores(train, &rows, &targets, &weights, dim, l2, &o)?;
-                score += mean_dataset_apgr(train.iter().map(|s| &s.example), &oof);
-            }
-            cv.push((l2, score / repeats as f64));
+impl FittedRanker {
+    /// The rank of a sample (features and extra values).
+    pub fn rank(&self, features: &[f32; NUM_FEATURES], extra: &[f32]) -> f64 {
+        let r = &self.ranker;
+        let mut z = 0.0;
+        for (k, name) in r.features.iter().enumerate() {
+            let i = features::index(name).unwrap_or(0);
+            z += f64::from(r.weights[k]) * (f64::from(features[i]) - f64::from(r.mean[k]))
+                / f64::from(r.std[k]);
         }
-        let best = cv.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
-        cv.iter()
-            .filter(|c| c.1 >= best - opts.cv_tolerance)
-            .map(|c| c.0)
-            .fold(f64::NEG_INFINITY, f64::max)
-    };
-
-    let all: Vec<usize> = (0..train.len()).collect();
-    let model = fit_linear(&rows, &targets, &weights, &all, dim, l2, opts)?;
-    let iterations = model.iterations;
-    let (mean, std, w, b) = model.into_parts();
-    let info = TrainingInfo {
-        command: "slmgate train".into(),
-        target: opts.target.to_string(),
-        l2,
-        cv: cv.clone(),
-        train_rows: train.len(),
-        ..TrainingInfo::default()
-    };
-    let spec = if opts.use_embedding { embedder } else { None };
-    let scorer = Scorer::logistic(spec, opts.use_features, mean, std, w, b, info)?;
-    Ok((scorer, FitReport { l2, cv, iterations }))
+        for ((m, s, w), x) in self.extra.iter().zip(extra) {
+            z += w * (f64::from(*x) - m) / s;
+        }
+        z
+    }
 }
 
-/// Out-of-fold scores of the training samples: `opts.folds` folds by a hash of the prompt
-/// id (seed `opts.cv_seed`), each scored by a model fitted on the other folds with penalty
-/// `l2`.
-pub fn cross_validate(
-    train: &[Sample],
-    l2: f64,
-    opts: &TrainOptions,
-) -> Result<Vec<f32>, TrainError> {
-    let dim = if opts.use_embedding {
-        train.first().map_or(0, |s| s.embedding.len())
-    } else {
-        0
-    };
-    let rows: Vec<Vec<f32>> = train.iter().map(|s| input_row(s, opts)).collect();
-    let targets: Vec<f64> = train.iter().map(|s| opts.target.of(&s.example)).collect();
-    let weights = example_weights(train, opts.balance_datasets);
-    oof_scores(train, &rows, &targets, &weights, dim, l2, opts)
+/// splitmix64: a cheap, well-mixed hash for the deterministic pair sample.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn oof_scores(
-    train: &[Sample],
-    rows: &[Vec<f32>],
-    targets: &[f64],
-    weights: &[f64],
-    dim: usize,
-    l2: f64,
+/// Fits the ranker on `samples` (indices into it: `train`), with optional extra columns.
+pub fn fit_ranker(
+    samples: &[Sample],
+    train: &[usize],
+    extra: Option<&Extra>,
     opts: &TrainOptions,
-) -> Result<Vec<f32>, TrainError> {
-    let folds = opts.folds.max(2);
-    let fold_of: Vec<usize> = train
+) -> Result<FittedRanker, TrainError> {
+    let names = ranker_features();
+    let feat_idx: Vec<usize> = names
         .iter()
-        .map(|s| {
-            ((data::unit_hash(opts.cv_seed, &s.example.id) * folds as f64) as usize).min(folds - 1)
+        .map(|n| features::index(n).unwrap_or(0))
+        .collect();
+    let n_extra = extra.map_or(0, |e| e.names.len());
+    let d = names.len() + n_extra;
+    let n = train.len();
+    if n < 2 {
+        return Err(TrainError::Invalid(
+            "fewer than two training prompts".into(),
+        ));
+    }
+    // Inputs, standardised; constrained columns oriented so that their weight is ≥ 0.
+    let raw = |i: usize, j: usize| -> f64 {
+        if j < names.len() {
+            f64::from(samples[i].features[feat_idx[j]])
+        } else {
+            extra.map_or(0.0, |e| f64::from(e.rows[i][j - names.len()]))
+        }
+    };
+    let mut mean = vec![0f64; d];
+    let mut sd = vec![0f64; d];
+    for j in 0..d {
+        mean[j] = train.iter().map(|&i| raw(i, j)).sum::<f64>() / n as f64;
+        let var = train
+            .iter()
+            .map(|&i| (raw(i, j) - mean[j]).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        sd[j] = if var > 1e-12 { var.sqrt() } else { 1.0 };
+    }
+    let sign: Vec<f64> = (0..d)
+        .map(|j| {
+            if j < names.len() {
+                f64::from(SIGNS[feat_idx[j]])
+            } else {
+                1.0
+            }
         })
         .collect();
-    let mut oof = vec![0f32; train.len()];
-    for k in 0..folds {
-        let fit_idx: Vec<usize> = (0..train.len()).filter(|&i| fold_of[i] != k).collect();
-        let held: Vec<usize> = (0..train.len()).filter(|&i| fold_of[i] == k).collect();
-        if fit_idx.is_empty() || held.is_empty() {
+    let constrained: Vec<bool> = (0..d).map(|j| j < names.len()).collect();
+    let x = |i: usize, j: usize| (raw(i, j) - mean[j]) / sd[j] * sign[j];
+
+    // Pairs within groups, in a fixed order.
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &i in train {
+        groups
+            .entry(samples[i].example.group.as_str())
+            .or_default()
+            .push(i);
+    }
+    let mut diffs: Vec<f32> = Vec::new();
+    let mut weights: Vec<f64> = Vec::new();
+    let mut used_groups = 0;
+    for (gi, members) in groups.values().enumerate() {
+        let y = |i: usize| samples[i].example.difficulty;
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for (a, &i) in members.iter().enumerate() {
+            for &j in &members[a + 1..] {
+                let dy = y(i) - y(j);
+                if dy.abs() > 1e-9 {
+                    pairs.push(if dy > 0.0 { (i, j) } else { (j, i) });
+                }
+            }
+        }
+        if pairs.is_empty() {
             continue;
         }
-        let model = fit_linear(rows, targets, weights, &fit_idx, dim, l2, opts)?;
-        for &i in &held {
-            oof[i] = model.apply(&rows[i]);
+        if pairs.len() > opts.max_pairs_per_group {
+            // Keep each pair with probability cap/len, by a hash of its members.
+            let keep = opts.max_pairs_per_group as f64 / pairs.len() as f64;
+            pairs.retain(|&(i, j)| {
+                let h = mix((gi as u64) << 48 ^ (i as u64) << 24 ^ j as u64);
+                (h >> 11) as f64 / (1u64 << 53) as f64 <= keep
+            });
+        }
+        used_groups += 1;
+        let w = (members.len() as f64).powf(opts.group_power) / pairs.len() as f64;
+        for (hi, lo) in pairs {
+            for j in 0..d {
+                diffs.push((x(hi, j) - x(lo, j)) as f32);
+            }
+            weights.push(w);
         }
     }
-    Ok(oof)
+    let np = weights.len();
+    if np == 0 {
+        return Err(TrainError::Invalid(
+            "no pair of prompts in the same source group differs in difficulty".into(),
+        ));
+    }
+    let total: f64 = weights.iter().sum();
+    weights.iter_mut().for_each(|w| *w /= total);
+
+    // Projected coordinate descent on Σ w·softplus(−m) + λ/2·|θ|², with the curvature bound
+    // 1/4 of the logistic loss: every step decreases the objective.
+    let lambda = opts.l2;
+    let mut theta = vec![0f64; d];
+    let mut margin = vec![0f64; np];
+    let bound: Vec<f64> = (0..d)
+        .map(|j| {
+            (0..np)
+                .map(|p| weights[p] * 0.25 * f64::from(diffs[p * d + j]).powi(2))
+                .sum::<f64>()
+                + lambda
+        })
+        .collect();
+    for _sweep in 0..500 {
+        let mut biggest = 0f64;
+        for j in 0..d {
+            let mut g = lambda * theta[j];
+            for p in 0..np {
+                let m = margin[p];
+                // d/dm softplus(−m) = −σ(−m)
+                let s = 1.0 / (1.0 + m.exp());
+                g -= weights[p] * s * f64::from(diffs[p * d + j]);
+            }
+            let mut next = theta[j] - g / bound[j];
+            if constrained[j] && next < 0.0 {
+                next = 0.0;
+            }
+            let delta = next - theta[j];
+            if delta != 0.0 {
+                for p in 0..np {
+                    margin[p] += delta * f64::from(diffs[p * d + j]);
+                }
+                theta[j] = next;
+            }
+            biggest = biggest.max(delta.abs());
+        }
+        if biggest < 1e-7 {
+            break;
+        }
+    }
+    let nf = names.len();
+    let ranker = Ranker {
+        features: names.iter().map(|s| s.to_string()).collect(),
+        mean: mean[..nf].iter().map(|v| *v as f32).collect(),
+        std: sd[..nf].iter().map(|v| *v as f32).collect(),
+        weights: (0..nf).map(|j| (theta[j] * sign[j]) as f32).collect(),
+    };
+    let extra = (nf..d).map(|j| (mean[j], sd[j], theta[j])).collect();
+    Ok(FittedRanker {
+        ranker,
+        extra,
+        pairs: np,
+        groups: used_groups,
+    })
 }
 
-/// The model input of a sample: embedding (if used) then features (if used).
-fn input_row(s: &Sample, opts: &TrainOptions) -> Vec<f32> {
-    let mut row = Vec::with_capacity(s.embedding.len() + NUM_FEATURES);
-    if opts.use_embedding {
-        row.extend_from_slice(&s.embedding);
-    }
-    if opts.use_features {
-        row.extend_from_slice(&s.features);
-    }
-    row
-}
-
-/// Per-example weights with mean 1; with `balance`, each data set gets the same total.
-fn example_weights(train: &[Sample], balance: bool) -> Vec<f64> {
-    if !balance {
-        return vec![1.0; train.len()];
-    }
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in train {
-        *counts.entry(s.example.dataset.as_str()).or_default() += 1;
-    }
-    let k = counts.len() as f64;
-    let n = train.len() as f64;
-    train
+/// The calibrator's input values for one prompt.
+fn calibrator_row(rank: f64, f: &[f32; NUM_FEATURES]) -> Vec<f64> {
+    CALIBRATOR_INPUTS
         .iter()
-        .map(|s| n / (k * counts[s.example.dataset.as_str()] as f64))
+        .map(|name| {
+            if *name == RANK_INPUT {
+                rank
+            } else {
+                features::index(name).map_or(0.0, |i| f64::from(f[i]))
+            }
+        })
         .collect()
 }
 
-/// The mean over data sets of the APGR of `scores` (degenerate data sets count as 0.5).
-pub fn mean_dataset_apgr<'a>(examples: impl Iterator<Item = &'a Example>, scores: &[f32]) -> f64 {
-    let mut groups: BTreeMap<&str, Vec<Routed>> = BTreeMap::new();
-    for (e, &score) in examples.zip(scores) {
-        groups.entry(e.dataset.as_str()).or_default().push(Routed {
-            score,
-            weak: e.weak,
-            strong: e.strong,
-        });
-    }
-    if groups.is_empty() {
-        return 0.0;
-    }
-    groups
-        .values()
-        .map(|rows| Curve::new(rows).apgr().unwrap_or(0.5))
-        .sum::<f64>()
-        / groups.len() as f64
-}
-
-/// A fitted linear model on raw inputs (standardisation folded in for fast application).
-struct Linear {
-    mean: Vec<f64>,
-    scale: Vec<f64>,
-    /// Weights on standardised inputs.
-    w: Vec<f64>,
-    b: f64,
-    iterations: usize,
-}
-
-impl Linear {
-    fn apply(&self, x: &[f32]) -> f32 {
-        let mut z = self.b;
-        for (((w, x), m), s) in self.w.iter().zip(x).zip(&self.mean).zip(&self.scale) {
-            z += w * (f64::from(*x) - m) / s;
-        }
-        super::scorer::sigmoid(z as f32)
-    }
-
-    /// The scorer's (mean, std, weights, bias), in its input layout.
-    fn into_parts(self) -> (Vec<f32>, Vec<f32>, Vec<f32>, f32) {
-        let f32v = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
-        (
-            f32v(&self.mean),
-            f32v(&self.scale),
-            f32v(&self.w),
-            self.b as f32,
-        )
-    }
-}
-
-/// Fits logistic regression with soft targets and an L2 penalty on the rows `idx`.
-fn fit_linear(
-    rows: &[Vec<f32>],
-    targets: &[f64],
-    weights: &[f64],
-    idx: &[usize],
-    dim: usize,
-    l2: f64,
+/// Fits the calibrator: soft-label logistic regression of the labels of `calibration` on
+/// [`CALIBRATOR_INPUTS`].
+pub fn fit_calibrator(
+    ranker: &FittedRanker,
+    calibration: &[Sample],
     opts: &TrainOptions,
-) -> Result<Linear, TrainError> {
-    let d = rows.first().map_or(0, Vec::len);
-    let n = idx.len() as f64;
-    // Standardisation from the fitted rows.
-    let mut mean = vec![0f64; d];
-    for &i in idx {
-        for (m, x) in mean.iter_mut().zip(&rows[i]) {
-            *m += f64::from(*x);
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n);
-    let mut var = vec![0f64; d];
-    for &i in idx {
-        for ((v, x), m) in var.iter_mut().zip(&rows[i]).zip(&mean) {
-            let dx = f64::from(*x) - m;
-            *v += dx * dx;
-        }
-    }
-    var.iter_mut().for_each(|v| *v /= n);
-    let mut scale: Vec<f64> = var
+) -> Result<Calibrator, TrainError> {
+    let ranks: Vec<f64> = calibration
         .iter()
-        .map(|v| if *v > 1e-12 { v.sqrt() } else { 1.0 })
+        .map(|s| ranker.rank(&s.features, &[]))
         .collect();
-    if opts.use_embedding && opts.embedding_scaling == EmbeddingScaling::Shared && dim > 0 {
-        let rms = (var[..dim].iter().sum::<f64>() / dim as f64)
-            .sqrt()
-            .max(1e-12);
-        scale[..dim].iter_mut().for_each(|s| *s = rms);
+    fit_calibrator_with_ranks(calibration, &ranks, opts)
+}
+
+/// [`fit_calibrator`] with the ranks of the calibration prompts given.
+pub fn fit_calibrator_with_ranks(
+    calibration: &[Sample],
+    ranks: &[f64],
+    opts: &TrainOptions,
+) -> Result<Calibrator, TrainError> {
+    if calibration.len() < 2 {
+        return Err(TrainError::Invalid(
+            "the calibration set needs at least two labelled prompts".into(),
+        ));
     }
-    let x: Vec<Vec<f64>> = idx
+    let x: Vec<Vec<f64>> = calibration
         .iter()
-        .map(|&i| {
-            rows[i]
-                .iter()
-                .zip(&mean)
-                .zip(&scale)
-                .map(|((x, m), s)| (f64::from(*x) - m) / s)
-                .collect()
+        .zip(ranks)
+        .map(|(s, &r)| calibrator_row(r, &s.features))
+        .collect();
+    let y: Vec<f64> = calibration.iter().map(|s| s.example.difficulty).collect();
+    // The score must rise with the rank (a prompt the ranker finds harder never scores
+    // lower, all else equal) and with each other input: the everyday prompts alone could
+    // otherwise turn the rank's sign (short arithmetic is everyday and local, numbers are
+    // hard in the benchmarks), and a left-out source would then be ordered backwards.
+    // The rank's floor is per standard deviation of the calibration prompts' ranks.
+    let mean = ranks.iter().sum::<f64>() / ranks.len() as f64;
+    let sd = (ranks.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / ranks.len() as f64)
+        .sqrt()
+        .max(1e-9);
+    let lower: Vec<f64> = CALIBRATOR_INPUTS
+        .iter()
+        .map(|name| match *name {
+            RANK_INPUT => opts.rank_floor / sd,
+            "kw_proof" => opts.proof_floor,
+            _ => 0.0,
         })
         .collect();
-    let y: Vec<f64> = idx.iter().map(|&i| targets[i]).collect();
-    let sw: Vec<f64> = idx.iter().map(|&i| weights[i]).collect();
-    let (w, b, iterations) = logistic_newton(&x, &y, &sw, l2)?;
-    Ok(Linear {
-        mean,
-        scale,
-        w,
-        b,
-        iterations,
+    let (w, b) = logistic_bounded(&x, &y, &vec![1.0; x.len()], opts.calibration_l2, &lower)?;
+    Ok(Calibrator {
+        inputs: CALIBRATOR_INPUTS.iter().map(|s| s.to_string()).collect(),
+        weights: w.iter().map(|v| *v as f32).collect(),
+        bias: b as f32,
     })
+}
+
+/// The calibrated score of a prompt with this `rank` and features (what
+/// [`Scorer::score`] computes from a scorer file).
+pub fn calibrated(c: &Calibrator, rank: f64, f: &[f32; NUM_FEATURES]) -> f32 {
+    let z = f64::from(c.bias)
+        + calibrator_row(rank, f)
+            .iter()
+            .zip(&c.weights)
+            .map(|(x, w)| x * f64::from(*w))
+            .sum::<f64>();
+    sigmoid64(z) as f32
+}
+
+/// Trains a scorer: the ranker on `samples[train]`, the calibrator on `calibration`, the
+/// threshold sample from the calibration prompts' scores.
+pub fn train_scorer(
+    samples: &[Sample],
+    train: &[usize],
+    calibration: &[Sample],
+    opts: &TrainOptions,
+) -> Result<(Scorer, FittedRanker), TrainError> {
+    let fitted = fit_ranker(samples, train, None, opts)?;
+    let calibrator = fit_calibrator(&fitted, calibration, opts)?;
+    let scorer = Scorer::new(fitted.ranker.clone(), calibrator, TrainingInfo::default())?;
+    let sample: Vec<f32> = calibration
+        .iter()
+        .map(|s| scorer.score(&s.features))
+        .collect::<Result<_, _>>()?;
+    Ok((scorer.with_sample(&sample), fitted))
+}
+
+/// Loads labelled files as samples.
+pub fn load_samples(
+    files: &[PathBuf],
+    load: &LoadOptions,
+) -> Result<(Vec<Sample>, Vec<FileSummary>), TrainError> {
+    let (examples, summaries) = data::load_files(files, load)?;
+    Ok((examples.into_iter().map(Sample::new).collect(), summaries))
+}
+
+/// The built-in calibration prompts.
+pub fn builtin_calibration(load: &LoadOptions) -> Result<(Vec<Sample>, FileSummary), TrainError> {
+    let (examples, summary) = data::load_str(
+        BUILTIN_CALIBRATION_JSONL,
+        Path::new("router/assets/everyday.jsonl"),
+        load,
+    )?;
+    Ok((examples.into_iter().map(Sample::new).collect(), summary))
+}
+
+/// Loads the calibration set: the given files, or the built-in one.
+pub fn load_calibration(
+    files: &[PathBuf],
+    load: &LoadOptions,
+) -> Result<(Vec<Sample>, Vec<FileSummary>), TrainError> {
+    if files.is_empty() {
+        let (samples, summary) = builtin_calibration(load)?;
+        Ok((samples, vec![summary]))
+    } else {
+        load_samples(files, load)
+    }
+}
+
+/// What `slmgate train` did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// The data files read.
+    pub files: Vec<FileSummary>,
+    /// The calibration files read.
+    pub calibration: Vec<FileSummary>,
+    /// The scorer.
+    pub scorer: Scorer,
+    /// Where the scorer was written.
+    pub out: PathBuf,
+}
+
+impl fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.files {
+            writeln!(
+                f,
+                "data: {s} (sha256 {})",
+                &s.sha256[..16.min(s.sha256.len())]
+            )?;
+        }
+        for s in &self.calibration {
+            writeln!(f, "calibration: {s}")?;
+        }
+        let t = self.scorer.training();
+        writeln!(
+            f,
+            "ranker: {} prompts in {} source groups, {} pairs, L2 {}",
+            t.train_rows, t.groups, t.pairs, t.l2
+        )?;
+        let r = self.scorer.ranker();
+        let weights: Vec<String> = r
+            .features
+            .iter()
+            .zip(&r.weights)
+            .filter(|(_, w)| **w != 0.0)
+            .map(|(n, w)| format!("{n} {w:+.3}"))
+            .collect();
+        writeln!(f, "ranker weights: {}", weights.join(", "))?;
+        let c = self.scorer.calibrator();
+        let cal: Vec<String> = c
+            .inputs
+            .iter()
+            .zip(&c.weights)
+            .map(|(n, w)| format!("{n} {w:+.3}"))
+            .collect();
+        writeln!(f, "calibrator: bias {:+.3}, {}", c.bias, cal.join(", "))?;
+        writeln!(f, "scorer written to {}", self.out.display())
+    }
+}
+
+/// `slmgate train`: loads the labelled `data_files` (ranker) and `calibration_files`
+/// (calibrator; the built-in everyday prompts when empty), trains, and writes the scorer.
+pub fn train_command(
+    data_files: &[PathBuf],
+    calibration_files: &[PathBuf],
+    out: &Path,
+    opts: &TrainOptions,
+) -> Result<TrainReport, TrainError> {
+    if data_files.is_empty() {
+        return Err(TrainError::Invalid("no data files given".into()));
+    }
+    let (samples, files) = load_samples(data_files, &opts.load)?;
+    let (calibration, cal_files) = load_calibration(calibration_files, &opts.load)?;
+    let all: Vec<usize> = (0..samples.len()).collect();
+    let (scorer, fitted) = train_scorer(&samples, &all, &calibration, opts)?;
+    let info = TrainingInfo {
+        command: "slmgate train".into(),
+        data: files.clone(),
+        calibration: cal_files.clone(),
+        load: opts.load.clone(),
+        target: "within-source order of difficulty = 1 − mean quality of every scored model".into(),
+        train_rows: samples.len(),
+        groups: fitted.groups,
+        pairs: fitted.pairs,
+        l2: opts.l2,
+        loso: Vec::new(),
+    };
+    let scorer = scorer.with_training(info);
+    scorer.save(out)?;
+    Ok(TrainReport {
+        files,
+        calibration: cal_files,
+        scorer,
+        out: out.to_path_buf(),
+    })
+}
+
+/// [`logistic_newton`] with lower bounds on the weights (`wⱼ ≥ lowerⱼ`), by an active set:
+/// a weight that ends below its bound is fixed at it and the others are refitted.
+pub fn logistic_bounded(
+    x: &[Vec<f64>],
+    y: &[f64],
+    sw: &[f64],
+    l2: f64,
+    lower: &[f64],
+) -> Result<(Vec<f64>, f64), TrainError> {
+    let d = x.first().map_or(0, Vec::len);
+    let mut fixed = vec![false; d];
+    loop {
+        let free: Vec<usize> = (0..d).filter(|&j| !fixed[j]).collect();
+        let xs: Vec<Vec<f64>> = x
+            .iter()
+            .map(|r| free.iter().map(|&j| r[j]).collect())
+            .collect();
+        let offset: Vec<f64> = x
+            .iter()
+            .map(|r| (0..d).filter(|&j| fixed[j]).map(|j| lower[j] * r[j]).sum())
+            .collect();
+        let (wf, b, _) = logistic_newton_offset(&xs, y, sw, l2, Some(&offset))?;
+        let mut w: Vec<f64> = lower.to_vec();
+        for (k, &j) in free.iter().enumerate() {
+            w[j] = wf[k];
+        }
+        // Fix the worst violation, then refit.
+        let worst = free
+            .iter()
+            .copied()
+            .filter(|&j| w[j] < lower[j])
+            .min_by(|&a, &b| (w[a] - lower[a]).total_cmp(&(w[b] - lower[b])));
+        match worst {
+            Some(j) => fixed[j] = true,
+            None => return Ok((w, b)),
+        }
+    }
 }
 
 /// Minimises `Σᵢ sᵢ·CE(yᵢ, σ(b + w·xᵢ)) / Σ sᵢ + l2/2·|w|²` by Newton's method with step
 /// halving. Returns (w, b, iterations).
-fn logistic_newton(
+pub fn logistic_newton(
     x: &[Vec<f64>],
     y: &[f64],
     sw: &[f64],
     l2: f64,
 ) -> Result<(Vec<f64>, f64, usize), TrainError> {
+    logistic_newton_offset(x, y, sw, l2, None)
+}
+
+/// [`logistic_newton`] with a fixed per-row `offset` added to the logit.
+fn logistic_newton_offset(
+    x: &[Vec<f64>],
+    y: &[f64],
+    sw: &[f64],
+    l2: f64,
+    offset: Option<&[f64]>,
+) -> Result<(Vec<f64>, f64, usize), TrainError> {
+    let off = |i: usize| offset.map_or(0.0, |o| o[i]);
     let n = x.len();
     let d = x.first().map_or(0, Vec::len);
     let total: f64 = sw.iter().sum();
@@ -503,7 +637,7 @@ fn logistic_newton(
     let loss = |theta: &[f64]| -> f64 {
         let mut l = 0.0;
         for i in 0..n {
-            let z = theta[d] + dot64(&theta[..d], &x[i]);
+            let z = theta[d] + dot64(&theta[..d], &x[i]) + off(i);
             // CE with soft target: softplus(z) − y·z.
             l += sw[i] * (softplus(z) - y[i] * z);
         }
@@ -516,7 +650,7 @@ fn logistic_newton(
         let mut grad = vec![0f64; p];
         let mut hess = vec![0f64; p * p];
         for i in 0..n {
-            let z = theta[d] + dot64(&theta[..d], &x[i]);
+            let z = theta[d] + dot64(&theta[..d], &x[i]) + off(i);
             let pr = sigmoid64(z);
             let r = sw[i] * (pr - y[i]) / total;
             let h = sw[i] * pr * (1.0 - pr) / total;
@@ -524,7 +658,6 @@ fn logistic_newton(
                 grad[j] += r * x[i][j];
             }
             grad[d] += r;
-            // Upper triangle (row-major), x extended with a trailing 1.
             for a in 0..d {
                 let ha = h * x[i][a];
                 if ha == 0.0 {
@@ -551,7 +684,6 @@ fn logistic_newton(
         let step = cholesky_solve(&mut hess, &grad, p).ok_or_else(|| {
             TrainError::Invalid("the Newton system is singular (increase the L2 penalty)".into())
         })?;
-        // Step halving until the loss does not increase.
         let mut t = 1.0;
         let mut improved = false;
         for _ in 0..30 {
@@ -640,767 +772,114 @@ fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
-// ---------------------------------------------------------------------------------------------
-// Evaluation
-
-/// The routers an evaluation reports, in table order.
-pub const ROUTERS: [&str; 4] = ["scorer", "length", "random", "oracle"];
-
-/// Metrics and curves of the scorer and the baselines, per data set and for all together.
-#[derive(Debug, Clone)]
-pub struct EvalReport {
-    /// What was evaluated (e.g. "held-out test split, seed 1").
-    pub title: String,
-    /// One entry per (data set, router); data sets sorted, `all` last.
-    pub rows: Vec<NamedMetrics>,
-    /// The curves of `all` (every data set together), per router: (router, curve).
-    pub curves: Vec<(String, Curve)>,
-}
-
-impl EvalReport {
-    /// The metrics of `router` on `dataset`.
-    pub fn get(&self, dataset: &str, router: &str) -> Option<&RouteMetrics> {
-        self.rows
-            .iter()
-            .find(|r| r.dataset == dataset && r.router == router)
-            .map(|r| &r.metrics)
-    }
-}
-
-impl fmt::Display for EvalReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}", self.title)?;
-        writeln!(
-            f,
-            "| data set | n | router | APGR | CPT(50%) | CPT(80%) | AUC |"
-        )?;
-        writeln!(f, "|---|---:|---|---:|---:|---:|---:|")?;
-        for r in &self.rows {
-            let m = &r.metrics;
-            writeln!(
-                f,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                r.dataset,
-                m.n,
-                r.router,
-                fmt_num(m.apgr),
-                fmt_pct(m.cpt50),
-                fmt_pct(m.cpt80),
-                fmt_num(m.auc)
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// Evaluates `scores` (one per example, higher = more need for the strong model) against the
-/// baselines, per data set and for all examples together (`all`, only when there are several
-/// data sets).
-pub fn evaluate(
-    title: &str,
-    examples: &[Example],
-    scores: &[f32],
-) -> Result<EvalReport, TrainError> {
-    if examples.len() != scores.len() {
-        return Err(TrainError::Invalid(format!(
-            "{} examples but {} scores",
-            examples.len(),
-            scores.len()
-        )));
-    }
-    if examples.is_empty() {
-        return Err(TrainError::Invalid(
-            "nothing to evaluate: no examples".into(),
-        ));
-    }
-    let routed = |pick: &dyn Fn(usize) -> f32, which: &[usize]| -> Vec<Routed> {
-        which
-            .iter()
-            .map(|&i| Routed {
-                score: pick(i),
-                weak: examples[i].weak,
-                strong: examples[i].strong,
-            })
-            .collect()
-    };
-    let lengths: Vec<f32> = examples
-        .iter()
-        .map(|e| e.prompt.chars().count() as f32)
-        .collect();
-    let mut groups: Vec<(String, Vec<usize>)> = by_dataset(examples)
-        .into_keys()
-        .map(|name| {
-            let idx = (0..examples.len())
-                .filter(|&i| examples[i].dataset == name)
-                .collect();
-            (name, idx)
-        })
-        .collect();
-    if groups.len() > 1 {
-        groups.push(("all".to_string(), (0..examples.len()).collect()));
-    }
-    let mut rows = Vec::new();
-    let mut curves = Vec::new();
-    let last = groups.len() - 1;
-    for (gi, (name, idx)) in groups.iter().enumerate() {
-        let scorer_rows = routed(&|i| scores[i], idx);
-        let length_rows = routed(&|i| lengths[i], idx);
-        let random_rows = routed(&|_| 0.0, idx);
-        let oracle_rows = routed(&|i| examples[i].gain() as f32, idx);
-        for (router, r) in [
-            ("scorer", &scorer_rows),
-            ("length", &length_rows),
-            ("random", &random_rows),
-            ("oracle", &oracle_rows),
-        ] {
-            let curve = Curve::new(r);
-            rows.push(NamedMetrics {
-                dataset: name.clone(),
-                router: router.to_string(),
-                metrics: curve.metrics(),
-            });
-            if gi == last {
-                curves.push((router.to_string(), curve));
-            }
-        }
-    }
-    Ok(EvalReport {
-        title: title.to_string(),
-        rows,
-        curves,
-    })
-}
-
-/// What `slmgate train` did.
-#[derive(Debug, Clone)]
-pub struct TrainReport {
-    /// The data files read.
-    pub files: Vec<FileSummary>,
-    /// Training and test rows.
-    pub train_rows: usize,
-    /// Held-out rows.
-    pub test_rows: usize,
-    /// The fit (chosen penalty, cross-validation).
-    pub fit: FitReport,
-    /// Held-out evaluation (`None` when nothing was held out).
-    pub test: Option<EvalReport>,
-    /// Where the scorer was written.
-    pub out: PathBuf,
-    /// Where the curve was plotted, if requested.
-    pub svg: Option<PathBuf>,
-}
-
-impl fmt::Display for TrainReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for s in &self.files {
-            writeln!(
-                f,
-                "data: {s} (sha256 {})",
-                &s.sha256[..16.min(s.sha256.len())]
-            )?;
-        }
-        writeln!(
-            f,
-            "split by prompt id: {} train, {} held out",
-            self.train_rows, self.test_rows
-        )?;
-        let cv: Vec<String> = self
-            .fit
-            .cv
-            .iter()
-            .map(|(l, a)| format!("{l}: {a:.3}"))
-            .collect();
-        if !cv.is_empty() {
-            writeln!(
-                f,
-                "cross-validation on train (L2: mean APGR): {}",
-                cv.join(", ")
-            )?;
-        }
-        writeln!(f, "chosen L2 penalty: {}", self.fit.l2)?;
-        if let Some(test) = &self.test {
-            write!(f, "{test}")?;
-        }
-        writeln!(f, "scorer written to {}", self.out.display())?;
-        if let Some(svg) = &self.svg {
-            writeln!(f, "curve plotted to {}", svg.display())?;
-        }
-        Ok(())
-    }
-}
-
-/// Trains on the train split of already embedded samples, evaluates on the test split, and
-/// returns the scorer with its training info filled in. `samples` must hold every loaded
-/// example (both splits); the split is recomputed from `opts`.
-pub fn train_and_evaluate(
-    samples: Vec<Sample>,
-    files: Vec<FileSummary>,
-    embedder: Option<EmbedderSpec>,
-    opts: &TrainOptions,
-) -> Result<(Scorer, FitReport, Option<EvalReport>, usize, usize), TrainError> {
-    let (train_set, test_set): (Vec<Sample>, Vec<Sample>) = samples
-        .into_iter()
-        .partition(|s| !data::is_test(&s.example.id, opts.split_seed, opts.test_fraction));
-    let (scorer, fit) = train(&train_set, embedder, opts)?;
-    let all_scores: Vec<f32> = score_samples(&scorer, &train_set)?
-        .into_iter()
-        .chain(score_samples(&scorer, &test_set)?)
-        .collect();
-    let scorer = scorer.with_calibration(&all_scores);
-    let test = if test_set.is_empty() {
-        None
-    } else {
-        let scores = score_samples(&scorer, &test_set)?;
-        let examples: Vec<Example> = test_set.iter().map(|s| s.example.clone()).collect();
-        Some(evaluate(
-            &format!(
-                "held-out test split ({} prompts, split seed {}, test fraction {})",
-                test_set.len(),
-                opts.split_seed,
-                opts.test_fraction
-            ),
-            &examples,
-            &scores,
-        )?)
-    };
-    let mut info = scorer.training().clone();
-    info.data = files;
-    info.split_seed = opts.split_seed;
-    info.test_fraction = opts.test_fraction;
-    info.load = opts.load.clone();
-    info.train_rows = train_set.len();
-    info.test_rows = test_set.len();
-    info.test_metrics = test.as_ref().map(|t| t.rows.clone()).unwrap_or_default();
-    let scorer = scorer.with_training(info);
-    Ok((scorer, fit, test, train_set.len(), test_set.len()))
-}
-
-/// Scores samples with a scorer (embedding and features from the sample).
-pub fn score_samples(scorer: &Scorer, samples: &[Sample]) -> Result<Vec<f32>, TrainError> {
-    samples
-        .iter()
-        .map(|s| {
-            let emb: &[f32] = if scorer.embedding_dim() > 0 {
-                &s.embedding
-            } else {
-                &[]
-            };
-            let feats: &[f32] = if scorer.uses_features() {
-                &s.features
-            } else {
-                &[]
-            };
-            Ok(scorer.score(emb, feats)?)
-        })
-        .collect()
-}
-
-/// Which rows of each file an evaluation reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EvalSplit {
-    /// The held-out test split for files the scorer was trained on (matched by sha256), every
-    /// row of any other file.
-    #[default]
-    Auto,
-    /// Every row.
-    All,
-    /// Only the test split.
-    Test,
-    /// Only the train split (to compare with the held-out figures).
-    Train,
-}
-
-/// Options of [`eval_command`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EvalOptions {
-    /// How the files are read.
-    pub load: LoadOptions,
-    /// Which rows to evaluate.
-    pub split: EvalSplit,
-    /// The split seed (as in training).
-    pub split_seed: u64,
-    /// The test fraction (as in training).
-    pub test_fraction: f64,
-    /// sha256 of the files the scorer was trained on (for [`EvalSplit::Auto`]).
-    pub trained_on: Vec<String>,
-}
-
-impl EvalOptions {
-    /// Options matching how `scorer` was trained: its split seed, test fraction, load options
-    /// and training files, with [`EvalSplit::Auto`] (so its own training rows are never
-    /// evaluated on).
-    pub fn for_scorer(scorer: &Scorer) -> EvalOptions {
-        let t = scorer.training();
-        EvalOptions {
-            load: t.load.clone(),
-            split: EvalSplit::Auto,
-            split_seed: t.split_seed,
-            test_fraction: t.test_fraction,
-            trained_on: t.data.iter().map(|d| d.sha256.clone()).collect(),
-        }
-    }
-}
-
-/// Scores a batch of prompts (one score per prompt, higher = more need for the large model),
-/// or says why it cannot.
-pub type PromptScorer<'a> = dyn FnMut(&[&str]) -> Result<Vec<f32>, String> + 'a;
-
-/// `slmgate eval`: loads labelled files, keeps the rows [`EvalOptions::split`] selects, scores
-/// their prompts with `score` (one call with every prompt, returning one score per prompt,
-/// higher = more need for the large model), and reports the RouteLLM metrics of the scores and
-/// the baselines per data set and for all together; with `svg_out`, plots the curves of all
-/// rows together.
-pub fn eval_command(
-    data_files: &[PathBuf],
-    opts: &EvalOptions,
-    score: &mut PromptScorer<'_>,
-    svg_out: Option<&Path>,
-) -> Result<EvalReport, TrainError> {
-    let mut examples = Vec::new();
-    let mut parts = Vec::new();
-    for path in data_files {
-        let (ex, summary) = data::load_file(path, &opts.load)?;
-        let split = match opts.split {
-            EvalSplit::Auto if opts.trained_on.contains(&summary.sha256) => EvalSplit::Test,
-            EvalSplit::Auto => EvalSplit::All,
-            other => other,
-        };
-        let keep = |e: &Example| match split {
-            EvalSplit::Test => data::is_test(&e.id, opts.split_seed, opts.test_fraction),
-            EvalSplit::Train => !data::is_test(&e.id, opts.split_seed, opts.test_fraction),
-            EvalSplit::All | EvalSplit::Auto => true,
-        };
-        let before = examples.len();
-        examples.extend(ex.into_iter().filter(keep));
-        let which = match split {
-            EvalSplit::Test => "test split",
-            EvalSplit::Train => "train split",
-            EvalSplit::All | EvalSplit::Auto => "all rows",
-        };
-        parts.push(format!(
-            "{} ({which}, {})",
-            summary.dataset,
-            examples.len() - before
-        ));
-    }
-    if examples.is_empty() {
-        return Err(TrainError::Invalid(
-            "no rows to evaluate (the selected split is empty)".into(),
-        ));
-    }
-    let prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
-    let scores = score(&prompts).map_err(TrainError::Invalid)?;
-    let title = format!(
-        "{}; split seed {}, test fraction {}",
-        parts.join(", "),
-        opts.split_seed,
-        opts.test_fraction
-    );
-    let report = evaluate(&title, &examples, &scores)?;
-    if let Some(path) = svg_out {
-        write_svg(path, &report)?;
-    }
-    Ok(report)
-}
-
-/// Plots the report's curves (all data sets together) to `path`.
-fn write_svg(path: &Path, report: &EvalReport) -> Result<(), TrainError> {
-    super::plot::write_curves_svg(path, "Quality vs calls to the strong model", &report.curves)
-        .map_err(|e| TrainError::Write {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-}
-
-#[cfg(feature = "local")]
-pub use local::{embed_prompts, score_prompts, train_command};
-
-#[cfg(feature = "local")]
-mod local {
-    use std::collections::HashMap;
-    use std::io::Write;
-    use std::path::{Path, PathBuf};
-
-    use sha2::{Digest, Sha256};
-    use slmgate_local_model::embed::Embedder;
-
-    use super::*;
-
-    /// Texts per [`Embedder::embed`] call (progress is logged between calls).
-    const CHUNK: usize = 64;
-
-    /// Embeds prompts with `embedder`, in input order. With `cache` (a JSONL file of
-    /// `{"k": sha256(embedder name, prompt), "v": [...]}` lines), known prompts are read from
-    /// it and new ones appended.
-    pub fn embed_prompts(
-        embedder: &Embedder,
-        prompts: &[&str],
-        cache: Option<&Path>,
-    ) -> Result<Vec<Vec<f32>>, TrainError> {
-        let key = |p: &str| {
-            let mut h = Sha256::new();
-            h.update(embedder.model_name().as_bytes());
-            h.update([0u8]);
-            h.update(p.as_bytes());
-            hex::encode(h.finalize())
-        };
-        let mut known: HashMap<String, Vec<f32>> = HashMap::new();
-        if let Some(path) = cache.filter(|p| p.exists()) {
-            let text = std::fs::read_to_string(path).map_err(|e| TrainError::Write {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-            for line in text.lines() {
-                #[derive(serde::Deserialize)]
-                struct Entry {
-                    k: String,
-                    v: Vec<f32>,
-                }
-                if let Ok(e) = serde_json::from_str::<Entry>(line) {
-                    if e.v.len() == embedder.dim() {
-                        known.insert(e.k, e.v);
-                    }
-                }
-            }
-        }
-        let keys: Vec<String> = prompts.iter().map(|p| key(p)).collect();
-        let missing: Vec<usize> = (0..prompts.len())
-            .filter(|&i| !known.contains_key(&keys[i]))
-            .collect();
-        let mut fresh: Vec<(usize, Vec<f32>)> = Vec::with_capacity(missing.len());
-        for (c, chunk) in missing.chunks(CHUNK).enumerate() {
-            let texts: Vec<&str> = chunk.iter().map(|&i| prompts[i]).collect();
-            let vecs = embedder
-                .embed(&texts)
-                .map_err(|e| TrainError::Embed(e.to_string()))?;
-            fresh.extend(chunk.iter().copied().zip(vecs));
-            tracing::info!(
-                done = (c * CHUNK + chunk.len()),
-                total = missing.len(),
-                "embedding prompts"
-            );
-        }
-        if let Some(path) = cache {
-            if !fresh.is_empty() {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| TrainError::Write {
-                        path: path.to_path_buf(),
-                        message: e.to_string(),
-                    })?;
-                let mut buf = String::new();
-                for (i, v) in &fresh {
-                    buf.push_str(&serde_json::json!({"k": keys[*i], "v": v}).to_string());
-                    buf.push('\n');
-                }
-                f.write_all(buf.as_bytes()).map_err(|e| TrainError::Write {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-            }
-        }
-        for (i, v) in fresh {
-            known.insert(keys[i].clone(), v);
-        }
-        Ok(keys
-            .iter()
-            .map(|k| known.get(k).cloned().unwrap_or_default())
-            .collect())
-    }
-
-    /// Scores prompts with a scorer, computing embeddings (if the scorer uses them) with
-    /// `embedder` and single-turn features. The shape [`eval_command`] takes:
-    /// `&mut |p| score_prompts(&embedder, &scorer, p).map_err(|e| e.to_string())`.
-    pub fn score_prompts(
-        embedder: &Embedder,
-        scorer: &Scorer,
-        prompts: &[&str],
-    ) -> Result<Vec<f32>, TrainError> {
-        scorer.check_embedder(embedder.model_name(), embedder.dim())?;
-        let embeddings = if scorer.embedding_dim() > 0 {
-            embed_prompts(embedder, prompts, None)?
-        } else {
-            vec![Vec::new(); prompts.len()]
-        };
-        prompts
-            .iter()
-            .zip(&embeddings)
-            .map(|(p, e)| Ok(scorer.score_text(e, p, 1)?))
-            .collect()
-    }
-
-    /// `slmgate train`: loads `data_files`, splits them by prompt id, embeds every prompt,
-    /// fits the scorer on the train split (penalty by cross-validation on it), evaluates it
-    /// and the baselines on the held-out split, writes the scorer (with its training info and
-    /// held-out metrics) to `out` and, with `svg_out`, the held-out curves.
-    pub fn train_command(
-        data_files: &[PathBuf],
-        embedder: &Embedder,
-        out: &Path,
-        svg_out: Option<&Path>,
-        opts: &TrainOptions,
-    ) -> Result<TrainReport, TrainError> {
-        if data_files.is_empty() {
-            return Err(TrainError::Invalid("no data files given".into()));
-        }
-        let (examples, files) = data::load_files(data_files, &opts.load)?;
-        let prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
-        let embeddings = if opts.use_embedding {
-            embed_prompts(embedder, &prompts, None)?
-        } else {
-            vec![Vec::new(); examples.len()]
-        };
-        let samples: Vec<Sample> = examples
-            .into_iter()
-            .zip(embeddings)
-            .map(|(e, v)| Sample::new(e, v))
-            .collect();
-        let spec = EmbedderSpec {
-            name: embedder.model_name().to_string(),
-            dim: embedder.dim(),
-        };
-        let (scorer, fit, test, train_rows, test_rows) =
-            train_and_evaluate(samples, files.clone(), Some(spec), opts)?;
-        scorer.save(out)?;
-        if let (Some(path), Some(report)) = (svg_out, &test) {
-            write_svg(path, report)?;
-        }
-        Ok(TrainReport {
-            files,
-            train_rows,
-            test_rows,
-            fit,
-            test,
-            out: out.to_path_buf(),
-            svg: svg_out.filter(|_| test_rows > 0).map(Path::to_path_buf),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A synthetic task: the strong model is needed iff embedding dim 0 is positive; length
-    /// is noise.
-    fn synthetic(n: usize) -> Vec<Sample> {
-        let mut state = 12345u64;
-        let mut rnd = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f64 / (1u64 << 31) as f64) as f32 - 0.5
-        };
-        (0..n)
-            .map(|i| {
-                let e: Vec<f32> = (0..8).map(|_| rnd()).collect();
-                let hard = e[0] > 0.0;
-                let words = 1 + ((rnd() + 0.5) * 30.0) as usize;
-                let example = Example {
-                    id: format!("s{i}"),
-                    prompt: "word ".repeat(words),
-                    dataset: if i % 2 == 0 { "a" } else { "b" }.into(),
-                    group: if i % 2 == 0 { "a" } else { "b" }.into(),
-                    weak: if hard { 0.0 } else { 1.0 },
-                    strong: 1.0,
-                    label: None,
-                };
-                Sample::new(example, e)
-            })
-            .collect()
+    /// Two groups; inside each, difficulty grows with the number count and word length is
+    /// noise. Group b is harder on average (a base rate the ranker must not need).
+    fn synthetic() -> Vec<Sample> {
+        let mut out = Vec::new();
+        for i in 0..60 {
+            let nums = i % 6;
+            let prompt = format!(
+                "question {i} {} {}",
+                "7 ".repeat(nums),
+                "word ".repeat((i * 7) % 5)
+            );
+            let group = if i % 2 == 0 { "a" } else { "b" };
+            let base = if group == "b" { 0.3 } else { 0.0 };
+            out.push(Sample::new(Example {
+                id: format!("s{i}"),
+                prompt,
+                dataset: "synthetic".into(),
+                group: group.into(),
+                difficulty: base + nums as f64 / 10.0,
+                weak: 0.0,
+                strong: 1.0,
+                label: None,
+            }));
+        }
+        out
     }
 
-    fn spec() -> Option<EmbedderSpec> {
-        Some(EmbedderSpec {
-            name: "synthetic".into(),
-            dim: 8,
+    fn labelled(prompt: &str, label: f64) -> Sample {
+        Sample::new(Example {
+            id: prompt.into(),
+            prompt: prompt.into(),
+            dataset: "cal".into(),
+            group: "cal".into(),
+            difficulty: label,
+            weak: 1.0 - label,
+            strong: 1.0,
+            label: Some(label),
         })
     }
 
     #[test]
-    fn learns_a_synthetic_rule_and_beats_length() {
-        let samples = synthetic(400);
-        let opts = TrainOptions {
-            l2_grid: vec![0.01, 0.1],
-            folds: 3,
-            ..TrainOptions::default()
-        };
-        let (scorer, fit, test, ntrain, ntest) =
-            train_and_evaluate(samples.clone(), Vec::new(), spec(), &opts).expect("train");
-        assert_eq!(ntrain + ntest, 400);
-        assert_eq!(fit.cv.len(), 2);
-        let test = test.expect("test split");
-        let s = test
-            .get("all", "scorer")
-            .and_then(|m| m.apgr)
-            .expect("apgr");
-        let l = test
-            .get("all", "length")
-            .and_then(|m| m.apgr)
-            .expect("apgr");
-        assert!(s > 0.7 && s > l + 0.1, "scorer {s} length {l}\n{test}");
-        let r = test
-            .get("all", "random")
-            .and_then(|m| m.apgr)
-            .expect("apgr");
-        assert!((r - 0.5).abs() < 1e-9);
-        assert!(test.to_string().contains("| all |"));
-        // Deterministic, and the file round-trips with its training info.
-        let (again, ..) = train_and_evaluate(samples, Vec::new(), spec(), &opts).expect("train");
-        let json = scorer.to_json().expect("json");
-        assert_eq!(json, again.to_json().expect("json"));
-        let back = Scorer::from_json(&json).expect("parse");
-        assert_eq!(back.training().train_rows, ntrain);
-        assert!(!back.training().test_metrics.is_empty());
-    }
-
-    #[test]
-    fn features_only_and_errors() {
-        let samples = synthetic(60);
-        let opts = TrainOptions {
-            use_embedding: false,
-            l2_grid: vec![0.1],
-            ..TrainOptions::default()
-        };
-        let (scorer, _) = train(&samples, None, &opts).expect("features only");
-        assert_eq!(scorer.embedding_dim(), 0);
-        assert!(train(&[], spec(), &TrainOptions::default()).is_err());
-        let mut bad = samples.clone();
-        bad[3].embedding.pop();
-        let e = train(&bad, spec(), &TrainOptions::default()).expect_err("dim");
-        assert!(e.to_string().contains("7-dimensional"), "{e}");
-        assert!(evaluate("x", &[], &[]).is_err());
-    }
-
-    /// Retrains the built-in scorer from `shared/data` and prints the held-out table. Run from
-    /// anywhere (it works in the workspace root):
-    /// `cargo test --release -p slmgate-router --lib reproduce_builtin_scorer -- --ignored --nocapture`
-    /// Writes `target/scorer.json` and `target/scorer-curve.svg` (copy the former to
-    /// `router/assets/scorer.json` to ship it).
-    #[cfg(feature = "local")]
-    #[test]
-    #[ignore = "needs models/all-MiniLM-L6-v2 and ../shared/data; takes a minute or two"]
-    fn reproduce_builtin_scorer() {
-        use slmgate_local_model::embed::{Embedder, EmbedderOptions};
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        std::env::set_current_dir(&root).expect("cd to the workspace root");
-        let embedder = Embedder::load(&EmbedderOptions::new("models/all-MiniLM-L6-v2"))
-            .expect("embedder (run scripts/fetch-models.sh)");
-        let data = [
-            PathBuf::from("../shared/data/arena-bench-v1.jsonl"),
-            PathBuf::from("../shared/data/routerarena-809.jsonl"),
-        ];
-        std::fs::create_dir_all("target").expect("target dir");
-        let out = Path::new("target/scorer.json");
-        let svg = Path::new("target/scorer-curve.svg");
-        let report = train_command(&data, &embedder, out, Some(svg), &TrainOptions::default())
-            .expect("train");
-        println!("{report}");
-        let trained = Scorer::load(out).expect("load trained");
-        let builtin = Scorer::default_builtin().expect("builtin");
-        let apgr = |s: &Scorer| {
-            s.training()
-                .test_metrics
+    fn the_ranker_learns_the_within_group_order_with_the_fixed_signs() {
+        let s = synthetic();
+        let all: Vec<usize> = (0..s.len()).collect();
+        let fitted = fit_ranker(&s, &all, None, &TrainOptions::default()).expect("fit");
+        let r = &fitted.ranker;
+        let w = |n: &str| r.weights[r.features.iter().position(|f| f == n).expect(n)];
+        assert!(w("log_nums") > 0.0, "{r:?}");
+        for (name, wt) in r.features.iter().zip(&r.weights) {
+            let i = features::index(name).expect("feature");
+            assert!(wt * SIGNS[i] >= 0.0, "{name} {wt}");
+        }
+        assert_eq!(fitted.groups, 2);
+        // Orders each group by number count.
+        let rank = |i: usize| fitted.rank(&s[i].features, &[]);
+        assert!(rank(10) > rank(6), "5 numbers above 0 numbers");
+        // Deterministic.
+        assert_eq!(
+            fit_ranker(&s, &all, None, &TrainOptions::default()).expect("fit"),
+            fitted
+        );
+        // An extra column that encodes the difficulty gets a positive free weight.
+        let extra = Extra {
+            names: vec!["oracle".into()],
+            rows: s
                 .iter()
-                .find(|m| m.dataset == "all" && m.router == "scorer")
-                .and_then(|m| m.metrics.apgr)
+                .map(|x| vec![x.example.difficulty as f32])
+                .collect(),
         };
-        println!(
-            "held-out APGR (all): retrained {:?}, built-in {:?}",
-            apgr(&trained),
-            apgr(&builtin)
-        );
+        let with = fit_ranker(&s, &all, Some(&extra), &TrainOptions::default()).expect("fit");
+        assert!(with.extra[0].2 > 0.0, "{:?}", with.extra);
     }
 
     #[test]
-    fn label_rows_train_on_their_label() {
-        let mut e = synthetic(1).remove(0).example;
-        e.label = Some(1.0);
-        for t in [
-            Target::Gain,
-            Target::PositiveGain,
-            Target::Mixed { alpha: 0.25 },
-            Target::Margin { margin: 0.5 },
-        ] {
-            assert_eq!(t.of(&e), 1.0, "{t}");
-        }
-        e.label = None;
-        e.weak = 0.0;
-        e.strong = 1.0;
-        assert_eq!(Target::Gain.of(&e), 1.0);
-        assert_eq!(Target::Mixed { alpha: 0.25 }.of(&e), 1.0);
-        e.weak = 1.0;
-        assert_eq!(Target::Gain.of(&e), 0.5);
-        assert_eq!(Target::Mixed { alpha: 0.25 }.of(&e), 0.375);
-        e.strong = 0.0;
-        assert_eq!(Target::Mixed { alpha: 0.25 }.of(&e), 0.0);
+    fn calibrated_scores_follow_the_labels() {
+        let s = synthetic();
+        let all: Vec<usize> = (0..s.len()).collect();
+        let cal = vec![
+            labelled("hi", 0.0),
+            labelled("thanks!", 0.0),
+            labelled("what is 2+2", 0.1),
+            labelled("Prove that the square root of 2 is irrational", 1.0),
+            labelled("Prove Fermat's little theorem", 0.9),
+            labelled(
+                "Write a Python function that parses JSON and validate it",
+                0.8,
+            ),
+        ];
+        let (scorer, _) = train_scorer(&s, &all, &cal, &TrainOptions::default()).expect("train");
+        let hi = scorer.score_text("hello").expect("score");
+        let proof = scorer.score_text("Prove that 17 is prime").expect("score");
+        assert!(hi < 0.3 && proof > 0.7, "hi {hi} proof {proof}");
+        assert_eq!(scorer.sample().len(), cal.len());
+        let e = train_scorer(&s, &all, &cal[..1], &TrainOptions::default()).expect_err("tiny");
+        assert!(e.to_string().contains("at least two"));
+        let e = fit_ranker(&s, &[0], None, &TrainOptions::default()).expect_err("one row");
+        assert!(e.to_string().contains("fewer than two"));
     }
 
     #[test]
-    fn eval_command_reads_files_and_picks_the_split() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("pairs.jsonl");
-        let mut text = String::new();
-        for i in 0..40 {
-            // Long prompts need the strong model: length is a perfect router here.
-            let long = i % 2 == 0;
-            let prompt = if long {
-                "word ".repeat(50)
-            } else {
-                format!("hi {i}")
-            };
-            let weak = if long { 1 } else { 9 };
-            text.push_str(&format!(
-                "{{\"id\":\"p{i}\",\"prompt\":\"{prompt}\",\"weak\":{weak},\"strong\":10}}\n"
-            ));
-        }
-        std::fs::write(&path, text).expect("write");
-        let sha = data::load_file(&path, &LoadOptions::default())
-            .expect("load")
-            .1
-            .sha256;
-        let mut by_length = |p: &[&str]| -> Result<Vec<f32>, String> {
-            Ok(p.iter().map(|s| s.len() as f32).collect())
-        };
-        let svg = dir.path().join("curve.svg");
-        let opts = EvalOptions {
-            split_seed: 1,
-            test_fraction: 0.3,
-            ..EvalOptions::default()
-        };
-        let all = eval_command(
-            std::slice::from_ref(&path),
-            &opts,
-            &mut by_length,
-            Some(&svg),
-        )
-        .expect("eval");
-        let m = all.get("pairs", "scorer").expect("row");
-        assert_eq!(m.n, 40);
-        assert!(m.apgr.is_some_and(|a| a > 0.7), "{all}");
-        assert!(std::fs::read_to_string(&svg).is_ok_and(|s| s.contains("scorer")));
-        assert!(
-            all.get("all", "scorer").is_none(),
-            "one data set: no `all` row"
-        );
-
-        // A file the scorer was trained on: only its test split.
-        let trained = EvalOptions {
-            trained_on: vec![sha],
-            ..opts.clone()
-        };
-        let held = eval_command(std::slice::from_ref(&path), &trained, &mut by_length, None)
-            .expect("eval");
-        let n = held.get("pairs", "scorer").expect("row").n;
-        assert!(n > 0 && n < 40, "{n}");
-        assert!(held.title.contains("test split"), "{}", held.title);
-
-        let mut failing = |_: &[&str]| -> Result<Vec<f32>, String> { Err("no model".into()) };
-        let e = eval_command(&[path], &opts, &mut failing, None).expect_err("score error");
-        assert!(e.to_string().contains("no model"));
+    fn builtin_calibration_set_loads() {
+        let (cal, summary) = builtin_calibration(&LoadOptions::default()).expect("builtin");
+        assert!(cal.len() >= 400, "{}", cal.len());
+        assert_eq!(summary.scale, "label");
     }
 
     #[test]

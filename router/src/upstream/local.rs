@@ -44,8 +44,20 @@ pub struct LocalBackend {
     pub model_name: String,
     /// The worker pool.
     pub pool: LocalPool,
+    /// What a request leaves out.
+    pub defaults: SamplingDefaults,
+}
+
+/// Sampling for what a request leaves out (`backends[].max_tokens`, `temperature`,
+/// `repetition_penalty`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingDefaults {
     /// `max_tokens` when the client sends none.
-    pub default_max_tokens: usize,
+    pub max_tokens: usize,
+    /// `temperature` when the client sends none.
+    pub temperature: f64,
+    /// Repetition penalty when the client sends neither it nor `frequency_penalty`.
+    pub repetition_penalty: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +132,11 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, GatewayError> {
     Ok(out)
 }
 
-fn sampling(req: &ChatRequest, default_max_tokens: usize) -> Result<SamplingParams, GatewayError> {
+/// The sampling parameters of `req`, with `defaults` for what it leaves out.
+pub fn sampling(
+    req: &ChatRequest,
+    defaults: &SamplingDefaults,
+) -> Result<SamplingParams, GatewayError> {
     if let Some(n) = req.field::<u32>("n")? {
         if n != 1 {
             return Err(GatewayError::bad_param(
@@ -129,7 +145,9 @@ fn sampling(req: &ChatRequest, default_max_tokens: usize) -> Result<SamplingPara
             ));
         }
     }
-    let temperature = req.field::<f64>("temperature")?.unwrap_or(1.0);
+    let temperature = req
+        .field::<f64>("temperature")?
+        .unwrap_or(defaults.temperature);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(GatewayError::bad_param(
             "temperature",
@@ -146,7 +164,7 @@ fn sampling(req: &ChatRequest, default_max_tokens: usize) -> Result<SamplingPara
     let max_tokens = req
         .field::<usize>("max_completion_tokens")?
         .or(req.field::<usize>("max_tokens")?)
-        .unwrap_or(default_max_tokens);
+        .unwrap_or(defaults.max_tokens);
     if max_tokens == 0 {
         return Err(GatewayError::bad_param(
             "max_tokens",
@@ -165,9 +183,11 @@ fn sampling(req: &ChatRequest, default_max_tokens: usize) -> Result<SamplingPara
         return Err(GatewayError::bad_param("stop", "at most 4 stop sequences"));
     }
     let frequency_penalty = req.field::<f32>("frequency_penalty")?;
-    let repetition_penalty = req.field::<f32>("repetition_penalty")?.or(frequency_penalty
-        .filter(|f| *f > 0.0)
-        .map(|f| 1.0 + f / 2.0));
+    let repetition_penalty = match (req.field::<f32>("repetition_penalty")?, frequency_penalty) {
+        (Some(p), _) => Some(p),
+        (None, Some(f)) => (f > 0.0).then_some(1.0 + f / 2.0),
+        (None, None) => defaults.repetition_penalty,
+    };
     Ok(SamplingParams {
         temperature,
         top_p,
@@ -232,7 +252,7 @@ impl LocalBackend {
         // The forwarding service runs this inside the `local.generate` span (when exporting).
         let span = telemetry::current_model_span();
         let messages = messages(req).map_err(Fallback)?;
-        let params = sampling(req, self.default_max_tokens).map_err(Fallback)?;
+        let params = sampling(req, &self.defaults).map_err(Fallback)?;
         let want_logprobs = params.logprobs;
         let started = Instant::now();
         let stream = self
