@@ -344,6 +344,26 @@ fn main() {
             "  16 clients (n={}): {rate:.0} classifications/s",
             many.len()
         );
+        // The complexity scorer alone (features + ranker + calibrator, no embedding): what
+        // a `strategies: [rules, complexity]` router spends per query.
+        if let Some(c) = &router.complexity {
+            let mut times = Vec::with_capacity(long.len() * 20);
+            for _ in 0..20 {
+                for q in &long {
+                    let q = slmgate_router::routing::query::Query::from_text(q);
+                    let t = std::time::Instant::now();
+                    std::hint::black_box((c.score)(&q));
+                    times.push(t.elapsed());
+                }
+            }
+            times.sort();
+            println!(
+                "  complexity scorer alone, 56–64-token queries (n={}): p50 {:.1} µs  p99 {:.1} µs",
+                times.len(),
+                pct(&times, 0.5) * 1000.0,
+                pct(&times, 0.99) * 1000.0
+            );
+        }
 
         // Over HTTP: the real server's /v1/route.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -588,8 +588,8 @@ async fn the_hybrid_evaluation_counts_local_answers_and_remote_ones() {
     let mock = Mock::start().await;
     let m = models();
     let router = "router:\n  strategies: [complexity]\n  complexity: {scorer: builtin, target_local_share: 0.5}\n";
-    let cfg = slmgate_config::load_str_with_env(&config(&mock, &m, router), "t.yaml", &|_| None)
-        .unwrap();
+    let cfg =
+        slmgate_config::load_str_with_env(&config(&mock, &m, router), "t.yaml", &|_| None).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let gold = tmp.path().join("gold.jsonl");
     std::fs::write(
@@ -617,7 +617,13 @@ async fn the_hybrid_evaluation_counts_local_answers_and_remote_ones() {
     let rows: Vec<&str> = report.lines().filter(|l| l.starts_with("| ")).collect();
     assert_eq!(rows.len(), 3, "{report}");
     // One of two gold questions local (wrong), one remote (counted right).
-    assert!(rows[1].contains("| 2 | 50.0% | 1.000 | 0.500 | 0.000 | 50.0% |"), "{report}");
-    assert!(rows[2].contains("| 2 | 50.0% | 1.000 | 0.500 | 0.000 | 50.0% |"), "{report}");
+    assert!(
+        rows[1].contains("| 2 | 50.0% | 1.000 | 0.500 | 0.000 | 50.0% |"),
+        "{report}"
+    );
+    assert!(
+        rows[2].contains("| 2 | 50.0% | 1.000 | 0.500 | 0.000 | 50.0% |"),
+        "{report}"
+    );
     assert!(report.contains("0/2 of all questions right, 0/1 of those the router sent it"));
 }
