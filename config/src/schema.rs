@@ -468,6 +468,10 @@ pub struct LocalBackend {
     /// Repetition penalty when the client sends none (> 1 discourages repeats; `null` = off).
     #[serde(default = "default_local_repetition_penalty")]
     pub repetition_penalty: Option<f32>,
+    /// Models whose chat template has an `enable_thinking` switch (Qwen3): reason in a
+    /// `<think>` block before answering. Default false.
+    #[serde(default)]
+    pub thinking: bool,
 }
 
 pub(crate) fn default_device() -> String {

@@ -87,6 +87,11 @@ pub struct GeneratorOptions {
     pub device: Device,
     /// Limit the context length below the model's.
     pub context_length: Option<usize>,
+    /// For templates with an `enable_thinking` switch (Qwen3 and other hybrid reasoning
+    /// models): whether the model reasons in a `<think>` block before answering. Off by
+    /// default: a gateway's local model serves short answers, and reasoning would spend
+    /// `max_tokens` and reach the client.
+    pub thinking: bool,
 }
 
 impl GeneratorOptions {
@@ -96,6 +101,7 @@ impl GeneratorOptions {
             model: model.into(),
             tokenizer: None,
             chat_template: None,
+            thinking: false,
             quantize: Quantize::default(),
             device: Device::Cpu,
             context_length: None,
@@ -170,6 +176,7 @@ pub struct Generator {
     weights: ModelWeights,
     tokenizer: Tokenizer,
     template: ChatTemplate,
+    thinking: bool,
     info: ModelInfo,
     bos_to_add: Option<u32>,
 }
@@ -312,6 +319,7 @@ impl Generator {
             weights,
             tokenizer,
             template,
+            thinking: opts.thinking,
             info,
             bos_to_add,
         })
@@ -333,8 +341,14 @@ impl Generator {
     }
 
     /// Renders `messages` with the chat template, ending with the assistant turn's prompt.
+    /// A template with an `enable_thinking` switch gets [`GeneratorOptions::thinking`].
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, LocalModelError> {
-        self.template.render(messages)
+        if self.template.has_thinking_switch() {
+            self.template
+                .render_with_thinking(messages, Some(self.thinking))
+        } else {
+            self.template.render(messages)
+        }
     }
 
     /// Tokenizes a rendered prompt (special tokens in the text are matched as such; BOS is

@@ -326,6 +326,14 @@ fn qwen3_chat_template_and_thinking_switch() {
         .has_thinking_switch());
     let q = user("What is 2+2?");
     let on = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n";
+    // The generator switches thinking off unless told otherwise.
+    assert_eq!(
+        g.render_chat(&q).unwrap(),
+        format!("{on}<think>\n\n</think>\n\n")
+    );
+    opts.thinking = true;
+    let g = Generator::load(&opts).unwrap();
+    let t = g.chat_template();
     assert_eq!(g.render_chat(&q).unwrap(), on);
     assert_eq!(t.render_with_thinking(&q, Some(true)).unwrap(), on);
     assert_eq!(

@@ -112,6 +112,7 @@ pub fn generator_options(
     opts.device = device::parse_device(&l.device)
         .with_context(|| format!("backend `{name}`: device `{}`", l.device))?;
     opts.context_length = l.context_length;
+    opts.thinking = l.thinking;
     Ok(opts)
 }
 
