@@ -381,3 +381,21 @@ async fn a_hanging_backend_is_ejected() {
     // Timeouts are not retried: two requests, two timed-out attempts, then ejected.
     assert_eq!(primary.requests(), 2);
 }
+
+/// An upstream answer larger than the gateway reads (16 MiB) is a failed attempt, not a
+/// buffer without bound: the client gets a 502 naming the limit.
+#[tokio::test]
+async fn an_oversized_upstream_answer_is_refused() {
+    let mock = Mock::start().await;
+    let gw = gateway(&one_backend(&mock, "", &alias("huge", "huge"), "")).await;
+    let resp = post(&gw, chat_body("huge", false)).await;
+    assert_eq!(resp.status(), 502);
+    let v = error_body(resp).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 16 MiB"),
+        "{v}"
+    );
+}

@@ -255,7 +255,12 @@ impl OpenAiBackend {
         }
         // A complete JSON answer, or a client error such as a 400 (see `client_error`).
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let bytes = match tokio::time::timeout(remaining, resp.bytes()).await {
+        let limit = if status.is_success() {
+            MAX_ANSWER_BYTES
+        } else {
+            MAX_ERROR_BYTES
+        };
+        let bytes = match tokio::time::timeout(remaining, read_limited(resp, limit)).await {
             Err(_) => {
                 return Err(AttemptError::Fallback(GatewayError::UpstreamTimeout(
                     format!(
@@ -264,12 +269,22 @@ impl OpenAiBackend {
                     ),
                 )))
             }
-            Ok(Err(e)) => {
+            Ok(Err(ReadError::Http(e))) => {
                 return Err(AttemptError::Retry {
                     err: GatewayError::Upstream(format!(
                         "backend `{}`: reading the answer failed: {}",
                         self.name,
                         root_cause(&e)
+                    )),
+                    after: None,
+                })
+            }
+            Ok(Err(ReadError::TooLarge)) => {
+                return Err(AttemptError::Retry {
+                    err: GatewayError::Upstream(format!(
+                        "backend `{}`: its answer is larger than {} MiB",
+                        self.name,
+                        limit >> 20
                     )),
                     after: None,
                 })
@@ -407,6 +422,32 @@ fn token(s: Option<&str>) -> Option<&str> {
     })
 }
 
+/// The largest JSON answer read from an upstream; a larger one is a failed attempt (a
+/// broken or hostile upstream must not make the gateway buffer without bound).
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The largest error body read from an upstream (it is only summarised and logged).
+pub const MAX_ERROR_BYTES: usize = 1 << 20;
+
+enum ReadError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+/// Reads `resp`'s body, failing once it passes `limit` bytes.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, ReadError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 impl OpenAiBackend {
     /// Reads an error answer's body (bounded by the attempt deadline and 5 s) and logs it at
     /// debug level with every configured secret masked.
@@ -414,7 +455,7 @@ impl OpenAiBackend {
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .min(Duration::from_secs(5));
-        let read = tokio::time::timeout(remaining, resp.bytes()).await;
+        let read = tokio::time::timeout(remaining, read_limited(resp, MAX_ERROR_BYTES)).await;
         if !tracing::enabled!(tracing::Level::DEBUG) {
             return;
         }

@@ -16,6 +16,7 @@
 //! | `garbled`            | 200 `application/json` whose body is cut off mid-object            |
 //! | `bad-utf8`           | 200 completion with an invalid UTF-8 byte inside its content       |
 //! | `html`               | 200 with an HTML page instead of a completion                      |
+//! | `huge`               | 200 `application/json` whose body is 80 MiB of spaces, streamed     |
 //! | `early-close`        | streams the role chunk, then ends without content or `[DONE]`      |
 //! | `early-error`        | streams the role chunk, then an error event (no content)           |
 //! | `noisy`              | streams with a foreign event, a non-JSON `data:` line, a comment and an invalid UTF-8 byte between the usual chunks |
@@ -315,6 +316,15 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
             .map_or(0, |p| p + 4);
         body.insert(at, 0xff);
         return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    } else if model == "huge" {
+        let chunk = Bytes::from(vec![b' '; 1 << 20]);
+        let body = stream::iter((0..80).map(move |_| Ok::<_, Infallible>(chunk.clone())));
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            Body::from_stream(body),
+        )
+            .into_response();
     } else if model == "html" {
         return (
             StatusCode::OK,
