@@ -347,7 +347,9 @@ fn deny_response(rule: &str, status: u16, message: &str) -> Response {
     } else {
         "invalid_request_error"
     };
-    tracing::info!(rule, status = status.as_u16(), "denied by policy");
+    // Per request, and a client can send many: debug, like rate-limited requests (the
+    // usage record and `x-slmgate-policy` keep the decision).
+    tracing::debug!(rule, status = status.as_u16(), "denied by policy");
     let mut resp = openai_error(status, message, kind, None, "policy_denied");
     if let Ok(v) = HeaderValue::from_str(rule) {
         resp.headers_mut().insert(&POLICY_HEADER, v);
@@ -656,7 +658,7 @@ async fn apply(
         });
     }
     if let Some(d) = &new_decision {
-        tracing::info!(rule = outcome.rule_name(), target = %d.target, "policy route");
+        tracing::debug!(rule = outcome.rule_name(), target = %d.target, "policy route");
     }
 
     // Parameters and redaction: one rewrite of the body.
@@ -673,7 +675,7 @@ async fn apply(
                 GatewayError::Internal(format!("re-encoding messages: {e}")).into_response()
             })?;
             changes.push(("messages", Some(json)));
-            tracing::info!(
+            tracing::debug!(
                 rule = outcome.rule_name(),
                 values = red.len(),
                 "PII redacted"

@@ -118,6 +118,9 @@ async fn forward(mut req: Request<Body>) -> Response {
                 if matches!(e, GatewayError::Ejected { .. }) {
                     // Expected while a backend is ejected: one warning at the ejection is enough.
                     tracing::debug!(alias = %route.alias, backend = target.backend.name(), "target skipped: ejected");
+                } else if matches!(e, GatewayError::Overloaded { .. }) {
+                    // A full local queue under load is back-pressure, not a fault.
+                    tracing::debug!(alias = %route.alias, backend = target.backend.name(), "target overloaded");
                 } else {
                     tracing::warn!(alias = %route.alias, backend = target.backend.name(), error = %e, "target failed");
                 }
