@@ -399,3 +399,21 @@ async fn an_oversized_upstream_answer_is_refused() {
         "{v}"
     );
 }
+
+/// An SSE event without end (8 MiB, no line end) fails the stream at 1 MiB instead of being
+/// buffered: before the first token, that is a failed attempt and, with nothing left, a 502.
+#[tokio::test]
+async fn an_endless_upstream_event_is_cut() {
+    let mock = Mock::start().await;
+    let gw = gateway(&one_backend(&mock, "", &alias("giant", "giant-event"), "")).await;
+    let resp = post(&gw, chat_body("giant", true)).await;
+    assert_eq!(resp.status(), 502);
+    let v = error_body(resp).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{v}"
+    );
+}

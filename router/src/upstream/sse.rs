@@ -183,7 +183,7 @@ pub async fn open(
     backend: String,
     secrets: Arc<Secrets>,
 ) -> Result<Response, GatewayError> {
-    let events = lossy_utf8(resp.bytes_stream()).eventsource();
+    let events = lossy_utf8(bounded_events(resp.bytes_stream(), MAX_EVENT_BYTES)).eventsource();
     // `open` runs inside the forwarding service's model-call span.
     let trace = StreamTrace::new(telemetry::current_model_span());
     let span = trace.as_ref().map(|t| t.span().clone());
@@ -289,6 +289,79 @@ where
     Ok(held.chain(rest))
 }
 
+/// The largest SSE event read from an upstream (a chat chunk is a few hundred bytes): the
+/// event parser buffers an event until its blank line, so a hostile or broken upstream must
+/// not send one without end.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// A failed read of an upstream stream.
+#[derive(Debug)]
+pub enum ReadError<E> {
+    /// The transport failed.
+    Transport(E),
+    /// An event grew past the limit before its blank line.
+    EventTooLarge(usize),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for ReadError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Transport(e) => e.fmt(f),
+            ReadError::EventTooLarge(n) => write!(f, "an event is larger than {n} bytes"),
+        }
+    }
+}
+
+/// Passes `stream` through, failing once an event (the bytes between blank lines, line ends
+/// and `\r` not counted) passes `limit` bytes.
+pub fn bounded_events<S, E>(
+    stream: S,
+    limit: usize,
+) -> impl Stream<Item = Result<Bytes, ReadError<E>>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    // (bytes of the current event, whether the last byte ended a line, failed)
+    stream.scan(
+        (0usize, false, false),
+        move |(since, at_line_end, failed), item| {
+            if *failed {
+                return futures::future::ready(None);
+            }
+            let out = match item {
+                Err(e) => Err(ReadError::Transport(e)),
+                Ok(chunk) => {
+                    let mut over = false;
+                    for &b in chunk.iter() {
+                        match b {
+                            b'\n' => {
+                                if *at_line_end {
+                                    *since = 0;
+                                }
+                                *at_line_end = true;
+                            }
+                            b'\r' => {}
+                            _ => {
+                                *at_line_end = false;
+                                *since += 1;
+                                over |= *since > limit;
+                            }
+                        }
+                    }
+                    if over {
+                        *failed = true;
+                        Err(ReadError::EventTooLarge(limit))
+                    } else {
+                        Ok(chunk)
+                    }
+                }
+            };
+            futures::future::ready(Some(out))
+        },
+    )
+}
+
 /// `stream` with invalid UTF-8 replaced by U+FFFD as the bytes arrive. Only an incomplete
 /// sequence at the end of a chunk (at most 3 bytes) waits for the next chunk; a chunk that
 /// is valid as it is passes through without a copy.
@@ -357,6 +430,36 @@ fn decode(carry: &mut Vec<u8>, chunk: Bytes) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bounded(chunks: Vec<&'static [u8]>, limit: usize) -> Vec<Result<usize, String>> {
+        let src = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
+        );
+        futures::executor::block_on(
+            bounded_events(src, limit)
+                .map(|r| r.map(|b| b.len()).map_err(|e| e.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn an_event_is_bounded_between_blank_lines() {
+        // Blank lines (LF or CRLF, also split across chunks) start a new event.
+        let ok = bounded(
+            vec![b"data: 12345\n", b"\ndata: 12345\r\n", b"\r\ndata: 1"],
+            11,
+        );
+        assert!(ok.iter().all(Result::is_ok), "{ok:?}");
+        // One event past the limit fails, and nothing follows the failure.
+        let cut = bounded(vec![b"data: 12345\n", b"data: 6\n\n", b"data: 1\n\n"], 11);
+        assert_eq!(cut.len(), 2, "{cut:?}");
+        assert!(cut[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("larger than 11 bytes"));
+    }
 
     async fn run_chunks(chunks: Vec<&'static [u8]>, wants_usage: bool) -> Result<String, String> {
         let src = futures::stream::iter(

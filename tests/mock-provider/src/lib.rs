@@ -17,6 +17,7 @@
 //! | `bad-utf8`           | 200 completion with an invalid UTF-8 byte inside its content       |
 //! | `html`               | 200 with an HTML page instead of a completion                      |
 //! | `huge`               | 200 `application/json` whose body is 80 MiB of spaces, streamed     |
+//! | `giant-event`        | an SSE stream whose first event is 8 MiB without a line end         |
 //! | `early-close`        | streams the role chunk, then ends without content or `[DONE]`      |
 //! | `early-error`        | streams the role chunk, then an error event (no content)           |
 //! | `noisy`              | streams with a foreign event, a non-JSON `data:` line, a comment and an invalid UTF-8 byte between the usual chunks |
@@ -316,6 +317,21 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
             .map_or(0, |p| p + 4);
         body.insert(at, 0xff);
         return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    } else if model == "giant-event" {
+        let mut first = b"data: {\"x\":\"".to_vec();
+        first.resize(1 << 20, b'a');
+        let rest = Bytes::from(vec![b'a'; 1 << 20]);
+        let body = stream::iter(
+            std::iter::once(Bytes::from(first))
+                .chain(std::iter::repeat_n(rest, 7))
+                .map(Ok::<_, Infallible>),
+        );
+        return (
+            StatusCode::OK,
+            [("content-type", "text/event-stream")],
+            Body::from_stream(body),
+        )
+            .into_response();
     } else if model == "huge" {
         let chunk = Bytes::from(vec![b' '; 1 << 20]);
         let body = stream::iter((0..80).map(move |_| Ok::<_, Infallible>(chunk.clone())));
