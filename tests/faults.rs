@@ -382,38 +382,27 @@ async fn a_hanging_backend_is_ejected() {
     assert_eq!(primary.requests(), 2);
 }
 
+/// Asks the mock's `model` through an alias and expects a 502 whose message has `needle`.
+async fn refused(model: &str, stream: bool, needle: &str) {
+    let mock = Mock::start().await;
+    let gw = gateway(&one_backend(&mock, "", &alias("a", model), "")).await;
+    let resp = post(&gw, chat_body("a", stream)).await;
+    assert_eq!(resp.status(), 502);
+    let v = error_body(resp).await;
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{v}");
+}
+
 /// An upstream answer larger than the gateway reads (16 MiB) is a failed attempt, not a
 /// buffer without bound: the client gets a 502 naming the limit.
 #[tokio::test]
 async fn an_oversized_upstream_answer_is_refused() {
-    let mock = Mock::start().await;
-    let gw = gateway(&one_backend(&mock, "", &alias("huge", "huge"), "")).await;
-    let resp = post(&gw, chat_body("huge", false)).await;
-    assert_eq!(resp.status(), 502);
-    let v = error_body(resp).await;
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("larger than 16 MiB"),
-        "{v}"
-    );
+    refused("huge", false, "larger than 16 MiB").await;
 }
 
 /// An SSE event without end (8 MiB, no line end) fails the stream at 1 MiB instead of being
 /// buffered: before the first token, that is a failed attempt and, with nothing left, a 502.
 #[tokio::test]
 async fn an_endless_upstream_event_is_cut() {
-    let mock = Mock::start().await;
-    let gw = gateway(&one_backend(&mock, "", &alias("giant", "giant-event"), "")).await;
-    let resp = post(&gw, chat_body("giant", true)).await;
-    assert_eq!(resp.status(), 502);
-    let v = error_body(resp).await;
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("larger than"),
-        "{v}"
-    );
+    refused("giant-event", true, "larger than").await;
 }

@@ -87,7 +87,7 @@ fn openai_backend(
 
 /// How a `kind: local` backend's model is loaded.
 #[cfg(feature = "local")]
-pub fn generator_options(
+fn generator_options(
     name: &str,
     l: &cfgs::LocalBackend,
 ) -> anyhow::Result<slmgate_local_model::generator::GeneratorOptions> {

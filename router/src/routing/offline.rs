@@ -281,10 +281,21 @@ pub async fn hybrid(
     data: &[PathBuf],
     max_tokens: usize,
 ) -> anyhow::Result<String> {
-    use slmgate_local_model::{generator::Generator, gold as g, sampling::SamplingParams};
+    use slmgate_local_model::{gold as g, sampling::SamplingParams};
 
     let router = load_router(cfg)?;
-    let (name, local) = local_backend_of(cfg)?;
+    let (_, local) = local_backend_of(cfg)?;
+    // The model the gateway loaded for the local side (not a second copy).
+    let generator = router
+        .local
+        .chain
+        .iter()
+        .flat_map(|c| c.targets.iter())
+        .find_map(|t| match t.backend.as_ref() {
+            crate::upstream::Backend::Local(l) => Some(l.pool.generator().clone()),
+            _ => None,
+        })
+        .context("the router's local side has no loaded `kind: local` backend")?;
     let items = g::load(gold)?;
     let mut routed_local = Vec::with_capacity(items.len());
     for item in &items {
@@ -293,7 +304,6 @@ pub async fn hybrid(
             .await?;
         routed_local.push(d.target == router.local.alias);
     }
-    let opts = crate::build::generator_options(&name, &local)?;
     let params = SamplingParams {
         temperature: local.temperature,
         repetition_penalty: local.repetition_penalty,
@@ -303,7 +313,6 @@ pub async fn hybrid(
     };
     let max_tokens = params.max_tokens;
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<g::GoldReport> {
-        let generator = Generator::load(&opts)?;
         Ok(g::run(&generator, &items, &params, |_| {})?)
     })
     .await??;

@@ -322,32 +322,35 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Send + 'static,
 {
-    // (bytes of the current event, whether the last byte ended a line, failed)
+    // (bytes of the current event, bytes of the current line, failed)
     stream.scan(
-        (0usize, false, false),
-        move |(since, at_line_end, failed), item| {
+        (0usize, 0usize, false),
+        move |(since, line, failed), item| {
             if *failed {
                 return futures::future::ready(None);
             }
             let out = match item {
                 Err(e) => Err(ReadError::Transport(e)),
                 Ok(chunk) => {
+                    // Line by line (memchr): a line with nothing but an optional `\r` ends the
+                    // event.
                     let mut over = false;
-                    for &b in chunk.iter() {
-                        match b {
-                            b'\n' => {
-                                if *at_line_end {
-                                    *since = 0;
-                                }
-                                *at_line_end = true;
+                    let mut start = 0;
+                    for end in
+                        memchr::memchr_iter(b'\n', &chunk).chain(std::iter::once(chunk.len()))
+                    {
+                        let seg = &chunk[start..end];
+                        let content = seg.len() - usize::from(seg.last() == Some(&b'\r'));
+                        *line += content;
+                        *since += content;
+                        over |= *since > limit;
+                        if end < chunk.len() {
+                            if *line == 0 {
+                                *since = 0;
                             }
-                            b'\r' => {}
-                            _ => {
-                                *at_line_end = false;
-                                *since += 1;
-                                over |= *since > limit;
-                            }
+                            *line = 0;
                         }
+                        start = end + 1;
                     }
                     if over {
                         *failed = true;
