@@ -23,8 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use slmgate_router::routing::engine::{Availability, Router};
-use slmgate_router::routing::query::Query;
+use slmgate_gateway::auto::AutoRouter;
+use slmgate_routing::engine::{Availability, Router};
+use slmgate_routing::query::Query;
 
 fn data_dir() -> PathBuf {
     std::env::var_os("SLMGATE_DATA_DIR")
@@ -139,17 +140,18 @@ async fn sequential(router: &Router, qs: &[String]) -> Vec<Duration> {
     t
 }
 
-async fn concurrent(router: Arc<Router>, qs: Arc<Vec<String>>, clients: usize) -> f64 {
+async fn concurrent(auto: Arc<AutoRouter>, qs: Arc<Vec<String>>, clients: usize) -> f64 {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (router, qs, next) = (router.clone(), qs.clone(), next.clone());
+        let (auto, qs, next) = (auto.clone(), qs.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(q) = qs.get(i) else { break };
-                let d = router
+                let d = auto
+                    .router
                     .decide(&Query::from_text(q), Availability::Ignore)
                     .await
                     .expect("decide");
@@ -299,28 +301,28 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let router = slmgate_router::routing::offline::load_router(&cfg).expect("router");
+        let gw = slmgate_gateway::build::build_gateway(&cfg).expect("gateway");
+        let auto = gw.router.clone().expect("the config has a router");
+        let router = &auto.router;
         let all = short_queries(n1 + n16 + 50);
         let (warm, rest) = all.split_at(50);
         let (one, many) = rest.split_at(n1);
         let count = |t: &str| {
-            router
-                .embedder
+            gw.embedder
                 .as_ref()
                 .map_or(t.len() / 4, |e| e.routing_model().count_tokens(t))
         };
         let long = long_queries(nlong, 64, &count);
         let lens: Vec<usize> = long.iter().map(|t| count(t)).collect();
-        sequential(&router, warm).await;
+        sequential(router, warm).await;
 
-        let t1 = sequential(&router, one).await;
-        let tl = sequential(&router, &long).await;
-        let rate = concurrent(router.clone(), Arc::new(many.to_vec()), 16).await;
+        let t1 = sequential(router, one).await;
+        let tl = sequential(router, &long).await;
+        let rate = concurrent(auto.clone(), Arc::new(many.to_vec()), 16).await;
         println!(
             "classify (in-process Router::decide, distinct queries, {} strategies, embedder {})",
             router.strategies.len(),
-            router
-                .embedder
+            gw.embedder
                 .as_ref()
                 .map_or("none", |e| e.routing_model().backend())
         );
@@ -350,7 +352,7 @@ fn main() {
             let mut times = Vec::with_capacity(long.len() * 20);
             for _ in 0..20 {
                 for q in &long {
-                    let q = slmgate_router::routing::query::Query::from_text(q);
+                    let q = slmgate_routing::query::Query::from_text(q);
                     let t = std::time::Instant::now();
                     std::hint::black_box((c.score)(&q));
                     times.push(t.elapsed());
@@ -369,7 +371,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let running = slmgate_router::start_on(&cfg, listener)
+        let running = slmgate_gateway::start_on(&cfg, listener)
             .await
             .expect("server");
         let addr = running.addr;

@@ -374,9 +374,9 @@ fn bench_generate(threads: usize) -> anyhow::Result<()> {
         for force_candle in backends {
             // SAFETY (env): single-threaded at this point; only read by Generator::load.
             if force_candle {
-                unsafe { std::env::set_var("SLMGATE_LLAMA_BACKEND", "candle") };
+                std::env::set_var("SLMGATE_LLAMA_BACKEND", "candle");
             } else {
-                unsafe { std::env::remove_var("SLMGATE_LLAMA_BACKEND") };
+                std::env::remove_var("SLMGATE_LLAMA_BACKEND");
             }
             let (g, secs) = load(&model, quantize)?;
             let name = format!("slmgate {}", g.weights().backend());
@@ -387,7 +387,7 @@ fn bench_generate(threads: usize) -> anyhow::Result<()> {
                 measure(&g, threads, 64).map_err(|e| e.to_string()),
             ));
         }
-        unsafe { std::env::remove_var("SLMGATE_LLAMA_BACKEND") };
+        std::env::remove_var("SLMGATE_LLAMA_BACKEND");
         if with_llamacpp {
             let requant = match quantize {
                 Quantize::Keep => Some(None),

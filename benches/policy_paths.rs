@@ -121,7 +121,7 @@ fn budget_and_limits(c: &mut Criterion) {
 /// and an insert of a ~300-byte answer under a fresh key, into a 64 MB cache that fills (and
 /// then evicts) as the benchmark runs.
 fn cache_store(c: &mut Criterion) {
-    use slmgate_router::layers::cache::store::{Answer, CacheState};
+    use slmgate_gateway::layers::cache::store::{Answer, CacheState};
     let mut cfg = slmgate_config::cache::Cache::default();
     cfg.exact.max_bytes = 64 << 20;
     let state = CacheState::new(&cfg);

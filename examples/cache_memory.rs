@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use slmgate_router::layers::cache::store::{weight, Answer, CacheState};
+use slmgate_gateway::layers::cache::store::{weight, Answer, CacheState};
 
 /// Resident bytes of this process (Linux).
 fn resident() -> Option<u64> {

@@ -18,7 +18,7 @@ fn header(resp: &reqwest::Response, name: &str) -> String {
 }
 
 async fn post_raw(
-    gw: &slmgate_router::Running,
+    gw: &slmgate_gateway::Running,
     body: String,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
@@ -33,7 +33,7 @@ async fn post_raw(
 }
 
 async fn post(
-    gw: &slmgate_router::Running,
+    gw: &slmgate_gateway::Running,
     body: &Value,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
@@ -51,7 +51,7 @@ const EXACT: &str = "cache:\n  exact:\n    enabled: true\n";
 /// slowly, `echo` answers the last message.
 const ALIASES: &str = "  - name: broken\n    backend: up\n    model: error-500\n  - name: cut\n    backend: up\n    model: cut\n  - name: drip\n    backend: up\n    model: drip-20\n  - name: echo\n    backend: up\n    model: echo\n";
 
-async fn exact_gateway(mock: &Mock, extra: &str) -> slmgate_router::Running {
+async fn exact_gateway(mock: &Mock, extra: &str) -> slmgate_gateway::Running {
     gateway(&one_backend(mock, "", ALIASES, &format!("{EXACT}{extra}"))).await
 }
 
@@ -399,16 +399,16 @@ async fn a_reload_that_keeps_the_cache_state_keeps_the_answers() {
     let cfg = slmgate_config::load_str_with_env(&yaml, "test.yaml", &|_| None).unwrap();
 
     // A rebuilt snapshot without the state starts empty...
-    let fresh = slmgate_router::build::build_gateway(&cfg).unwrap();
+    let fresh = slmgate_gateway::build::build_gateway(&cfg).unwrap();
     let old = gw.shared.swap(std::sync::Arc::new(fresh));
     let resp = post(&gw, &ask("remote", "Say hello"), &[]).await;
     assert_eq!(header(&resp, "x-slmgate-cache"), "miss");
     let _ = resp.bytes().await;
 
     // ...one built with the previous state keeps its answers.
-    let kept = slmgate_router::build::build_gateway_from(
+    let kept = slmgate_gateway::build::build_gateway_from(
         &cfg,
-        slmgate_router::build::Carry::from_gateway(&old),
+        slmgate_gateway::build::Carry::from_gateway(&old),
     )
     .unwrap();
     gw.shared.store(std::sync::Arc::new(kept));

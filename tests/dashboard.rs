@@ -83,7 +83,7 @@ keys:
     )
 }
 
-async fn chat(gw: &slmgate_router::Running, key: &str, body: Value) -> reqwest::StatusCode {
+async fn chat(gw: &slmgate_gateway::Running, key: &str, body: Value) -> reqwest::StatusCode {
     let resp = client()
         .post(url(gw, "/v1/chat/completions"))
         .bearer_auth(key)
@@ -96,7 +96,7 @@ async fn chat(gw: &slmgate_router::Running, key: &str, body: Value) -> reqwest::
     status
 }
 
-async fn traffic(gw: &slmgate_router::Running) {
+async fn traffic(gw: &slmgate_gateway::Running) {
     let tool =
         json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
     for i in 0..4 {
@@ -117,7 +117,7 @@ async fn traffic(gw: &slmgate_router::Running) {
     );
 }
 
-async fn usage_totals(gw: &slmgate_router::Running) -> Value {
+async fn usage_totals(gw: &slmgate_gateway::Running) -> Value {
     let resp = client()
         .get(url(gw, "/v1/usage?from=24h"))
         .bearer_auth(ADMIN)

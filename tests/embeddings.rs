@@ -25,7 +25,7 @@ fn tiny_bert() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
-async fn embed(gw: &slmgate_router::Running, body: Value) -> reqwest::Response {
+async fn embed(gw: &slmgate_gateway::Running, body: Value) -> reqwest::Response {
     client()
         .post(url(gw, "/v1/embeddings"))
         .json(&body)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-async fn post(gw: &slmgate_router::Running, body: Value) -> reqwest::Response {
+async fn post(gw: &slmgate_gateway::Running, body: Value) -> reqwest::Response {
     client()
         .post(url(gw, "/v1/chat/completions"))
         .json(&body)
@@ -109,7 +109,7 @@ async fn malformed_upstream_answers_fall_back_or_fail() {
     gw.shutdown();
     gw.wait().await.unwrap();
     assert_eq!(writer.sink.written(), 3);
-    let store = slmgate_router::usage::Store::connect(&db).await.unwrap();
+    let store = slmgate_usage::Store::connect(&db).await.unwrap();
     let rows = store.rows(0, i64::MAX).await.unwrap();
     let mut statuses: Vec<i64> = rows.iter().map(|r| r.status).collect();
     statuses.sort();
@@ -211,7 +211,7 @@ async fn a_stream_cut_after_its_first_token_ends_well_formed() {
     gw.shutdown();
     gw.wait().await.unwrap();
     assert_eq!(writer.sink.written(), 1);
-    let store = slmgate_router::usage::Store::connect(&db).await.unwrap();
+    let store = slmgate_usage::Store::connect(&db).await.unwrap();
     let rows = store.rows(0, i64::MAX).await.unwrap();
     assert_eq!(rows[0].error_class.as_deref(), Some("stream_incomplete"));
     assert_eq!(rows[0].status, 200);

@@ -29,7 +29,7 @@ fn local_backend(model: &str, extra: &str) -> String {
 }
 
 /// The mock as `up` and the tiny model as backend `slm`, alias `local`.
-async fn local_gateway(mock: &Mock, m: &Local) -> slmgate_router::Running {
+async fn local_gateway(mock: &Mock, m: &Local) -> slmgate_gateway::Running {
     gateway(&one_backend(
         mock,
         &local_backend(&m.model, ""),
@@ -328,7 +328,7 @@ async fn embedded_default_config_local_and_remote() {
             cfg
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gw = slmgate_router::start_on(&cfg, listener).await.unwrap();
+        let gw = slmgate_gateway::start_on(&cfg, listener).await.unwrap();
         for model in ["remote", "local"] {
             let resp = client()
                 .post(url(&gw, "/v1/chat/completions"))

@@ -38,7 +38,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     found
 }
 
-async fn scrape(gw: &slmgate_router::Running, key: Option<&str>) -> reqwest::Response {
+async fn scrape(gw: &slmgate_gateway::Running, key: Option<&str>) -> reqwest::Response {
     let mut rb = client().get(url(gw, "/metrics"));
     if let Some(k) = key {
         rb = rb.bearer_auth(k);
@@ -48,7 +48,7 @@ async fn scrape(gw: &slmgate_router::Running, key: Option<&str>) -> reqwest::Res
 
 /// Polls until `check` holds on the scrape (request metrics are taken when a body has been
 /// sent in full, just after the client sees its end).
-async fn scrape_until(gw: &slmgate_router::Running, check: impl Fn(&str) -> bool) -> String {
+async fn scrape_until(gw: &slmgate_gateway::Running, check: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let text = scrape(gw, None).await.text().await.unwrap();
@@ -320,12 +320,12 @@ fn grafana_dashboard_uses_exported_metrics() {
     }
     for name in &used {
         assert!(
-            slmgate_router::metrics::ALL.contains(&name.as_str()),
+            slmgate_gateway::metrics::ALL.contains(&name.as_str()),
             "the dashboard uses `{name}`, which the gateway does not export"
         );
     }
     // And it shows every family.
-    for name in slmgate_router::metrics::ALL {
+    for name in slmgate_gateway::metrics::ALL {
         assert!(
             used.contains(*name),
             "the dashboard has no panel for `{name}`"

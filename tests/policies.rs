@@ -20,7 +20,7 @@ fn header(resp: &reqwest::Response, name: &str) -> String {
 }
 
 async fn post(
-    gw: &slmgate_router::Running,
+    gw: &slmgate_gateway::Running,
     body: &Value,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
@@ -277,7 +277,7 @@ keys:
     )
 }
 
-fn spent(gw: &slmgate_router::Running, scope: BudgetScope, name: &str) -> (f64, f64) {
+fn spent(gw: &slmgate_gateway::Running, scope: BudgetScope, name: &str) -> (f64, f64) {
     let u = gw
         .shared
         .load()
@@ -775,7 +775,7 @@ async fn rate_limited_and_over_budget_requests_log_at_debug() {
                 .with_writer(move || sink.clone())
                 .with_filter(
                     tracing_subscriber::filter::Targets::new()
-                        .with_target("slmgate_router", tracing::Level::DEBUG),
+                        .with_target("slmgate_gateway", tracing::Level::DEBUG),
                 ),
         ),
     );

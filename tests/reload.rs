@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{chat_body, client, error_body, get_json, one_backend, url, Mock};
 use serde_json::Value;
 use slmgate_config::policies::budget::BudgetScope;
-use slmgate_router::{Running, StartOptions};
+use slmgate_gateway::{Running, StartOptions};
 
 /// Writes `yaml` to `path` the way editors save: a new file renamed over the old one.
 fn save(path: &Path, yaml: &str) {
@@ -24,7 +24,7 @@ fn save(path: &Path, yaml: &str) {
 async fn start(path: &Path, opts: StartOptions) -> Running {
     let cfg = slmgate_config::load_file(path).unwrap_or_else(|e| panic!("invalid:\n{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    slmgate_router::start_with(&cfg, listener, opts)
+    slmgate_gateway::start_with(&cfg, listener, opts)
         .await
         .unwrap()
 }
@@ -373,7 +373,7 @@ async fn a_changed_file_is_picked_up_by_the_watcher() {
     );
     assert_eq!(
         gw.reloader.status().last_reload.unwrap().trigger,
-        slmgate_router::reload::Trigger::File
+        slmgate_gateway::reload::Trigger::File
     );
 
     // Written in place this time (no rename), and invalid: rejected, old one serving.
@@ -418,7 +418,7 @@ async fn sighup_reloads_the_file() {
     assert!(seen, "{:?}", gw.reloader.status());
     assert_eq!(
         gw.reloader.status().last_reload.unwrap().trigger,
-        slmgate_router::reload::Trigger::Sighup
+        slmgate_gateway::reload::Trigger::Sighup
     );
 }
 
@@ -526,9 +526,9 @@ async fn a_gateway_started_from_memory_has_nothing_to_reload() {
 
 /// The `kind: local` backend serving `alias` in the live snapshot.
 #[cfg(feature = "local")]
-fn local_of(gw: &Running, alias: &str) -> Arc<slmgate_router::upstream::local::LocalBackend> {
+fn local_of(gw: &Running, alias: &str) -> Arc<slmgate_gateway::upstream::local::LocalBackend> {
     match &*gw.shared.load().models[alias].targets[0].backend {
-        slmgate_router::upstream::Backend::Local(b) => b.clone(),
+        slmgate_gateway::upstream::Backend::Local(b) => b.clone(),
         _ => panic!("`{alias}` is not served by a local backend"),
     }
 }
@@ -613,7 +613,7 @@ async fn keyless_statuses(gw: &Running) -> (u16, u16) {
 }
 
 /// The watcher's last rejection's problems, once there is one newer than `after` rejections.
-async fn rejection_after(gw: &Running, after: u64) -> Vec<slmgate_router::reload::ConfigIssue> {
+async fn rejection_after(gw: &Running, after: u64) -> Vec<slmgate_gateway::reload::ConfigIssue> {
     let seen = eventually(Duration::from_secs(10), || async {
         gw.reloader.status().failed > after
     })

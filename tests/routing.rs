@@ -61,7 +61,7 @@ fn ask(text: &str) -> Value {
     json!({"model": "auto", "messages": [{"role": "user", "content": text}], "max_tokens": 4, "temperature": 0})
 }
 
-async fn post(gw: &slmgate_router::Running, path: &str, body: &Value) -> reqwest::Response {
+async fn post(gw: &slmgate_gateway::Running, path: &str, body: &Value) -> reqwest::Response {
     client()
         .post(url(gw, path))
         .json(body)
@@ -378,7 +378,7 @@ async fn cascade_escalates_unsure_local_answers_and_keeps_confident_ones() {
 
 /// A scorer over the prompt's size only: P(remote) grows with its word count.
 fn length_scorer(dir: &std::path::Path) -> String {
-    use slmgate_router::routing::scorer::{Calibrator, Ranker, Scorer, TrainingInfo, RANK_INPUT};
+    use slmgate_routing::scorer::{Calibrator, Ranker, Scorer, TrainingInfo, RANK_INPUT};
     let ranker = Ranker {
         features: vec!["size".into()],
         mean: vec![0.0],
@@ -517,7 +517,7 @@ async fn the_builtin_scorer_puts_the_check_set_on_its_expected_sides() {
 /// pooled exam and math groups. Runs when ../shared/data is present (it is in CI).
 #[test]
 fn leave_one_source_out_beats_random_and_length() {
-    use slmgate_router::routing::{eval, train};
+    use slmgate_routing_lab::{eval, train};
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
     let files: Vec<_> = [
         "arena-bench-v1.jsonl",
@@ -611,7 +611,7 @@ async fn the_hybrid_evaluation_counts_local_answers_and_remote_ones() {
         .join("\n"),
     )
     .unwrap();
-    let report = slmgate_router::routing::offline::hybrid(&cfg, &gold, &[data], 4)
+    let report = slmgate_cli::commands::offline::hybrid(&cfg, &gold, &[data], 4)
         .await
         .unwrap();
     let rows: Vec<&str> = report.lines().filter(|l| l.starts_with("| ")).collect();

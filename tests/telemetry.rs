@@ -196,7 +196,7 @@ impl Receiver {
 /// Flushes until `done` holds for the exported spans (spans close when the response body has
 /// been dropped by the server, a moment after the client saw its end).
 async fn wait_for(
-    t: &slmgate_router::telemetry::Telemetry,
+    t: &slmgate_gateway::telemetry::Telemetry,
     rx: &Receiver,
     done: impl Fn(&[Exported]) -> bool,
 ) -> Vec<Exported> {
@@ -259,7 +259,7 @@ telemetry:
     let yaml = one_backend(&mock, "", models, &extra);
     let cfg = slmgate_config::load_str_with_env(&yaml, "test.yaml", &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
-    let telemetry = slmgate_router::telemetry::init(&cfg.telemetry)
+    let telemetry = slmgate_gateway::telemetry::init(&cfg.telemetry)
         .unwrap()
         .expect("telemetry is configured");
     assert_eq!(
@@ -269,7 +269,7 @@ telemetry:
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(telemetry.layer()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = slmgate_router::start_on(&cfg, listener).await.unwrap();
+    let gw = slmgate_gateway::start_on(&cfg, listener).await.unwrap();
 
     // 1. Non-streaming, inside the client's trace.
     let mut body = chat_body("remote", false);
@@ -451,13 +451,13 @@ async fn failures_are_marked_on_the_spans() {
     );
     let yaml = one_backend(&mock, "", models, &extra);
     let cfg = slmgate_config::load_str_with_env(&yaml, "test.yaml", &|_| None).unwrap();
-    let telemetry = slmgate_router::telemetry::init(&cfg.telemetry)
+    let telemetry = slmgate_gateway::telemetry::init(&cfg.telemetry)
         .unwrap()
         .unwrap();
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(telemetry.layer()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = slmgate_router::start_on(&cfg, listener).await.unwrap();
+    let gw = slmgate_gateway::start_on(&cfg, listener).await.unwrap();
 
     let resp = client()
         .post(url(&gw, "/v1/chat/completions"))
@@ -511,7 +511,7 @@ async fn off_without_an_endpoint() {
     let mock = Mock::start().await;
     let yaml = one_backend(&mock, "", "", "");
     let cfg = slmgate_config::load_str_with_env(&yaml, "test.yaml", &|_| None).unwrap();
-    assert!(slmgate_router::telemetry::init(&cfg.telemetry)
+    assert!(slmgate_gateway::telemetry::init(&cfg.telemetry)
         .unwrap()
         .is_none());
     // The binary's composition without telemetry: just a log layer.
@@ -523,7 +523,7 @@ async fn off_without_an_endpoint() {
         ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = slmgate_router::start_on(&cfg, listener).await.unwrap();
+    let gw = slmgate_gateway::start_on(&cfg, listener).await.unwrap();
     for stream in [false, true] {
         let resp = client()
             .post(url(&gw, "/v1/chat/completions"))
@@ -563,13 +563,13 @@ async fn local_generation_spans() {
         &extra,
     );
     let cfg = slmgate_config::load_str_with_env(&yaml, "test.yaml", &|_| None).unwrap();
-    let telemetry = slmgate_router::telemetry::init(&cfg.telemetry)
+    let telemetry = slmgate_gateway::telemetry::init(&cfg.telemetry)
         .unwrap()
         .unwrap();
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(telemetry.layer()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = slmgate_router::start_on(&cfg, listener).await.unwrap();
+    let gw = slmgate_gateway::start_on(&cfg, listener).await.unwrap();
 
     let mut usage = Vec::new();
     for stream in [false, true] {

@@ -11,7 +11,7 @@ use common::*;
 use futures::StreamExt;
 use mock_provider::{COMPLETION_TOKENS, PROMPT_TOKENS};
 use serde_json::{json, Value};
-use slmgate_router::usage::{Store, UsageRecord};
+use slmgate_usage::{Store, UsageRecord};
 
 /// USD per 1M tokens used below (costs are compared to 1e-12).
 const IN_PRICE: f64 = 1000.0;
@@ -74,7 +74,7 @@ fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("usage.db").display())
 }
 
-async fn post(gw: &slmgate_router::Running, key: &str, body: Value) -> reqwest::Response {
+async fn post(gw: &slmgate_gateway::Running, key: &str, body: Value) -> reqwest::Response {
     client()
         .post(url(gw, "/v1/chat/completions"))
         .bearer_auth(key)
@@ -117,7 +117,7 @@ fn row<'a>(rows: &'a [UsageRecord], request_id: &str, stream: bool) -> &'a Usage
 
 /// Sends the standard traffic: JSON and stream to `remote` (one stream asking for usage
 /// itself), a 400 passed through, a 5xx after retries, an unknown model.
-async fn traffic(gw: &slmgate_router::Running) {
+async fn traffic(gw: &slmgate_gateway::Running) {
     let r = post(gw, "sk-alice", chat("remote", false)).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
@@ -239,7 +239,7 @@ async fn rows_are_exact_and_shutdown_flushes_everything() {
     check_rows(&rows(&db).await);
 }
 
-async fn wait_written(gw: &slmgate_router::Running, n: u64) {
+async fn wait_written(gw: &slmgate_gateway::Running, n: u64) {
     let w = gw.usage.as_ref().expect("usage writer");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while w.sink.written() + w.sink.dropped() < n {
@@ -578,7 +578,7 @@ async fn postgres_rows_and_report() {
     assert_eq!(v["groups"][0]["requests"], 6);
 }
 
-fn url_of(gw: &slmgate_router::Running, path: &str) -> String {
+fn url_of(gw: &slmgate_gateway::Running, path: &str) -> String {
     url(gw, path)
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use slmgate_router::usage::{Store, UsageRecord};
+use slmgate_usage::{Store, UsageRecord};
 
 fn config(mock: &Mock, db: &str, limits: &str) -> String {
     let models = "  - name: slow\n    backend: up\n    model: slow-2000\n  - name: drip\n    backend: up\n    model: drip-50\n";
@@ -21,7 +21,7 @@ fn config(mock: &Mock, db: &str, limits: &str) -> String {
 }
 
 /// Shuts the gateway down (which flushes the writer) and returns every row.
-async fn rows_after_shutdown(gw: slmgate_router::Running, db: &str) -> Vec<UsageRecord> {
+async fn rows_after_shutdown(gw: slmgate_gateway::Running, db: &str) -> Vec<UsageRecord> {
     let writer = gw.usage.clone().expect("usage writer");
     gw.shutdown();
     tokio::time::timeout(Duration::from_secs(20), gw.wait())

@@ -13,6 +13,8 @@
 //! assert_eq!(cfg.models[0].model.as_deref(), Some("gpt-4o-mini"));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod cache;
 mod interp;
 mod load;

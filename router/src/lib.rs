@@ -1,29 +1,24 @@
-//! slmgate's server: an OpenAI-compatible reverse proxy built as a tower stack.
+//! The router: decides, query by query, whether the local model or the remote one answers.
 //!
-//! The request path lives in one function, [`stack::build`]; each concern is one layer in
-//! [`layers`]; upstreams are in [`upstream`]. [`server::serve`] is the entry point the binary
-//! calls. Every failure answers in OpenAI's error shape ([`error::GatewayError`]).
+//! - [`query`]: the facts of a chat request the strategies read (its text, turns, tools);
+//! - [`features`] and [`scorer`]: cheap text features and the learned complexity scorer
+//!   (a ranker and a calibrator, trained offline by `slmgate-routing-lab`);
+//! - [`engine`]: the strategies of the `router:` config (rules, semantic routes,
+//!   complexity, cascade) composed into one [`engine::Routed`] decision, a plain value that
+//!   names a side and its alias; the gateway resolves the alias to targets;
+//! - [`cascade`]: the confidence check on a local answer;
+//! - [`metrics`]: RouteLLM's routing metrics (APGR, CPT, AUC), saved with every scorer;
+//! - [`provenance`]: what a scorer was trained on.
+//!
+//! No network or server code: the gateway (`slmgate-gateway`) calls [`engine::Router::decide`].
 
-pub mod admin;
-pub mod api;
-pub mod build;
-pub mod connections;
-pub mod dashboard;
-pub mod embed_batcher;
-pub mod embeddings;
-pub mod error;
-pub mod handlers;
-pub mod layers;
+#![warn(missing_docs)]
+
+pub mod cascade;
+pub mod engine;
+pub mod features;
 pub mod metrics;
-pub mod reload;
-pub mod routing;
-pub mod runtime;
-pub mod server;
-pub mod stack;
-pub mod telemetry;
-pub mod upstream;
-pub mod usage;
-
-pub use error::GatewayError;
-pub use reload::{ConfigSource, Reloader};
-pub use server::{serve, serve_from, start, start_on, start_with, Running, StartOptions};
+pub mod provenance;
+pub mod query;
+pub mod scorer;
+pub mod scoring;

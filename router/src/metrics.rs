@@ -1,276 +1,458 @@
-//! Prometheus metrics: the names, the process-wide recorder, and `GET /metrics`.
+//! RouteLLM's routing metrics (Ong et al., "RouteLLM: Learning to Route LLMs with Preference
+//! Data", arXiv 2406.18665, section 4 and `routellm/evals/evaluate.py`).
 //!
-//! Layers record with the `metrics` macros under the names below; the recorder
-//! (`metrics-exporter-prometheus`) is installed once per process by [`handle`] and rendered
-//! in the text exposition format by [`render`]. Histograms use the buckets in [`buckets`].
-//! `deploy/grafana/slmgate.json` is a dashboard built on these names (a test checks every
-//! name it uses is exported).
+//! Input: one [`Routed`] per prompt: the router's score (higher = more need for the strong
+//! model) and the quality each model reaches on that prompt (any scale, typically 0/1
+//! correctness or a judge's 1–10 mapped to 0–1). A threshold `t` sends every prompt with
+//! `score ≥ t` to the strong model and the rest to the weak one. Sweeping `t` over the scores
+//! gives the **curve** of (share of strong calls, average quality) from `(0, q_weak)` (nothing
+//! strong) to `(1, q_strong)` (everything strong):
 //!
-//! | metric | type | labels |
-//! |---|---|---|
-//! | `slmgate_requests_total` | counter | route, target, status |
-//! | `slmgate_request_duration_seconds` | histogram | route, target, status |
-//! | `slmgate_time_to_first_token_seconds` | histogram | target, backend |
-//! | `slmgate_tokens_total` | counter | target, backend, kind (prompt/completion) |
-//! | `slmgate_cost_usd` | gauge (only grows) | target, backend |
-//! | `slmgate_counterfactual_cost_usd` | gauge (only grows) | target, backend |
-//! | `slmgate_cache_hits_total` | counter | kind (hit/semantic-hit) |
-//! | `slmgate_decision_score` | histogram | strategy, target |
-//! | `slmgate_decisions_total` | counter | strategy, target |
-//! | `slmgate_local_queue_depth` | gauge | backend |
-//! | `slmgate_local_generation_tokens_per_second` | histogram | backend |
-//! | `slmgate_upstream_errors_total` | counter | backend, type |
-//! | `slmgate_upstream_retries_total` | counter | backend |
-//! | `slmgate_backend_ejected` | gauge (1 while ejected or probing) | backend |
-//! | `slmgate_backend_ejections_total` | counter | backend |
-//! | `slmgate_open_connections` | gauge | |
-//! | `slmgate_usage_dropped_total` | counter | reason (queue_full/closed/write_error) |
-//! | `slmgate_usage_written_total` | counter | |
-//! | `slmgate_usage_queue_depth` | gauge | |
+//! - Prompts with the **same score always get the same decision**: a tie group enters the
+//!   curve as one step, so there is exactly one point per distinct score.
+//! - Between two points the curve is a straight line: that is what a router reaches in
+//!   expectation by sending a random part of the next tie group to the strong model (and what
+//!   RouteLLM's `np.trapz`/`np.interp` assume).
+//! - **PGR** (performance gap recovered) of a point: `(q − q_weak) / (q_strong − q_weak)`.
+//! - **APGR**: the area under PGR as a function of the strong-call share over `[0, 1]`, i.e.
+//!   `(AUC − q_weak) / (q_strong − q_weak)`. Random routing scores 0.5 (in expectation), a
+//!   perfect router more (it can exceed 1 when the weak model wins on some prompts).
+//! - **CPT(x)**: the smallest strong-call share at which the curve reaches PGR ≥ x (first
+//!   crossing, linearly interpolated like RouteLLM's `np.interp`). Random routing: CPT(x) = x.
+//! - **AUC**: the area under average quality as a function of the strong-call share.
 //!
-//! Costs are gauges because Prometheus counters in the `metrics` crate are integers; they
-//! only ever grow, so `increase()` / `rate()` work on them as on counters.
+//! Degenerate inputs never panic: an empty input gives an empty curve and no metrics; when
+//! both models have the same average quality, PGR, APGR and CPT are undefined (`None`). A NaN
+//! score ranks above every number (an unknown score goes to the strong model).
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::{OnceLock, RwLock};
+use std::cmp::Ordering;
+use std::fmt;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-/// Requests by route (path), target and status.
-pub const REQUESTS: &str = "slmgate_requests_total";
-/// Request duration to the last byte, seconds.
-pub const REQUEST_DURATION: &str = "slmgate_request_duration_seconds";
-/// Time to the first body chunk of streamed chat answers, seconds.
-pub const TTFT: &str = "slmgate_time_to_first_token_seconds";
-/// Tokens by target, backend and kind.
-pub const TOKENS: &str = "slmgate_tokens_total";
-/// USD spent.
-pub const COST: &str = "slmgate_cost_usd";
-/// USD the same tokens would have cost on the reference model.
-pub const COUNTERFACTUAL: &str = "slmgate_counterfactual_cost_usd";
-/// Response cache hits.
-pub const CACHE_HITS: &str = "slmgate_cache_hits_total";
-/// The routing decision's score.
-pub const DECISION_SCORE: &str = "slmgate_decision_score";
-/// Routing decisions by strategy and target.
-pub const DECISIONS: &str = "slmgate_decisions_total";
-/// Jobs waiting for a local-model worker.
-pub const LOCAL_QUEUE_DEPTH: &str = "slmgate_local_queue_depth";
-/// Local generation speed, completion tokens per second.
-pub const LOCAL_SPEED: &str = "slmgate_local_generation_tokens_per_second";
-/// Upstream failures by backend and error type.
-pub const UPSTREAM_ERRORS: &str = "slmgate_upstream_errors_total";
-/// Upstream retries by backend.
-pub const UPSTREAM_RETRIES: &str = "slmgate_upstream_retries_total";
-/// 1 while a backend is ejected or half-open, 0 once its circuit closes again.
-pub const BACKEND_EJECTED: &str = "slmgate_backend_ejected";
-/// Backend ejections (see [`crate::upstream::breaker`]).
-pub const BACKEND_EJECTIONS: &str = "slmgate_backend_ejections_total";
-/// Client connections open (bounded by `limits.max_connections`).
-pub const OPEN_CONNECTIONS: &str = "slmgate_open_connections";
-/// Usage records dropped, by reason.
-pub const USAGE_DROPPED: &str = "slmgate_usage_dropped_total";
-/// Usage records written.
-pub const USAGE_WRITTEN: &str = "slmgate_usage_written_total";
-/// Usage records waiting for the writer.
-pub const USAGE_QUEUE_DEPTH: &str = "slmgate_usage_queue_depth";
-
-/// Every metric name above (the Grafana test checks the dashboard against this list).
-pub const ALL: &[&str] = &[
-    REQUESTS,
-    REQUEST_DURATION,
-    TTFT,
-    TOKENS,
-    COST,
-    COUNTERFACTUAL,
-    CACHE_HITS,
-    DECISION_SCORE,
-    DECISIONS,
-    LOCAL_QUEUE_DEPTH,
-    LOCAL_SPEED,
-    UPSTREAM_ERRORS,
-    UPSTREAM_RETRIES,
-    BACKEND_EJECTED,
-    BACKEND_EJECTIONS,
-    OPEN_CONNECTIONS,
-    USAGE_DROPPED,
-    USAGE_WRITTEN,
-    USAGE_QUEUE_DEPTH,
-];
-
-/// Histogram buckets: seconds for durations, 0..1 for scores, tokens/s for speed.
-pub fn buckets() -> [(&'static str, &'static [f64]); 4] {
-    const SECONDS: &[f64] = &[
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-    ];
-    const SCORES: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
-    const SPEED: &[f64] = &[1.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0];
-    [
-        (REQUEST_DURATION, SECONDS),
-        (TTFT, SECONDS),
-        (DECISION_SCORE, SCORES),
-        (LOCAL_SPEED, SPEED),
-    ]
+/// One prompt as the router saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Routed {
+    /// The router's score: higher means more need for the strong model.
+    pub score: f32,
+    /// Quality of the weak (small, local) model's answer.
+    pub weak: f64,
+    /// Quality of the strong (large, remote) model's answer.
+    pub strong: f64,
 }
 
-/// Metric handles by label values, so a hot path registers each series once instead of
-/// building and looking up its key on every request (`metrics::counter!` with owned labels
-/// allocates them and hashes the key each time). At most [`HandleCache::MAX`] series are
-/// kept; beyond that (label values from a config reloaded many times) handles are made per
-/// call as before.
-pub struct HandleCache<K, V> {
-    map: OnceLock<RwLock<HashMap<K, V>>>,
+/// One point of the curve: everything with `score ≥ threshold` goes to the strong model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurvePoint {
+    /// Share of prompts sent to the strong model, in `[0, 1]`.
+    pub strong_share: f64,
+    /// Average quality over all prompts at this operating point.
+    pub quality: f64,
+    /// The threshold: the lowest score sent to the strong model (`+∞` for the first point,
+    /// where nothing is).
+    pub threshold: f32,
 }
 
-impl<K: Hash + Eq, V: Clone> HandleCache<K, V> {
-    const MAX: usize = 4096;
+/// The quality-vs-strong-calls curve of one router on one set of prompts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// Points by increasing strong-call share, from `(0, q_weak)` to `(1, q_strong)`; empty for
+    /// an empty input.
+    pub points: Vec<CurvePoint>,
+    /// Average quality when every prompt goes to the weak model.
+    pub weak_quality: f64,
+    /// Average quality when every prompt goes to the strong model.
+    pub strong_quality: f64,
+    /// Number of prompts.
+    pub n: usize,
+}
 
-    /// An empty cache (for a `static`).
-    pub const fn new() -> Self {
-        HandleCache {
-            map: OnceLock::new(),
+/// Gaps between the two models' average quality at most this large count as no gap.
+const DEGENERATE_GAP: f64 = 1e-12;
+
+impl Curve {
+    /// Builds the curve by sweeping the threshold over every distinct score.
+    pub fn new(rows: &[Routed]) -> Curve {
+        let n = rows.len();
+        if n == 0 {
+            return Curve {
+                points: Vec::new(),
+                weak_quality: 0.0,
+                strong_quality: 0.0,
+                n: 0,
+            };
         }
-    }
+        let nf = n as f64;
+        let weak_quality = rows.iter().map(|r| r.weak).sum::<f64>() / nf;
+        let strong_quality = rows.iter().map(|r| r.strong).sum::<f64>() / nf;
 
-    /// The handles for `key`, made by `make` the first time. The recorder is installed first
-    /// (see [`handle`]), so no handle of the no-op recorder is ever kept.
-    pub fn get(&self, key: K, make: impl FnOnce(&K) -> V) -> V {
-        let map = self.map.get_or_init(|| {
-            let _ = handle();
-            RwLock::new(HashMap::new())
+        let key = |s: f32| if s.is_nan() { f32::INFINITY } else { s };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| key(rows[b].score).total_cmp(&key(rows[a].score)));
+
+        let mut points = Vec::with_capacity(n + 1);
+        points.push(CurvePoint {
+            strong_share: 0.0,
+            quality: weak_quality,
+            threshold: f32::INFINITY,
         });
-        if let Ok(m) = map.read() {
-            if let Some(v) = m.get(&key) {
-                return v.clone();
+        let mut gain = 0.0;
+        let mut i = 0;
+        while i < n {
+            let s = key(rows[order[i]].score);
+            let mut j = i;
+            // -0.0 and 0.0 compare equal with `==`: one group, as a threshold would treat them.
+            while j < n && key(rows[order[j]].score) == s {
+                let r = &rows[order[j]];
+                gain += r.strong - r.weak;
+                j += 1;
             }
+            points.push(CurvePoint {
+                strong_share: j as f64 / nf,
+                quality: weak_quality + gain / nf,
+                threshold: s,
+            });
+            i = j;
         }
-        let v = make(&key);
-        if let Ok(mut m) = map.write() {
-            if m.len() < Self::MAX {
-                m.entry(key).or_insert_with(|| v.clone());
-            }
+        // The last point is exactly "everything strong" (no rounding drift from the sums).
+        if let Some(last) = points.last_mut() {
+            last.strong_share = 1.0;
+            last.quality = strong_quality;
         }
-        v
-    }
-}
-
-impl<K: Hash + Eq, V: Clone> Default for HandleCache<K, V> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Drains the histograms' recorded samples into their buckets every `every`, so memory
-/// stays bounded when nobody scrapes `/metrics` (the exporter otherwise keeps every sample
-/// until the next render). Runs until the runtime shuts down.
-pub fn spawn_upkeep(every: std::time::Duration) {
-    if let Some(h) = handle() {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                h.run_upkeep();
-            }
-        });
-    }
-}
-
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// The process-wide recorder, installed on first use. `None` when another recorder was
-/// installed first (an embedding program's own); metrics then go there instead.
-pub fn handle() -> Option<&'static PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let mut b = PrometheusBuilder::new();
-            for (name, buckets) in buckets() {
-                b = match b.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(error = %e, metric = name, "bad histogram buckets");
-                        return None;
-                    }
-                };
-            }
-            match b.install_recorder() {
-                Ok(h) => {
-                    describe();
-                    Some(h)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics is empty");
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
-
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(REQUESTS, "HTTP requests by route, target and status");
-    describe_histogram!(
-        REQUEST_DURATION,
-        Unit::Seconds,
-        "request duration to the last byte"
-    );
-    describe_histogram!(TTFT, Unit::Seconds, "time to the first streamed chunk");
-    describe_counter!(TOKENS, "tokens by target, backend and kind");
-    describe_gauge!(COST, "USD spent (only grows)");
-    describe_gauge!(
-        COUNTERFACTUAL,
-        "USD the same tokens would have cost on the reference model (only grows)"
-    );
-    describe_counter!(CACHE_HITS, "answers served from the response cache");
-    describe_histogram!(DECISION_SCORE, "routing decision scores");
-    describe_counter!(DECISIONS, "routing decisions by strategy and target");
-    describe_gauge!(LOCAL_QUEUE_DEPTH, "jobs waiting for a local model worker");
-    describe_histogram!(LOCAL_SPEED, "local generation speed, completion tokens/s");
-    describe_counter!(UPSTREAM_ERRORS, "upstream failures by backend and type");
-    describe_counter!(UPSTREAM_RETRIES, "upstream retries by backend");
-    describe_counter!(USAGE_DROPPED, "usage records dropped, by reason");
-    describe_counter!(USAGE_WRITTEN, "usage records written");
-    describe_gauge!(USAGE_QUEUE_DEPTH, "usage records waiting for the writer");
-}
-
-/// The metrics in Prometheus text format, after refreshing the gauges read on demand (the
-/// local models' queue depths in `gw`).
-pub fn render(gw: &crate::runtime::Gateway) -> String {
-    #[cfg(feature = "local")]
-    for (name, b) in &gw.policies.backends {
-        if let crate::upstream::Backend::Local(l) = &**b {
-            metrics::gauge!(LOCAL_QUEUE_DEPTH, "backend" => name.clone())
-                .set(l.pool.queue_depth() as f64);
+        Curve {
+            points,
+            weak_quality,
+            strong_quality,
+            n,
         }
     }
-    #[cfg(not(feature = "local"))]
-    let _ = gw;
-    match handle() {
-        Some(h) => {
-            h.run_upkeep();
-            h.render()
+
+    /// Whether PGR is undefined: no prompts, or both models have the same average quality.
+    pub fn is_degenerate(&self) -> bool {
+        self.n == 0 || (self.strong_quality - self.weak_quality).abs() <= DEGENERATE_GAP
+    }
+
+    /// PGR of an average quality `q` on this prompt set; `None` when degenerate.
+    pub fn pgr(&self, quality: f64) -> Option<f64> {
+        if self.is_degenerate() {
+            return None;
         }
-        None => String::new(),
+        Some((quality - self.weak_quality) / (self.strong_quality - self.weak_quality))
+    }
+
+    /// Area under average quality vs strong-call share over `[0, 1]` (trapezoids between the
+    /// points); `None` for an empty input.
+    pub fn auc(&self) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        Some(
+            self.points
+                .windows(2)
+                .map(|w| {
+                    (w[1].strong_share - w[0].strong_share) * (w[0].quality + w[1].quality) / 2.0
+                })
+                .sum(),
+        )
+    }
+
+    /// Average PGR over the strong-call share in `[0, 1]`: `(AUC − q_weak) / (q_strong −
+    /// q_weak)`; `None` when degenerate.
+    pub fn apgr(&self) -> Option<f64> {
+        let auc = self.auc()?;
+        self.pgr(auc)
+    }
+
+    /// The smallest strong-call share (in `[0, 1]`) at which PGR reaches `target` (e.g. 0.5
+    /// for CPT(50 %)), interpolating linearly between points; `None` when degenerate or never
+    /// reached (only possible for targets above 1).
+    pub fn cpt(&self, target: f64) -> Option<f64> {
+        if self.is_degenerate() || target.is_nan() {
+            return None;
+        }
+        let pgr = |p: &CurvePoint| self.pgr(p.quality).unwrap_or(0.0);
+        let first = self.points.first()?;
+        if pgr(first) >= target {
+            return Some(first.strong_share);
+        }
+        for w in self.points.windows(2) {
+            let (a, b) = (pgr(&w[0]), pgr(&w[1]));
+            if a < target && b >= target {
+                let t = (target - a) / (b - a);
+                return Some(w[0].strong_share + t * (w[1].strong_share - w[0].strong_share));
+            }
+        }
+        None
+    }
+
+    /// The summary metrics of this curve.
+    pub fn metrics(&self) -> RouteMetrics {
+        RouteMetrics {
+            n: self.n,
+            weak_quality: self.weak_quality,
+            strong_quality: self.strong_quality,
+            apgr: self.apgr(),
+            cpt50: self.cpt(0.5),
+            cpt80: self.cpt(0.8),
+            auc: self.auc(),
+        }
     }
 }
 
-/// A bounded label for a request path: the gateway's own routes as they are, anything
-/// else `other` (so scanners cannot blow up the series count).
-pub fn route_label(path: &str) -> &'static str {
-    match path {
-        "/v1/chat/completions" => "/v1/chat/completions",
-        "/v1/route" => "/v1/route",
-        "/v1/models" => "/v1/models",
-        "/v1/embeddings" => "/v1/embeddings",
-        "/v1/usage" => "/v1/usage",
-        "/v1/usage/recent" => "/v1/usage/recent",
-        "/metrics" => "/metrics",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/dashboard" => "/dashboard",
-        p if p.starts_with("/admin/") => "/admin",
-        _ => "other",
+/// The summary metrics of a router on a prompt set. Shares are fractions in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RouteMetrics {
+    /// Number of prompts.
+    pub n: usize,
+    /// Average quality with everything on the weak model.
+    pub weak_quality: f64,
+    /// Average quality with everything on the strong model.
+    pub strong_quality: f64,
+    /// Average performance gap recovered (random routing: 0.5).
+    pub apgr: Option<f64>,
+    /// Smallest strong-call share reaching 50 % PGR (random routing: 0.5).
+    pub cpt50: Option<f64>,
+    /// Smallest strong-call share reaching 80 % PGR (random routing: 0.8).
+    pub cpt80: Option<f64>,
+    /// Area under quality vs strong-call share.
+    pub auc: Option<f64>,
+}
+
+impl RouteMetrics {
+    /// The metrics of a score computed on `rows`.
+    pub fn of(rows: &[Routed]) -> RouteMetrics {
+        Curve::new(rows).metrics()
+    }
+
+    /// The expected metrics of random routing (each prompt goes strong with probability `c`,
+    /// for every `c`): the straight line from `(0, q_weak)` to `(1, q_strong)`. This equals
+    /// the metrics of a constant score, which puts every prompt in one tie group.
+    pub fn random(rows: &[Routed]) -> RouteMetrics {
+        let constant: Vec<Routed> = rows.iter().map(|r| Routed { score: 0.0, ..*r }).collect();
+        RouteMetrics::of(&constant)
+    }
+
+    /// The metrics of the oracle that knows each prompt's gain `strong − weak` (an upper bound
+    /// for any router on this prompt set).
+    pub fn oracle(rows: &[Routed]) -> RouteMetrics {
+        let ideal: Vec<Routed> = rows
+            .iter()
+            .map(|r| Routed {
+                score: (r.strong - r.weak) as f32,
+                ..*r
+            })
+            .collect();
+        RouteMetrics::of(&ideal)
+    }
+}
+
+/// Formats an optional fraction as a percentage (`–` when undefined).
+pub fn fmt_pct(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{:.1}%", x * 100.0),
+        _ => "–".to_string(),
+    }
+}
+
+/// Formats an optional number with 3 decimals (`–` when undefined).
+pub fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.3}"),
+        _ => "–".to_string(),
+    }
+}
+
+impl fmt::Display for RouteMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "n={} APGR={} CPT(50%)={} CPT(80%)={} AUC={} (weak {:.3}, strong {:.3})",
+            self.n,
+            fmt_num(self.apgr),
+            fmt_pct(self.cpt50),
+            fmt_pct(self.cpt80),
+            fmt_num(self.auc),
+            self.weak_quality,
+            self.strong_quality
+        )
+    }
+}
+
+/// Sorts scores descending with NaN first (the order the curve uses); exposed for callers that
+/// pick thresholds from a sample (calibration).
+pub fn cmp_scores_desc(a: f32, b: f32) -> Ordering {
+    let key = |s: f32| if s.is_nan() { f32::INFINITY } else { s };
+    key(b).total_cmp(&key(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(score: f32, weak: f64, strong: f64) -> Routed {
+        Routed {
+            score,
+            weak,
+            strong,
+        }
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    /// Worked by hand. Five prompts (score, weak, strong):
+    ///
+    /// ```text
+    /// A 0.9  0 1   gain +1
+    /// B 0.7  1 1   gain  0   } same score: one decision
+    /// C 0.7  0 1   gain +1   }
+    /// D 0.4  0 0   gain  0
+    /// E 0.1  1 0   gain -1
+    /// ```
+    ///
+    /// q_weak = 2/5 = 0.4, q_strong = 3/5 = 0.6, gap 0.2.
+    /// Points (share, quality): (0, 0.4) → A (0.2, 0.6) → B+C (0.6, 0.8) → D (0.8, 0.8) →
+    /// E (1.0, 0.6). PGR at the points: 0, 1, 2, 2, 1.
+    /// AUC = 0.2·(0.4+0.6)/2 + 0.4·(0.6+0.8)/2 + 0.2·0.8 + 0.2·(0.8+0.6)/2
+    ///     = 0.1 + 0.28 + 0.16 + 0.14 = 0.68.
+    /// APGR = (0.68 − 0.4)/0.2 = 1.4 (also: trapezoids of PGR 0.1 + 0.6 + 0.4 + 0.3).
+    /// CPT(50 %) = 0.1 (half-way to A), CPT(80 %) = 0.16, CPT(100 %) = 0.2, CPT(150 %) = 0.4
+    /// (half-way from A to B+C: 0.2 + 0.5·0.4), CPT(300 %) never.
+    #[test]
+    fn hand_computed_five_prompts_with_a_tie() {
+        let rows = [
+            r(0.4, 0.0, 0.0),
+            r(0.7, 1.0, 1.0),
+            r(0.1, 1.0, 0.0),
+            r(0.9, 0.0, 1.0),
+            r(0.7, 0.0, 1.0),
+        ];
+        let c = Curve::new(&rows);
+        let shares: Vec<f64> = c.points.iter().map(|p| p.strong_share).collect();
+        let quals: Vec<f64> = c.points.iter().map(|p| p.quality).collect();
+        for (a, b) in shares.iter().zip([0.0, 0.2, 0.6, 0.8, 1.0]) {
+            assert!((a - b).abs() < 1e-12, "{shares:?}");
+        }
+        for (a, b) in quals.iter().zip([0.4, 0.6, 0.8, 0.8, 0.6]) {
+            assert!((a - b).abs() < 1e-12, "{quals:?}");
+        }
+        assert_eq!(c.points[2].threshold, 0.7);
+        assert!(close(c.auc(), 0.68));
+        assert!(close(c.apgr(), 1.4));
+        assert!(close(c.cpt(0.5), 0.1));
+        assert!(close(c.cpt(0.8), 0.16));
+        assert!(close(c.cpt(1.0), 0.2));
+        assert!(close(c.cpt(1.5), 0.4));
+        assert_eq!(c.cpt(3.0), None);
+        assert!(close(c.cpt(0.0), 0.0));
+        let m = c.metrics();
+        assert!(close(m.apgr, 1.4) && close(m.cpt50, 0.1) && close(m.cpt80, 0.16));
+    }
+
+    /// Four prompts, a router that ranks the prompts that gain most from the strong model
+    /// last (score, weak, strong):
+    ///
+    /// ```text
+    /// P 0.9 weak 0.5 strong 0.5   gain 0
+    /// Q 0.8 weak 1.0 strong 1.0   gain 0
+    /// R 0.3 weak 0.0 strong 0.5   gain 0.5
+    /// S 0.2 weak 0.0 strong 1.0   gain 1
+    /// ```
+    ///
+    /// q_weak = 1.5/4 = 0.375, q_strong = 3/4 = 0.75, gap 0.375.
+    /// Points: (0, .375) (.25, .375) (.5, .375) (.75, .5) (1, .75); PGR 0, 0, 0, 1/3, 1.
+    /// AUC = .25·.375·2 + .25·(.375+.5)/2 + .25·(.5+.75)/2 = .1875 + .109375 + .15625 = .453125.
+    /// APGR = (.453125 − .375)/.375 = 0.208333… (= 5/24).
+    /// CPT(50 %): between (.75, 1/3) and (1, 1): .75 + .25·(.5−1/3)/(2/3) = .8125.
+    /// CPT(80 %): .75 + .25·(.8−1/3)/(2/3) = .925.
+    #[test]
+    fn hand_computed_bad_router() {
+        let rows = [
+            r(0.9, 0.5, 0.5),
+            r(0.8, 1.0, 1.0),
+            r(0.3, 0.0, 0.5),
+            r(0.2, 0.0, 1.0),
+        ];
+        let m = RouteMetrics::of(&rows);
+        assert!(close(m.auc, 0.453125), "{m}");
+        assert!(close(m.apgr, 5.0 / 24.0), "{m}");
+        assert!(close(m.cpt50, 0.8125), "{m}");
+        assert!(close(m.cpt80, 0.925), "{m}");
+        // The oracle orders S, R, then the zero-gain pair (one tie group).
+        let o = RouteMetrics::oracle(&rows);
+        // Points (0,.375) (.25,.625) (.5,.75) (1,.75): AUC = .125 + .171875 + .375 = .671875.
+        assert!(close(o.auc, 0.671875), "{o}");
+        assert!(close(o.cpt50, 0.1875), "{o}");
+    }
+
+    #[test]
+    fn random_and_constant_scores_are_the_diagonal() {
+        let rows = [
+            r(0.3, 0.0, 1.0),
+            r(0.1, 1.0, 1.0),
+            r(0.8, 0.0, 0.0),
+            r(0.5, 0.2, 0.9),
+        ];
+        let m = RouteMetrics::random(&rows);
+        assert!(close(m.apgr, 0.5));
+        assert!(close(m.cpt50, 0.5));
+        assert!(close(m.cpt80, 0.8));
+        let qw = (0.0 + 1.0 + 0.0 + 0.2) / 4.0;
+        let qs = (1.0 + 1.0 + 0.0 + 0.9) / 4.0;
+        assert!(close(m.auc, (qw + qs) / 2.0));
+        let c = Curve::new(&rows.map(|x| Routed { score: 7.0, ..x }));
+        assert_eq!(c.points.len(), 2);
+    }
+
+    #[test]
+    fn degenerate_inputs_do_not_panic() {
+        let empty = Curve::new(&[]);
+        assert!(empty.points.is_empty());
+        assert_eq!(empty.metrics().apgr, None);
+        assert_eq!(empty.auc(), None);
+        assert_eq!(empty.cpt(0.5), None);
+
+        // Same average quality: PGR undefined, AUC still defined.
+        let flat = [r(0.2, 1.0, 1.0), r(0.9, 0.0, 0.0)];
+        let m = RouteMetrics::of(&flat);
+        assert_eq!((m.apgr, m.cpt50, m.cpt80), (None, None, None));
+        assert!(close(m.auc, 0.5));
+
+        // NaN and infinite scores: NaN ranks first, no panic, shares stay in [0, 1].
+        let odd = [
+            r(f32::NAN, 0.0, 1.0),
+            r(f32::NEG_INFINITY, 1.0, 0.0),
+            r(f32::INFINITY, 0.0, 1.0),
+            r(0.0, 0.0, 0.0),
+            r(-0.0, 0.0, 1.0),
+        ];
+        let c = Curve::new(&odd);
+        // NaN and +∞ share the top key: one group of 2, then the two zeros together.
+        let shares: Vec<f64> = c.points.iter().map(|p| p.strong_share).collect();
+        assert_eq!(shares, vec![0.0, 0.4, 0.8, 1.0]);
+        assert!(c.apgr().is_some_and(f64::is_finite));
+
+        // One prompt.
+        let one = RouteMetrics::of(&[r(0.5, 0.0, 1.0)]);
+        assert!(close(one.apgr, 0.5));
+        assert!(close(one.cpt50, 0.5));
+    }
+
+    #[test]
+    fn a_perfect_binary_router() {
+        // Two of four prompts need the strong model; a router ranking them first reaches full
+        // PGR at 50 % strong calls: CPT(50 %) = 25 %, CPT(80 %) = 40 %,
+        // APGR = (0.5·(0+1)/2 + 0.5·1) = 0.75.
+        let rows = [
+            r(0.9, 0.0, 1.0),
+            r(0.8, 0.0, 1.0),
+            r(0.2, 1.0, 1.0),
+            r(0.1, 0.0, 0.0),
+        ];
+        let m = RouteMetrics::of(&rows);
+        assert!(close(m.apgr, 0.75), "{m}");
+        assert!(close(m.cpt50, 0.25), "{m}");
+        assert!(close(m.cpt80, 0.4), "{m}");
+        assert_eq!(cmp_scores_desc(0.9, 0.1), Ordering::Less);
+        assert_eq!(cmp_scores_desc(f32::NAN, 5.0), Ordering::Less);
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 pub use mock_provider::Mock;
-use slmgate_router::Running;
+use slmgate_gateway::Running;
 
 /// Loads `yaml` (no env interpolation beyond the defaults written in it) and starts the
 /// gateway on 127.0.0.1:0.
@@ -12,7 +12,7 @@ pub async fn gateway(yaml: &str) -> Running {
     let cfg = slmgate_config::load_str_with_env(yaml, "test.yaml", &|_| None)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    slmgate_router::start_on(&cfg, listener).await.unwrap()
+    slmgate_gateway::start_on(&cfg, listener).await.unwrap()
 }
 
 /// A config with one OpenAI-compatible backend `up` at `mock`, and aliases. The mock fails

@@ -1,0 +1,489 @@
+//! The limits step: per-key rate limits and per-key / per-team USD budgets.
+//!
+//! It runs after the policy step (whose caps and routes change what a request may cost) and
+//! right before forwarding, so admission happens as late as possible and nothing after it
+//! can refuse the request without going through settlement.
+//!
+//! - **Rate limits** (`keys[].rate_limit`): one request, and estimated prompt tokens +
+//!   `max_tokens` (or [`DEFAULT_COMPLETION_TOKENS`]) per choice (`n`), are counted against
+//!   the key's GCRA quotas; over → 429 with `Retry-After`.
+//! - **Budgets** (`keys[].budget`, `teams[].budget`): the estimated cost — prompt estimate
+//!   × input price + `n` × `max_tokens` × output price (every choice may use all of
+//!   `max_tokens`; the prompt is paid once), for the most expensive target of the
+//!   decision's chain — is reserved in every budget the request is subject to, atomically
+//!   ([`BudgetLedger::admit`]); over → 429 `insufficient_quota` naming the budget. When the
+//!   answer is complete the reservation is settled with the real cost from the answer's
+//!   `usage` and the backend that answered (`pricing.local` for `kind: local` backends):
+//!   for a JSON answer at once, for a stream when its last event has passed (the step asks
+//!   upstream for the usage chunk and hides it again from clients that did not ask). An
+//!   error answer releases the reservation without cost; an answer without usage (a stream
+//!   cut short, a client that went away) is charged the estimated prompt plus one token per
+//!   streamed chunk, at most the estimate.
+//!
+//! State lives in [`LimitState`], a cheap handle that [`crate::build::build_gateway_with`]
+//! takes from the previous configuration, so spend and rate-limit cells survive a reload.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, Request, StatusCode};
+use slmgate_policies::budget::{BudgetLedger, BudgetLimits, Budgeted, Reservation};
+use slmgate_policies::pricing::{Price, PriceTable};
+use slmgate_policies::ratelimit::RateLimiters;
+use slmgate_policies::NameMap;
+use tower::{Layer, Service};
+
+use super::cache::CacheHit;
+use super::route::Decision;
+use super::snapshot::Snapshot;
+use super::sse_map::{map_events, EventFilter};
+use super::BoxFuture;
+use crate::runtime::{Caller, Target};
+use crate::upstream::forward::BACKEND_HEADER;
+use crate::upstream::Backend;
+use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
+use slmgate_openai::error::{openai_error, GatewayError};
+use slmgate_routing::query::Query;
+
+/// Completion tokens assumed for estimates when a request sets no `max_tokens`.
+pub const DEFAULT_COMPLETION_TOKENS: u64 = 1024;
+
+/// Budget and rate-limit state. Cloning gives another handle to the same state; keep one
+/// across configuration reloads.
+#[derive(Debug, Clone, Default)]
+pub struct LimitState {
+    /// Spend and reservations per key and team.
+    pub budgets: BudgetLedger,
+    /// GCRA cells per key.
+    pub rates: RateLimiters,
+}
+
+/// Prices, team budgets and the shared state, for one configuration.
+#[derive(Debug, Default)]
+pub struct Accounting {
+    /// `pricing:`; the entry `local` prices `kind: local` backends.
+    pub prices: PriceTable,
+    /// Team budgets by team name.
+    pub teams: NameMap<BudgetLimits>,
+    /// The state (shared with earlier and later configurations).
+    pub state: LimitState,
+    /// [`PriceTable::price`] answers by model name: a model without an exact entry is
+    /// matched against every glob of the table (the embedded defaults hold dozens), which
+    /// the request path would otherwise repeat for every request.
+    pub resolved: std::sync::RwLock<NameMap<Option<Price>>>,
+}
+
+impl Accounting {
+    /// Models remembered by [`model_price`](Self::model_price) (configured targets and the
+    /// reference model: a handful).
+    const RESOLVED_MAX: usize = 1024;
+
+    /// The price of an answer from `target` (`None` = free).
+    pub fn price(&self, target: &Target) -> Option<Price> {
+        match &*target.backend {
+            Backend::OpenAi(_) => self.model_price(&target.model),
+            #[cfg(feature = "local")]
+            Backend::Local(_) => self.prices.models.get("local").copied(),
+        }
+    }
+
+    /// The price of `model` in `pricing:` (see [`PriceTable::price`]), remembered.
+    pub fn model_price(&self, model: &str) -> Option<Price> {
+        if let Ok(m) = self.resolved.read() {
+            if let Some(p) = m.get(model) {
+                return *p;
+            }
+        }
+        let p = self.prices.price(model).copied();
+        if let Ok(mut m) = self.resolved.write() {
+            if m.len() < Self::RESOLVED_MAX {
+                m.insert(model.to_string(), p);
+            }
+        }
+        p
+    }
+}
+
+/// USD for `prompt` tokens in and `completion` tokens out at `price`.
+pub fn cost(price: Option<Price>, prompt: u64, completion: u64) -> f64 {
+    price.map_or(0.0, |p| {
+        ((prompt as f64 * p.input + completion as f64 * p.output) / 1e6).max(0.0)
+    })
+}
+
+/// Estimated prompt tokens of a request (an extension, computed once per request).
+#[derive(Debug, Clone, Copy)]
+pub struct PromptTokens(pub u64);
+
+/// A quick estimate of a request's prompt tokens (see [`Query::estimated_tokens`]).
+pub fn prompt_estimate(chat: &ChatRequest) -> u64 {
+    Query::from_chat(chat)
+        .map(|q| q.estimated_tokens() as u64)
+        .unwrap_or(chat.body().len() as u64 / 4)
+}
+
+/// The completion tokens the request may generate in all: `max_tokens` (or
+/// `max_completion_tokens`, else [`DEFAULT_COMPLETION_TOKENS`]) for each of its `n`
+/// choices. Parsing bounded both ([`ChatRequest::parse`]), so the product cannot overflow.
+pub fn completion_estimate(chat: &ChatRequest) -> u64 {
+    let per_choice = chat
+        .field::<u64>("max_completion_tokens")
+        .ok()
+        .flatten()
+        .or(chat.field::<u64>("max_tokens").ok().flatten())
+        .unwrap_or(DEFAULT_COMPLETION_TOKENS);
+    let choices = chat.field::<u64>("n").ok().flatten().unwrap_or(1).max(1);
+    per_choice.saturating_mul(choices)
+}
+
+/// Enforces rate limits and budgets of the caller's key (and team).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LimitsLayer;
+
+impl<S> Layer<S> for LimitsLayer {
+    type Service = Limits<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Limits { inner }
+    }
+}
+
+/// See [`LimitsLayer`].
+#[derive(Clone, Debug)]
+pub struct Limits<S> {
+    inner: S,
+}
+
+fn budget_response(e: &slmgate_policies::budget::BudgetExceeded) -> Response {
+    // Debug, not info: a client retrying in a tight loop would write a line per attempt.
+    tracing::debug!(scope = %e.scope, name = %e.name, period = %e.period, "budget exhausted");
+    let mut resp = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &e.to_string(),
+        "insufficient_quota",
+        None,
+        "budget_exceeded",
+    );
+    let wait = e
+        .resets_at
+        .duration_since(SystemTime::now())
+        .map_or(1, |d| d.as_secs().max(1));
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+impl<S> Service<Request<Body>> for Limits<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // Take the service that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let ext = req.extensions();
+            let (Some(Snapshot(gw)), Some(key)) = (
+                ext.get::<Snapshot>().cloned(),
+                ext.get::<Caller>().and_then(|c| c.key.clone()),
+            ) else {
+                // An open gateway has no keys, so nothing to limit.
+                return inner.call(req).await;
+            };
+            let acc = &gw.accounting;
+            let key_budget = key.budget.filter(|b| !b.is_unlimited());
+            let team = key
+                .team
+                .as_deref()
+                .and_then(|t| acc.teams.get(t).map(|b| (t, b)))
+                .filter(|(_, b)| !b.is_unlimited());
+            if key.rate_limit.is_none() && key_budget.is_none() && team.is_none() {
+                return inner.call(req).await;
+            }
+            let (Some(chat), Some(decision)) = (ext.get::<ChatRequest>(), ext.get::<Decision>())
+            else {
+                return Ok(
+                    GatewayError::Internal("limits step without decision".into()).into_response(),
+                );
+            };
+            let prompt = ext
+                .get::<PromptTokens>()
+                .map_or_else(|| prompt_estimate(chat), |p| p.0);
+            let completion = completion_estimate(chat);
+
+            if let Some(rl) = &key.rate_limit {
+                let tokens = u32::try_from(prompt.saturating_add(completion)).unwrap_or(u32::MAX);
+                if let Err(e) = acc.state.rates.check(&key.name, rl, tokens) {
+                    // Debug, not info: refusals come as fast as a client sends them
+                    // (184,000 info lines in 20 s were seen); the metrics count them.
+                    tracing::debug!(key = %key.name, kind = %e.kind, "rate limited");
+                    return Ok(GatewayError::RateLimited {
+                        message: format!("key `{}`: {e}", key.name),
+                        retry_after: e.retry_after,
+                    }
+                    .into_response());
+                }
+            }
+            if key_budget.is_none() && team.is_none() {
+                return inner.call(req).await;
+            }
+
+            let estimate = decision
+                .route
+                .targets
+                .iter()
+                .map(|t| cost(acc.price(t), prompt, completion))
+                .fold(0.0, f64::max);
+            // The key's budget, then its team's.
+            let subjects: Vec<Budgeted<'_>> = key_budget
+                .as_ref()
+                .map(|b| Budgeted::key(&key.name, b))
+                .into_iter()
+                .chain(team.map(|(t, b)| Budgeted::team(t, b)))
+                .collect();
+            let now = SystemTime::now();
+            let reservation = match acc.state.budgets.admit(&subjects, estimate, now) {
+                Ok(r) => r,
+                Err(e) => return Ok(budget_response(&e)),
+            };
+            let route = decision.route.clone();
+            // Streams: ask upstream for the usage chunk (hidden again below).
+            let hide_usage = chat.stream && !chat.client_wants_usage;
+            if hide_usage {
+                match chat.with_stream_usage() {
+                    Ok(c) => {
+                        req.extensions_mut().insert(c);
+                    }
+                    Err(e) => return Ok(e.into_response()),
+                }
+            }
+
+            let resp = inner.call(req).await?;
+            let settle = Settle {
+                reservation: Some(reservation),
+                price: None,
+                prompt,
+                completion,
+                usage: None,
+                chunks: 0,
+            };
+            Ok(settle_response(resp, settle, &gw.accounting, &route, hide_usage).await)
+        })
+    }
+}
+
+/// A reservation waiting for the answer's real cost. Settles when dropped.
+struct Settle {
+    reservation: Option<Reservation>,
+    price: Option<Price>,
+    prompt: u64,
+    completion: u64,
+    usage: Option<Usage>,
+    chunks: u64,
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        let Some(r) = self.reservation.take() else {
+            return;
+        };
+        let usd = match self.usage {
+            Some(u) => cost(self.price, u.prompt_tokens, u.completion_tokens),
+            None => {
+                let guess = cost(self.price, self.prompt, self.chunks.min(self.completion));
+                guess.min(r.estimate_usd())
+            }
+        };
+        r.settle(usd, SystemTime::now());
+    }
+}
+
+async fn settle_response(
+    resp: Response,
+    mut settle: Settle,
+    acc: &Accounting,
+    route: &Arc<crate::runtime::ModelRoute>,
+    hide_usage: bool,
+) -> Response {
+    if !resp.status().is_success() {
+        // Nothing was generated: release without cost.
+        drop(settle.reservation.take());
+        return resp;
+    }
+    if resp.extensions().get::<CacheHit>().is_some() {
+        // Served from the response cache: nothing was generated, nothing is charged (the
+        // stream's usage chunk is still hidden below from clients that did not ask).
+        drop(settle.reservation.take());
+    }
+    let backend = resp
+        .headers()
+        .get(&BACKEND_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let target = route
+        .targets
+        .iter()
+        .find(|t| Some(t.backend.name()) == backend)
+        .or(route.targets.first());
+    settle.price = target.and_then(|t| acc.price(t));
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !is_sse {
+        // A step below read the answer's usage already: settle with it, and leave the body
+        // alone.
+        if let Some(&AnswerUsage(usage)) = resp.extensions().get::<AnswerUsage>() {
+            settle.usage = usage;
+            if usage.is_none() {
+                settle.chunks = settle.completion;
+            }
+            drop(settle);
+            return resp;
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    if is_sse {
+        let filter = UsageFilter { settle, hide_usage };
+        return Response::from_parts(parts, map_events(body, filter));
+    }
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return GatewayError::Upstream(format!("reading the answer failed: {e}"))
+                .into_response()
+        }
+    };
+    settle.usage = slmgate_openai::chat::answer_usage(&mut parts, &bytes);
+    if settle.usage.is_none() {
+        // No usage reported: charge what was reserved.
+        settle.chunks = settle.completion;
+    }
+    drop(settle);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Reads the usage chunk of a stream (hiding it from clients that did not ask for it) and
+/// counts chunks; the reservation settles when the stream is dropped.
+struct UsageFilter {
+    settle: Settle,
+    hide_usage: bool,
+}
+
+impl EventFilter for UsageFilter {
+    fn event(&mut self, data: &str, out: &mut Vec<String>) {
+        if data.contains("\"usage\"") {
+            if let Some(u) = extract_usage(data.as_bytes()) {
+                self.settle.usage = Some(u);
+                if self.hide_usage && is_usage_only_chunk(data) {
+                    return;
+                }
+            }
+        }
+        if data != "[DONE]" {
+            self.settle.chunks += 1;
+        }
+        out.push(data.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_per_million() {
+        let p = Price {
+            input: 2.0,
+            output: 10.0,
+            cached_input: None,
+        };
+        assert!((cost(Some(p), 1_000_000, 100_000) - 3.0).abs() < 1e-12);
+        assert_eq!(cost(None, 10, 10), 0.0);
+    }
+
+    fn chat(body: &str) -> ChatRequest {
+        ChatRequest::parse(bytes::Bytes::from(body.to_string())).expect("valid request")
+    }
+
+    #[test]
+    fn the_completion_estimate_counts_every_choice() {
+        let m = r#""model":"m","messages":[{"role":"user","content":"hi"}]"#;
+        assert_eq!(completion_estimate(&chat(&format!("{{{m}}}"))), 1024);
+        assert_eq!(
+            completion_estimate(&chat(&format!(r#"{{{m},"max_tokens":100}}"#))),
+            100
+        );
+        assert_eq!(
+            completion_estimate(&chat(&format!(r#"{{{m},"max_tokens":100,"n":4}}"#))),
+            400
+        );
+        assert_eq!(
+            completion_estimate(&chat(&format!(
+                r#"{{{m},"max_completion_tokens":10,"max_tokens":100,"n":3}}"#
+            ))),
+            30
+        );
+    }
+
+    /// An answer without usage (a stream cut short) is charged up to the whole estimate, all
+    /// choices included.
+    #[test]
+    fn an_answer_without_usage_settles_per_choice() {
+        use slmgate_policies::budget::{BudgetScope, Budgeted};
+        let p = Price {
+            input: 0.0,
+            output: 1e6, // $1 a token
+            cached_input: None,
+        };
+        let ledger = BudgetLedger::new();
+        let limits = BudgetLimits {
+            daily_usd: Some(1000.0),
+            monthly_usd: None,
+        };
+        let now = SystemTime::now();
+        let completion = 4 * 10; // n: 4, max_tokens: 10
+        let reservation = ledger
+            .admit(
+                &[Budgeted::key("k", &limits)],
+                cost(Some(p), 0, completion),
+                now,
+            )
+            .expect("admitted");
+        // 25 chunks streamed over the four choices, then the stream broke.
+        drop(Settle {
+            reservation: Some(reservation),
+            price: Some(p),
+            prompt: 0,
+            completion,
+            usage: None,
+            chunks: 25,
+        });
+        let spent = ledger.usage(BudgetScope::Key, "k", now).day_spent_usd;
+        assert!((spent - 25.0).abs() < 1e-9, "{spent}");
+    }
+
+    #[test]
+    fn usage_only_chunks() {
+        assert!(is_usage_only_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(!is_usage_only_chunk(
+            r#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#
+        ));
+    }
+}

@@ -1,0 +1,267 @@
+//! The route step: decides where a parsed chat request goes.
+//!
+//! A plain alias resolves to its primary target and ordered fallbacks, after checking the
+//! caller may use it. A routed alias (`auto`) asks the router ([`slmgate_routing::engine`]),
+//! which classifies the query and picks the local or the remote side; the caller's key must
+//! be allowed that side's alias too ([`allowed_side`]). Either way the output
+//! is a [`Decision`] extension that the forwarding service executes and reports in headers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::Request;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+
+use super::snapshot::Snapshot;
+use super::BoxFuture;
+use crate::runtime::{Caller, ClientKey, ModelRoute};
+use crate::telemetry;
+use slmgate_config::routing::Side;
+use slmgate_openai::chat::ChatRequest;
+use slmgate_openai::error::GatewayError;
+use slmgate_routing::cascade::CascadeCheck;
+use slmgate_routing::engine::{Availability, Routed};
+use slmgate_routing::query::Query;
+
+/// Where a request goes, and why.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The ordered targets to try (primary first, then fallbacks).
+    pub route: Arc<ModelRoute>,
+    /// The alias of the chosen side (`local`, `remote`, or the requested alias itself).
+    pub target: String,
+    /// Which step decided (`alias` for a plain alias lookup; `rules`, `semantic`,
+    /// `complexity`, `availability` or `default` for routed aliases).
+    pub strategy: &'static str,
+    /// Category label, when the strategy gives one.
+    pub category: Option<String>,
+    /// The score behind the decision (complexity probability or semantic similarity).
+    pub score: Option<f32>,
+    /// The threshold the score was compared with.
+    pub threshold: Option<f32>,
+    /// Human-readable reason (returned in `x-slmgate-reason`).
+    pub reason: String,
+    /// The cascade check to run on a local answer, and the alias it escalates to.
+    pub cascade: Option<(CascadeCheck, String)>,
+}
+
+/// Resolves the requested model into a [`Decision`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteLayer;
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Route<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Route { inner }
+    }
+}
+
+/// See [`RouteLayer`].
+#[derive(Clone, Debug)]
+pub struct Route<S> {
+    inner: S,
+}
+
+/// The decision function (no upstream IO; the router may embed the query), shared by the
+/// chat endpoint and the `/v1/route` dry run.
+pub async fn decide(
+    gw: &crate::runtime::Gateway,
+    caller: Option<&Caller>,
+    req: &ChatRequest,
+) -> Result<Decision, GatewayError> {
+    if let Some(key) = caller.and_then(|c| c.key.as_ref()) {
+        if !key_allows(key, &req.model) {
+            return Err(GatewayError::Forbidden(format!(
+                "key `{}` may not use the model `{}`",
+                key.name, req.model
+            )));
+        }
+    }
+    if let Some(router) = gw.router.as_ref().filter(|r| r.router.routes(&req.model)) {
+        let query = Query::from_chat(req)?;
+        let routed = router.router.decide(&query, Availability::Respect).await?;
+        let key = caller.and_then(|c| c.key.as_deref());
+        let routed = allowed_side(&router.router, routed, key)?;
+        let route = router.chain(routed.side).cloned().ok_or_else(|| {
+            GatewayError::Unavailable(format!("the model `{}` cannot serve", routed.target))
+        })?;
+        tracing::info!(
+            model = %req.model,
+            target = %routed.target,
+            strategy = routed.strategy,
+            category = routed.category.as_deref().unwrap_or(""),
+            score = routed.score.unwrap_or(f32::NAN),
+            threshold = routed.threshold.unwrap_or(f32::NAN),
+            reason = %routed.reason,
+            "routed"
+        );
+        let escalate_to = router.router.alias(Side::Remote).to_string();
+        return Ok(Decision {
+            route,
+            target: routed.target,
+            strategy: routed.strategy,
+            category: routed.category,
+            score: routed.score,
+            threshold: routed.threshold,
+            reason: routed.reason,
+            cascade: routed.cascade.map(|c| (c, escalate_to)),
+        });
+    }
+    let route = gw
+        .resolve(&req.model)
+        .map_err(|message| GatewayError::ModelNotFound { message })?;
+    Ok(Decision {
+        route: route.clone(),
+        target: req.model.clone(),
+        strategy: "alias",
+        category: None,
+        score: None,
+        threshold: None,
+        reason: format!("alias `{}` -> {:?}", req.model, route.targets[0]),
+        cascade: None,
+    })
+}
+
+/// Returns true if and only if `key` may use the alias `alias` (an empty list allows all).
+pub fn key_allows(key: &ClientKey, alias: &str) -> bool {
+    key.models.is_empty() || key.models.iter().any(|m| m == alias)
+}
+
+/// Applies a key's model allow-list to what a routed alias (`auto`) decided: the allow-list
+/// names aliases, and `auto` resolves to the `local` or `remote` alias, so a key allowed
+/// `auto` but not `remote` must not reach the remote model through it. A decided side the
+/// key may not use is swapped for the other side when the key may use that one and it can
+/// serve; otherwise the request is refused (403). A local decision whose cascade would
+/// escalate to a side the key may not use keeps its answer local (no cascade).
+pub fn allowed_side(
+    router: &slmgate_routing::engine::Router,
+    mut routed: Routed,
+    key: Option<&ClientKey>,
+) -> Result<Routed, GatewayError> {
+    let Some(key) = key.filter(|k| !k.models.is_empty()) else {
+        return Ok(routed);
+    };
+    let other = match routed.side {
+        Side::Local => Side::Remote,
+        Side::Remote => Side::Local,
+    };
+    if !key_allows(key, router.alias(Side::Remote)) {
+        routed.cascade = None;
+    }
+    if key_allows(key, router.alias(routed.side)) {
+        return Ok(routed);
+    }
+    let (denied, instead) = (router.alias(routed.side), router.alias(other));
+    if !key_allows(key, instead) || !router.serves(other) {
+        return Err(GatewayError::Forbidden(format!(
+            "key `{}` may not use the model `{denied}`, where the router sent this request, and `{instead}` {}",
+            key.name,
+            if key_allows(key, instead) {
+                "cannot serve it"
+            } else {
+                "is not allowed either"
+            }
+        )));
+    }
+    routed.reason = format!(
+        "{}; key `{}` may not use `{denied}`: sent to `{instead}`",
+        routed.reason, key.name
+    );
+    routed.side = other;
+    routed.target = instead.to_string();
+    routed.strategy = "allow-list";
+    routed.cascade = None;
+    Ok(routed)
+}
+
+/// Puts a decision into response headers: `x-slmgate-route`, `x-slmgate-strategy`,
+/// `x-slmgate-category`, `x-slmgate-score`, `x-slmgate-threshold`, `x-slmgate-reason`.
+pub fn decision_headers(d: &Decision, h: &mut http::HeaderMap) {
+    let mut put = |name: &'static str, value: &str| {
+        // Header values are visible ASCII: anything else is replaced, never an error.
+        let clean: String = value
+            .chars()
+            .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+            .collect();
+        if let Ok(v) = http::HeaderValue::from_str(&clean) {
+            h.insert(name, v);
+        }
+    };
+    put(ROUTE_HEADER, &d.target);
+    put("x-slmgate-strategy", d.strategy);
+    if let Some(c) = &d.category {
+        put("x-slmgate-category", c);
+    }
+    if let Some(s) = d.score {
+        put(SCORE_HEADER, &format!("{s:.4}"));
+    }
+    if let Some(t) = d.threshold {
+        put("x-slmgate-threshold", &format!("{t:.4}"));
+    }
+    put(REASON_HEADER, &d.reason);
+}
+
+/// The chosen target's alias.
+pub const ROUTE_HEADER: &str = "x-slmgate-route";
+/// The score behind the decision.
+pub const SCORE_HEADER: &str = "x-slmgate-score";
+/// Why.
+pub const REASON_HEADER: &str = "x-slmgate-reason";
+
+impl<S> Service<Request<Body>> for Route<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // Take the service that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let ext = req.extensions();
+            let (Some(Snapshot(gw)), Some(chat)) =
+                (ext.get::<Snapshot>(), ext.get::<ChatRequest>())
+            else {
+                return Ok(
+                    GatewayError::Internal("route step without request".into()).into_response()
+                );
+            };
+            let span = telemetry::classify_span();
+            let decided = decide(gw, ext.get::<Caller>(), chat)
+                .instrument(span.clone())
+                .await;
+            match decided {
+                Ok(d) => {
+                    telemetry::record_decision(&span, &d);
+                    // Ends the classify span here: the steps below are not part of it.
+                    drop(span);
+                    req.extensions_mut().insert(d.clone());
+                    let mut resp = inner.call(req).await?;
+                    // A refusal below (policy, limits) or an error before any target answered
+                    // still says what the router decided (for the client and the usage row);
+                    // answers carry the decision they were served under already.
+                    if !resp.headers().contains_key(ROUTE_HEADER) {
+                        decision_headers(&d, resp.headers_mut());
+                    }
+                    Ok(resp)
+                }
+                Err(e) => {
+                    telemetry::record_error(&span, e.code());
+                    Ok(e.into_response())
+                }
+            }
+        })
+    }
+}

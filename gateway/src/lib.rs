@@ -1,0 +1,34 @@
+//! slmgate's server: an OpenAI-compatible reverse proxy built as a tower stack.
+//!
+//! The request path lives in one function, [`stack::build`]; each concern is one layer in
+//! [`layers`]; upstreams are in [`upstream`]. [`server::serve`] is the entry point the binary
+//! calls. Every failure answers in OpenAI's error shape ([`GatewayError`], from
+//! `slmgate-openai`).
+//!
+//! The gateway composes the other crates: `slmgate-openai` (wire types), `slmgate-routing`
+//! (the decision for routed aliases, see [`auto`]), `slmgate-policies` (rules, budgets,
+//! limits), `slmgate-usage` (usage records) and `slmgate-local-model` (the embedded model).
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod auto;
+pub mod build;
+pub mod connections;
+pub mod dashboard;
+pub mod embed_batcher;
+pub mod embeddings;
+pub mod handlers;
+pub mod layers;
+pub mod metrics;
+pub mod reload;
+pub mod runtime;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+pub mod upstream;
+pub mod usage_http;
+
+pub use reload::{ConfigSource, Reloader};
+pub use server::{serve, serve_from, start, start_on, start_with, Running, StartOptions};
+pub use slmgate_openai::GatewayError;
