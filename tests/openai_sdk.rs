@@ -14,8 +14,11 @@ fn python_with_openai() -> Option<String> {
         Some("python3".to_string()),
     ];
     candidates.into_iter().flatten().find(|py| {
+        // Not from the workspace root: its `openai/` crate folder would import as an empty
+        // namespace package.
         std::process::Command::new(py)
-            .args(["-c", "import openai"])
+            .args(["-c", "import openai.types"])
+            .current_dir(std::env::temp_dir())
             .output()
             .is_ok_and(|o| o.status.success())
     })

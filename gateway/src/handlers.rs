@@ -125,7 +125,7 @@ pub async fn route_dry_run(
     match dry_run(gw, chat, ext.get::<Caller>(), req.headers()).await {
         Ok((body, d)) => {
             let mut resp = Json(body).into_response();
-            crate::layers::route::decision_headers(&d, resp.headers_mut());
+            resp.extensions_mut().insert(std::sync::Arc::new(d));
             Ok(resp)
         }
         Err(e) => Ok(e.into_response()),

@@ -18,6 +18,7 @@ pub mod connections;
 pub mod dashboard;
 pub mod embed_batcher;
 pub mod embeddings;
+pub mod facts;
 pub mod handlers;
 pub mod layers;
 pub mod metrics;

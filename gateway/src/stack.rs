@@ -100,6 +100,10 @@ pub fn build_with_usage(
 ) -> Router {
     // POST /v1/chat/completions: its own small pipeline, innermost last.
     let chat = ServiceBuilder::new()
+        // The steps below report what they learned as typed response extensions (the
+        // decision, who served, the cache outcome, the policy rule); written as `x-slmgate-*`
+        // headers here, once.
+        .map_response(crate::facts::write_headers)
         // Body → typed request; 400/413 for bad input. Everything below sees a valid request.
         .layer(ParseChatLayer)
         // One usage record per valid request, above every step that may refuse it, so
@@ -123,6 +127,7 @@ pub fn build_with_usage(
 
     // POST /v1/route: the same parse and decision, answered as JSON instead of executed.
     let dry_run = ServiceBuilder::new()
+        .map_response(crate::facts::write_headers)
         .layer(ParseChatLayer)
         .service(tower::service_fn(handlers::route_dry_run));
 

@@ -3,9 +3,9 @@
 //! It sits right below request parsing, above routing, policy and limits, so it sees every
 //! outcome of a valid request: answers (JSON or streamed, local or remote, from the cache)
 //! and refusals (403/404 from routing, 4xx from the policy, 429 from the limits, 5xx when no
-//! target could answer). It needs no state of its own: the decision, the backend that
-//! answered and the cache marker come back as response headers (`x-slmgate-route`,
-//! `-strategy`, `-category`, `-score`, `-reason`, `x-slmgate-backend`, `x-slmgate-cache`).
+//! target could answer). It needs no state of its own: the decision, the target that
+//! answered and the cache outcome come back as typed response extensions
+//! ([`crate::facts`]).
 //!
 //! - **Tokens** come from the answer's `usage`. For streams the step asks upstream for the
 //!   usage chunk (`stream_options.include_usage`) and hides it again from clients that did
@@ -37,6 +37,7 @@
 //! ```
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -49,10 +50,10 @@ use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::timeout::RequestDeadline;
 use super::BoxFuture;
-use crate::layers::cache::CACHE_HEADER;
+use crate::facts::{CacheOutcome, Served};
+use crate::layers::route::Decision;
 use crate::metrics as m;
-use crate::runtime::{Caller, Gateway, Target};
-use crate::upstream::forward::BACKEND_HEADER;
+use crate::runtime::Caller;
 use crate::upstream::Backend;
 use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use slmgate_openai::error::GatewayError;
@@ -129,28 +130,6 @@ pub fn error_class(json: &[u8]) -> Option<String> {
             .unwrap_or("error")
             .to_string(),
     )
-}
-
-/// The target that served `backend` for the decision's `alias`: the alias's own chain
-/// first, then any alias (the router's sides are aliases too).
-fn find_target(gw: &Gateway, alias: Option<&str>, backend: &str) -> Option<Target> {
-    let in_route = |r: &crate::runtime::ModelRoute| {
-        r.targets
-            .iter()
-            .find(|t| t.backend.name() == backend)
-            .cloned()
-    };
-    if let Some(t) = alias
-        .and_then(|a| gw.models.get(a))
-        .and_then(|r| in_route(r))
-    {
-        return Some(t);
-    }
-    let mut aliases: Vec<&String> = gw.models.keys().collect();
-    aliases.sort();
-    aliases
-        .into_iter()
-        .find_map(|a| gw.models.get(a).and_then(|r| in_route(r)))
 }
 
 impl Pending {
@@ -409,38 +388,38 @@ where
             let resp = inner.call(req).await?;
 
             pending.answered = true;
-            let h = resp.headers();
+            let (h, ext) = (resp.headers(), resp.extensions());
             let status = resp.status();
-            let target = header_str(h, crate::layers::route::ROUTE_HEADER).map(String::from);
-            let backend = header_str(h, &BACKEND_HEADER).map(String::from);
-            let served = backend
-                .as_deref()
-                .and_then(|b| find_target(&gw, target.as_deref(), b));
-            let local = served.as_ref().is_some_and(|t| match &*t.backend {
+            let decision = ext.get::<Arc<Decision>>();
+            let served = ext.get::<Served>();
+            let target = served.and_then(|s| s.target.as_ref());
+            let local = target.is_some_and(|t| match &*t.backend {
                 Backend::OpenAi(_) => false,
                 #[cfg(feature = "local")]
                 Backend::Local(_) => true,
             });
             // `miss` and `bypass` went upstream: only hits were served from the cache.
-            let cache = header_str(h, &CACHE_HEADER)
-                .filter(|c| matches!(*c, "hit" | "semantic-hit"))
-                .map(String::from);
+            let cache = ext
+                .get::<CacheOutcome>()
+                .filter(|c| c.is_hit())
+                .map(|c| c.as_str().to_string());
             // A hit was answered by the cache, not the model: it is neither local nor remote.
             let local = local && cache.is_none();
-            pending.price = served.as_ref().and_then(|t| gw.accounting.price(t));
+            pending.price = target.and_then(|t| gw.accounting.price(t));
             pending.reference = gw
                 .usage_reference
                 .as_deref()
                 .and_then(|r| gw.accounting.model_price(r));
             let rec = &mut pending.rec;
-            rec.strategy = header_str(h, "x-slmgate-strategy").map(String::from);
-            rec.category = header_str(h, "x-slmgate-category").map(String::from);
-            rec.score = header_str(h, crate::layers::route::SCORE_HEADER)
-                .and_then(|s| s.parse::<f64>().ok());
-            rec.reason = header_str(h, crate::layers::route::REASON_HEADER).map(String::from);
-            rec.upstream_model = served.as_ref().map(|t| t.model.clone());
-            rec.target = target;
-            rec.backend = backend;
+            if let Some(d) = decision {
+                rec.strategy = Some(d.strategy.to_string());
+                rec.category.clone_from(&d.category);
+                rec.score = d.score.map(f64::from);
+                rec.reason = Some(d.reason.clone());
+                rec.target = Some(d.target.clone());
+            }
+            rec.upstream_model = target.map(|t| t.model.clone());
+            rec.backend = served.map(|s| s.backend.clone());
             rec.local = local;
             rec.cache = cache;
             rec.status = i64::from(status.as_u16());
@@ -514,7 +493,6 @@ mod tests {
         ));
     }
     use http_body_util::BodyExt;
-    use std::sync::Arc;
     use tower::ServiceExt;
 
     fn gateway() -> Arc<Gateway> {
@@ -552,7 +530,7 @@ usage:
         req
     }
 
-    fn answer(body: &'static str, sse: bool, cache: Option<&'static str>) -> Response {
+    fn answer(body: &'static str, sse: bool, cache: Option<CacheOutcome>) -> Response {
         let mut resp = Response::new(Body::from(body));
         let h = resp.headers_mut();
         h.insert(
@@ -563,13 +541,22 @@ usage:
                 "application/json"
             }),
         );
-        h.insert(
-            crate::layers::route::ROUTE_HEADER,
-            http::HeaderValue::from_static("remote"),
-        );
-        h.insert(&BACKEND_HEADER, http::HeaderValue::from_static("up"));
+        let gw = gateway();
+        let route = gw.models["remote"].clone();
+        let ext = resp.extensions_mut();
+        ext.insert(Arc::new(Decision {
+            route: route.clone(),
+            target: "remote".into(),
+            strategy: "alias",
+            category: None,
+            score: None,
+            threshold: None,
+            reason: "test".into(),
+            cascade: None,
+        }));
+        ext.insert(Served::target(&route.targets[0]));
         if let Some(c) = cache {
-            h.insert(&CACHE_HEADER, http::HeaderValue::from_static(c));
+            ext.insert(c);
         }
         resp
     }
@@ -585,7 +572,7 @@ usage:
                 .into_boxed_str(),
         );
         let svc = AccountLayer::new(Some(sink)).layer(tower::service_fn(move |_| async move {
-            Ok::<_, Infallible>(answer(body, false, Some("semantic-hit")))
+            Ok::<_, Infallible>(answer(body, false, Some(CacheOutcome::SemanticHit)))
         }));
         let resp = svc
             .oneshot(request(

@@ -115,11 +115,10 @@ where
         Box::pin(async move {
             let Ok(resp) = fut.await;
             let target = resp
-                .headers()
-                .get(crate::layers::route::ROUTE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
+                .extensions()
+                .get::<std::sync::Arc<crate::layers::route::Decision>>()
+                .map(|d| d.target.clone())
+                .unwrap_or_default();
             let sample = Sample {
                 start,
                 route,

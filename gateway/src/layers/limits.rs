@@ -37,13 +37,12 @@ use slmgate_policies::ratelimit::RateLimiters;
 use slmgate_policies::NameMap;
 use tower::{Layer, Service};
 
-use super::cache::CacheHit;
 use super::route::Decision;
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
+use crate::facts::{CacheOutcome, Served};
 use crate::runtime::{Caller, Target};
-use crate::upstream::forward::BACKEND_HEADER;
 use crate::upstream::Backend;
 use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use slmgate_openai::error::{openai_error, GatewayError};
@@ -323,19 +322,19 @@ async fn settle_response(
         drop(settle.reservation.take());
         return resp;
     }
-    if resp.extensions().get::<CacheHit>().is_some() {
+    if resp
+        .extensions()
+        .get::<CacheOutcome>()
+        .is_some_and(|c| c.is_hit())
+    {
         // Served from the response cache: nothing was generated, nothing is charged (the
         // stream's usage chunk is still hidden below from clients that did not ask).
         drop(settle.reservation.take());
     }
-    let backend = resp
-        .headers()
-        .get(&BACKEND_HEADER)
-        .and_then(|v| v.to_str().ok());
-    let target = route
-        .targets
-        .iter()
-        .find(|t| Some(t.backend.name()) == backend)
+    let target = resp
+        .extensions()
+        .get::<Served>()
+        .and_then(|s| s.target.as_ref())
         .or(route.targets.first());
     settle.price = target.and_then(|t| acc.price(t));
     let is_sse = resp

@@ -35,7 +35,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Request, StatusCode};
+use http::{Request, StatusCode};
 use serde_json::Value;
 use slmgate_policies::pii::{PiiKind, Redactions, StreamRestorer};
 use slmgate_policies::{Outcome, PolicySet, RequestFacts};
@@ -47,6 +47,7 @@ use super::route::{allowed_side, Decision};
 use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
+use crate::facts::PolicyRule;
 use crate::runtime::{Caller, ClientKey, Gateway, ModelRoute, Target};
 use crate::telemetry;
 use crate::upstream::Backend;
@@ -54,9 +55,6 @@ use slmgate_openai::chat::ChatRequest;
 use slmgate_openai::error::{openai_error, GatewayError};
 use slmgate_routing::engine::Availability;
 use slmgate_routing::query::Query;
-
-/// Response header naming the rule that matched.
-pub static POLICY_HEADER: http::HeaderName = http::HeaderName::from_static("x-slmgate-policy");
 
 /// The compiled `policies:` of one config, and what their targets may name.
 pub struct Policies {
@@ -157,9 +155,8 @@ where
             };
             let mut resp = inner.call(req).await?;
             if let Some(rule) = &applied.rule {
-                if let Ok(v) = HeaderValue::from_str(rule) {
-                    resp.headers_mut().insert(&POLICY_HEADER, v);
-                }
+                resp.extensions_mut()
+                    .insert(PolicyRule(std::sync::Arc::from(rule.as_str())));
             }
             match applied.restore {
                 Some(red) if resp.status().is_success() => Ok(restore_response(resp, red).await),
@@ -351,9 +348,8 @@ fn deny_response(rule: &str, status: u16, message: &str) -> Response {
     // usage record and `x-slmgate-policy` keep the decision).
     tracing::debug!(rule, status = status.as_u16(), "denied by policy");
     let mut resp = openai_error(status, message, kind, None, "policy_denied");
-    if let Ok(v) = HeaderValue::from_str(rule) {
-        resp.headers_mut().insert(&POLICY_HEADER, v);
-    }
+    resp.extensions_mut()
+        .insert(PolicyRule(std::sync::Arc::from(rule)));
     resp
 }
 

@@ -4,7 +4,8 @@
 //! caller may use it. A routed alias (`auto`) asks the router ([`slmgate_routing::engine`]),
 //! which classifies the query and picks the local or the remote side; the caller's key must
 //! be allowed that side's alias too ([`allowed_side`]). Either way the output
-//! is a [`Decision`] extension that the forwarding service executes and reports in headers.
+//! is a [`Decision`] extension that the forwarding service executes; the response carries it
+//! back (`Arc<Decision>`, see [`crate::facts`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub struct Decision {
     pub score: Option<f32>,
     /// The threshold the score was compared with.
     pub threshold: Option<f32>,
-    /// Human-readable reason (returned in `x-slmgate-reason`).
+    /// Human-readable reason (returned in `x-slmgate-reason`, see [`crate::facts`]).
     pub reason: String,
     /// The cascade check to run on a local answer, and the alias it escalates to.
     pub cascade: Option<(CascadeCheck, String)>,
@@ -178,40 +179,6 @@ pub fn allowed_side(
     Ok(routed)
 }
 
-/// Puts a decision into response headers: `x-slmgate-route`, `x-slmgate-strategy`,
-/// `x-slmgate-category`, `x-slmgate-score`, `x-slmgate-threshold`, `x-slmgate-reason`.
-pub fn decision_headers(d: &Decision, h: &mut http::HeaderMap) {
-    let mut put = |name: &'static str, value: &str| {
-        // Header values are visible ASCII: anything else is replaced, never an error.
-        let clean: String = value
-            .chars()
-            .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
-            .collect();
-        if let Ok(v) = http::HeaderValue::from_str(&clean) {
-            h.insert(name, v);
-        }
-    };
-    put(ROUTE_HEADER, &d.target);
-    put("x-slmgate-strategy", d.strategy);
-    if let Some(c) = &d.category {
-        put("x-slmgate-category", c);
-    }
-    if let Some(s) = d.score {
-        put(SCORE_HEADER, &format!("{s:.4}"));
-    }
-    if let Some(t) = d.threshold {
-        put("x-slmgate-threshold", &format!("{t:.4}"));
-    }
-    put(REASON_HEADER, &d.reason);
-}
-
-/// The chosen target's alias.
-pub const ROUTE_HEADER: &str = "x-slmgate-route";
-/// The score behind the decision.
-pub const SCORE_HEADER: &str = "x-slmgate-score";
-/// Why.
-pub const REASON_HEADER: &str = "x-slmgate-reason";
-
 impl<S> Service<Request<Body>> for Route<S>
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -252,8 +219,8 @@ where
                     // A refusal below (policy, limits) or an error before any target answered
                     // still says what the router decided (for the client and the usage row);
                     // answers carry the decision they were served under already.
-                    if !resp.headers().contains_key(ROUTE_HEADER) {
-                        decision_headers(&d, resp.headers_mut());
+                    if resp.extensions().get::<Arc<Decision>>().is_none() {
+                        resp.extensions_mut().insert(Arc::new(d));
                     }
                     Ok(resp)
                 }

@@ -1,28 +1,28 @@
 //! The innermost service: executes a [`Decision`] by trying its targets in order.
 //!
 //! Each target gets its own retries (inside the backend); when a target gives up with a
-//! [`Fallback`], the next one is tried. The response names the backend that answered in
-//! `x-slmgate-backend`.
+//! [`Fallback`], the next one is tried. The response carries the decision it was served
+//! under and the target that answered ([`Served`]).
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Request};
+use std::sync::Arc;
+
+use http::Request;
 use tower::Service;
 use tracing::Instrument as _;
 
 use super::openai::CallContext;
 use super::{Backend, Fallback, UpstreamClock};
-use crate::layers::route::{decision_headers, Decision};
+use crate::facts::Served;
+use crate::layers::route::Decision;
 use crate::layers::BoxFuture;
 use crate::telemetry;
 use slmgate_openai::chat::ChatRequest;
 use slmgate_openai::error::GatewayError;
-
-/// Header naming the backend that produced the answer.
-pub static BACKEND_HEADER: http::HeaderName = http::HeaderName::from_static("x-slmgate-backend");
 
 /// Sends decided requests upstream.
 #[derive(Clone, Copy, Debug, Default)]
@@ -101,9 +101,7 @@ async fn forward(mut req: Request<Body>) -> Response {
         };
         match result {
             Ok(mut r) => {
-                if let Ok(v) = HeaderValue::from_str(target.backend.name()) {
-                    r.headers_mut().insert(&BACKEND_HEADER, v);
-                }
+                r.extensions_mut().insert(Served::target(target));
                 if i > 0 {
                     tracing::info!(alias = %route.alias, backend = target.backend.name(), "served by fallback");
                 }
@@ -137,6 +135,6 @@ async fn forward(mut req: Request<Body>) -> Response {
         })
         .into_response()
     });
-    decision_headers(&decision, resp.headers_mut());
+    resp.extensions_mut().insert(Arc::new(decision));
     resp
 }

@@ -65,23 +65,15 @@ use slmgate_policies::rules::CacheDirective;
 use tower::{Layer, Service};
 
 use super::policy::PolicyDecision;
-use super::route::{decision_headers, Decision};
+use super::route::Decision;
 use super::snapshot::Snapshot;
 use super::sse_map::{event_bytes, map_events, EventFilter};
 use super::BoxFuture;
+use crate::facts::{CacheOutcome, Served};
 use crate::runtime::Caller;
-use crate::upstream::forward::BACKEND_HEADER;
 use slmgate_openai::chat::{is_usage_only_chunk, AnswerUsage, ChatRequest, JsonAnswer};
 use slmgate_openai::error::GatewayError;
 pub use store::CacheState;
-
-/// Response header saying how the cache took part.
-pub static CACHE_HEADER: http::HeaderName = http::HeaderName::from_static("x-slmgate-cache");
-
-/// Marks a response served from the cache (a response extension): the limits step charges
-/// nothing for it.
-#[derive(Debug, Clone, Copy)]
-pub struct CacheHit;
 
 /// The response cache of one configuration: its settings and the stores, which outlive the
 /// configuration (see [`CacheState::carry`]).
@@ -216,9 +208,10 @@ pub struct CacheService<S> {
     inner: S,
 }
 
-fn put_header(resp: &mut Response, value: &'static str) {
-    resp.headers_mut()
-        .insert(&CACHE_HEADER, HeaderValue::from_static(value));
+/// Says how the cache took part (a response extension, written as `x-slmgate-cache` at the
+/// edge; the limits step charges nothing for a hit).
+fn mark(resp: &mut Response, outcome: CacheOutcome) {
+    resp.extensions_mut().insert(outcome);
 }
 
 impl<S> Service<Request<Body>> for CacheService<S>
@@ -263,7 +256,7 @@ where
             };
             if !plan.used() {
                 let mut resp = inner.call(req).await?;
-                put_header(&mut resp, "bypass");
+                mark(&mut resp, CacheOutcome::Bypass);
                 return Ok(resp);
             }
             let tenant = key::tenant(ext.get::<Caller>());
@@ -279,7 +272,7 @@ where
                 if let Some(a) = exact_key.as_ref().and_then(|k| state.get_exact(k)) {
                     tracing::debug!(backend = %a.backend, "exact cache hit");
                     crate::telemetry::record_cache(&span, "hit", Some("exact"), None);
-                    return Ok(replay(&a, chat, decision, "hit"));
+                    return Ok(replay(&a, chat, decision, CacheOutcome::Hit));
                 }
             }
             let semantic = match (plan.semantic, &gw.embedder) {
@@ -301,7 +294,7 @@ where
                     if let Some((a, sim)) = state.get_semantic(scope, v, threshold) {
                         tracing::debug!(similarity = sim, backend = %a.backend, "semantic cache hit");
                         crate::telemetry::record_cache(&span, "hit", Some("semantic"), Some(sim));
-                        return Ok(replay(&a, chat, decision, "semantic-hit"));
+                        return Ok(replay(&a, chat, decision, CacheOutcome::SemanticHit));
                     }
                 }
             }
@@ -314,10 +307,14 @@ where
             drop(span);
 
             // A miss: forward, and record the answer if it completes.
-            let label = if plan.read { "miss" } else { "bypass" };
+            let label = if plan.read {
+                CacheOutcome::Miss
+            } else {
+                CacheOutcome::Bypass
+            };
             if !plan.store || (exact_key.is_none() && semantic.is_none()) {
                 let mut resp = inner.call(req).await?;
-                put_header(&mut resp, label);
+                mark(&mut resp, label);
                 return Ok(resp);
             }
             // Ask a stream for its usage chunk so the stored answer has it (hidden again
@@ -332,7 +329,7 @@ where
                 }
             }
             let mut resp = inner.call(req).await?;
-            put_header(&mut resp, label);
+            mark(&mut resp, label);
             if resp.status() != StatusCode::OK {
                 return Ok(resp);
             }
@@ -341,10 +338,10 @@ where
                 exact: exact_key.map(|k| (k, plan.exact_ttl)),
                 semantic: semantic.map(|(scope, v)| (scope, v, plan.semantic_ttl)),
                 backend: resp
-                    .headers()
-                    .get(&BACKEND_HEADER)
-                    .cloned()
-                    .unwrap_or(HeaderValue::from_static("")),
+                    .extensions()
+                    .get::<Served>()
+                    .map(|s| s.backend.clone())
+                    .unwrap_or_default(),
                 max_bytes: usize::try_from(gw.cache.settings.exact.max_bytes).unwrap_or(usize::MAX),
             };
             Ok(record(resp, sink, hide_usage).await)
@@ -379,7 +376,7 @@ fn replay(
     a: &store::Answer,
     chat: &ChatRequest,
     decision: &Decision,
-    label: &'static str,
+    outcome: CacheOutcome,
 ) -> Response {
     let mut resp = if chat.stream {
         let Ok(completion) = serde_json::from_slice::<Value>(&a.json) else {
@@ -405,12 +402,19 @@ fn replay(
         );
         r
     };
-    decision_headers(decision, resp.headers_mut());
-    if let Ok(v) = HeaderValue::from_str(&a.backend) {
-        resp.headers_mut().insert(&BACKEND_HEADER, v);
-    }
-    put_header(&mut resp, label);
-    resp.extensions_mut().insert(CacheHit);
+    let target = decision
+        .route
+        .targets
+        .iter()
+        .find(|t| t.backend.name() == a.backend)
+        .cloned();
+    let ext = resp.extensions_mut();
+    ext.insert(Arc::new(decision.clone()));
+    ext.insert(Served {
+        backend: a.backend.clone(),
+        target,
+    });
+    mark(&mut resp, outcome);
     resp
 }
 
@@ -419,9 +423,8 @@ struct Sink {
     state: CacheState,
     exact: Option<(key::Key, Duration)>,
     semantic: Option<(key::Key, Arc<[f32]>, Duration)>,
-    /// The answering backend's name (`x-slmgate-backend`), copied into an entry only when a
-    /// store takes it.
-    backend: HeaderValue,
+    /// The answering backend's name ([`Served`]).
+    backend: String,
     max_bytes: usize,
 }
 
@@ -441,7 +444,7 @@ impl Sink {
                 .get_or_init(|| Bytes::copy_from_slice(&json))
                 .clone()
         };
-        let backend = self.backend.to_str().unwrap_or("");
+        let backend = self.backend.as_str();
         if let Some((k, ttl)) = self.exact {
             let w = store::weight_of(json.len(), backend.len());
             self.state.put_exact_with(k, w, || {
