@@ -14,12 +14,12 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::gguf_tokenizer::{self, GgufVocab, TOKEN_TYPE_CONTROL};
-use crate::models::{Architecture, ModelInstance, ModelWeights, Quantize};
-use crate::sampling::{
+use crate::generate::gguf_tokenizer::{self, GgufVocab, TOKEN_TYPE_CONTROL};
+use crate::generate::models::{Architecture, ModelInstance, ModelWeights, Quantize};
+use crate::generate::sampling::{
     FinishReason, IncrementalDecoder, Sampler, SamplingParams, StopMatcher, StopOutcome,
 };
-use crate::template::{ChatTemplate, CHATML_TEMPLATE};
+use crate::generate::template::{ChatTemplate, CHATML_TEMPLATE};
 
 /// Errors of the local model. Every variant names what failed; none is a panic.
 #[derive(Debug, thiserror::Error)]

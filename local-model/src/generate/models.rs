@@ -39,8 +39,8 @@ use candle_transformers::models::{
     quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3,
 };
 
-use crate::fast_llama::{LlamaState, LlamaWeights};
-use crate::generator::LocalModelError;
+use crate::generate::fast_llama::{LlamaState, LlamaWeights};
+use crate::generate::generator::LocalModelError;
 
 /// How weights are stored in memory after loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -286,7 +286,7 @@ impl ModelWeights {
     /// and qwen3 (weights are shared); a rebuild from memory for qwen2. The fast llama path
     /// computes on as many threads as there are CPUs (see [`ModelWeights::instance_with_threads`]).
     pub fn instance(&self) -> Result<ModelInstance, LocalModelError> {
-        self.instance_with_threads(crate::threads::default_threads())
+        self.instance_with_threads(crate::cpu::threads::default_threads())
     }
 
     /// Like [`ModelWeights::instance`], with `threads` compute threads for the fast llama path

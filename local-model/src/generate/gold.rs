@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::generator::{ChatMessage, GenerationEvent, Generator, LocalModelError};
-use crate::sampling::SamplingParams;
+use crate::generate::generator::{ChatMessage, GenerationEvent, Generator, LocalModelError};
+use crate::generate::sampling::SamplingParams;
 
 /// One gold question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,9 +41,9 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 
-use crate::int_gemm::{self, Dst, IntActs, IntMatrix};
-use crate::kernels::{detected_isa, matmul_rows, Isa, OutPtr, QActs, QMatrix, QK};
-use crate::threads::ComputePool;
+use crate::cpu::int_gemm::{self, Dst, IntActs, IntMatrix};
+use crate::cpu::kernels::{detected_isa, matmul_rows, Isa, OutPtr, QActs, QMatrix, QK};
+use crate::cpu::threads::ComputePool;
 
 /// Output columns per packed weight panel (two 8-lane registers).
 const NR: usize = 16;

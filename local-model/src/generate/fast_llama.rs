@@ -28,10 +28,10 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
-use crate::gguf_tokenizer::md_u32;
-use crate::kernels::{matmul_rows, OutPtr, QActs, QFormat, QMatrix};
-use crate::models::Quantize;
-use crate::threads::{split, ComputePool};
+use crate::cpu::kernels::{matmul_rows, OutPtr, QActs, QFormat, QMatrix};
+use crate::cpu::threads::{split, ComputePool};
+use crate::generate::gguf_tokenizer::md_u32;
+use crate::generate::models::Quantize;
 
 /// Hyper-parameters read from `llama.*` metadata.
 #[derive(Debug, Clone, PartialEq)]

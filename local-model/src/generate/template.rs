@@ -13,7 +13,7 @@
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
 
-use crate::generator::{ChatMessage, LocalModelError};
+use crate::generate::generator::{ChatMessage, LocalModelError};
 
 /// The ChatML template used when neither the configuration nor the model provides one.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
