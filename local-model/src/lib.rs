@@ -13,6 +13,12 @@
 //!
 //! plus [`device`] (device selection) and [`hub`] (model files).
 
+// `unsafe` is allowed in `cpu` only (`deny`, not `forbid`: a `forbid` cannot be lifted for
+// one module).
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod cpu;
 pub mod device;
 pub mod embed;

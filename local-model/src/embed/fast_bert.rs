@@ -4,7 +4,9 @@
 //! and a query of ten tokens the per-op overhead (dispatch, allocation, transposes, padding
 //! masks, weight repacking inside the gemm) costs more than the arithmetic. This module runs the
 //! same model as straight-line code over pre-allocated buffers, like [`crate::fast_llama`] does
-//! for llama:
+//! for llama (the linear layers, their SIMD kernels and the splitting of each parallel
+//! section's output between threads are the crate's `cpu` layer, where all its `unsafe` code
+//! is; this module holds the model and safe code only):
 //!
 //! - the linear layers' weights are packed once, at load time, into 64-byte aligned panels of
 //!   16 output columns, so the matrix multiplication streams each weight once per tile of 6
@@ -33,7 +35,7 @@
 //! [`WeightFormat::Q8_0`] keeps the linear layers' weights as 8-bit blocks instead and runs them
 //! with [`crate::kernels`]' int8 kernels (activations quantized per 32-value block): a quarter
 //! of the memory, at a small cost in accuracy (see [`WeightFormat`]). [`WeightFormat::Int16`]
-//! runs them as integer matrix multiplications instead ([`crate::int_gemm`]: 12-bit weights
+//! runs them as integer matrix multiplications instead (`int_gemm`: 12-bit weights
 //! per output column × 16-bit activations per token, exact `i32` sums over the whole input).
 
 use std::collections::HashMap;
@@ -41,73 +43,11 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 
-use crate::cpu::int_gemm::{self, Dst, IntActs, IntMatrix};
-use crate::cpu::kernels::{detected_isa, matmul_rows, Isa, OutPtr, QActs, QMatrix, QK};
+use crate::cpu::linear::{matmul, Act, Acts, Linear};
+use crate::cpu::math::exp;
 use crate::cpu::threads::ComputePool;
 
-/// Output columns per packed weight panel (two 8-lane registers).
-const NR: usize = 16;
-/// Token rows per micro-kernel tile (12 accumulators + 2 weights + 1 broadcast = 15 of the 16
-/// AVX2 registers).
-const MR: usize = 6;
-/// Activation bytes a chunk of token rows may take: every weight panel of a thread passes over
-/// the chunk while it stays in the L2 cache.
-const CHUNK_BYTES: usize = 192 * 1024;
-
-/// How the linear layers' weights are held in memory (embeddings, biases and LayerNorms are
-/// always `f32`).
-///
-/// Measured on all-MiniLM-L6-v2 (2-core Zen 3, AVX2): `f32` reproduces candle's `f32` results
-/// to ~1e-6 and is the default; `q8_0` holds 4× fewer weight bytes (10.6 MB instead of 42 MB
-/// for the encoder layers) with embeddings at cosine ≥ 0.999 of the exact ones, but this CPU's
-/// int8 kernels are not faster than the `f32` micro-kernel once the `f32` weights sit in the
-/// cache, so it is an option for memory-constrained hosts, not the default. `int16` holds
-/// half the bytes (21 MB) and runs the matrix multiplications ~1.4–1.7× faster than `f32`
-/// (`vpmaddwd`, 16 multiply-adds per instruction), with embeddings at cosine ≥ 0.99998 of
-/// the exact ones (CLINC150 and the router's prompts; nearest-centroid intent accuracy and
-/// `slmgate eval` unchanged) — close, but not the exact values `/v1/embeddings` promises
-/// (a reference similarity moves by 1.5e-4), so the gateway uses it for routing and the
-/// semantic cache only (`embedder.routing_weights`, a second copy of the model) and serves
-/// `/v1/embeddings` from `f32` weights (`embedder.weights`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WeightFormat {
-    /// Exact `f32` weights.
-    #[default]
-    F32,
-    /// GGML Q8_0 blocks (32 × `i8` + an `f16` scale); matrices whose input size is not a
-    /// multiple of 32 stay `f32`.
-    Q8_0,
-    /// 12-bit integer weights (held as `i16`, one scale per output column) multiplied by
-    /// activations quantized per token to 16-bit integers, summed exactly in `i32` over the
-    /// whole input and dequantized once per output ([`crate::int_gemm`]).
-    Int16,
-}
-
-impl std::fmt::Display for WeightFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WeightFormat::F32 => "f32",
-            WeightFormat::Q8_0 => "q8_0",
-            WeightFormat::Int16 => "int16",
-        })
-    }
-}
-
-impl std::str::FromStr for WeightFormat {
-    type Err = String;
-
-    /// `f32`, `q8_0` (also `q8`) or `int16` (also `i16`), case-insensitive.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "f32" => Ok(WeightFormat::F32),
-            "q8_0" | "q8" => Ok(WeightFormat::Q8_0),
-            "int16" | "i16" => Ok(WeightFormat::Int16),
-            other => Err(format!(
-                "unknown embedder weight format `{other}` (expected f32, q8_0 or int16)"
-            )),
-        }
-    }
-}
+pub use crate::cpu::linear::WeightFormat;
 
 /// One text's token ids and token type ids (the same length).
 #[derive(Debug, Clone, Copy)]
@@ -135,86 +75,6 @@ pub enum ForwardError {
     LengthMismatch(usize, usize),
 }
 
-/// A 64-byte aligned row of a weight panel: the weights of [`NR`] output columns for one input.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Row16([f32; NR]);
-
-enum Weights {
-    /// `panels × k` rows: row `p·k + i` holds `W[p·NR + j][i]` for `j < NR` (zero past `n`).
-    F32(Vec<Row16>),
-    Q8(QMatrix),
-    Int16(IntMatrix),
-}
-
-/// `y = x · Wᵀ + b` with `W` of `n × k`.
-struct Linear {
-    n: usize,
-    k: usize,
-    bias: Vec<f32>,
-    w: Weights,
-}
-
-impl Linear {
-    /// `w` is `n × k`, row-major (the PyTorch layout).
-    fn new(w: &[f32], bias: Vec<f32>, n: usize, k: usize, format: WeightFormat) -> Self {
-        debug_assert_eq!(w.len(), n * k);
-        if format == WeightFormat::Int16 {
-            return Self {
-                n,
-                k,
-                bias,
-                w: Weights::Int16(IntMatrix::quantize(w, n, k)),
-            };
-        }
-        if format == WeightFormat::Q8_0 && k.is_multiple_of(QK) {
-            if let Ok(q) = QMatrix::quantize_q8_0(n, k, w) {
-                return Self {
-                    n,
-                    k,
-                    bias,
-                    w: Weights::Q8(q),
-                };
-            }
-        }
-        let panels = n.div_ceil(NR);
-        let mut data = vec![Row16([0.0; NR]); panels * k];
-        for p in 0..panels {
-            for (i, row) in data[p * k..(p + 1) * k].iter_mut().enumerate() {
-                for (j, v) in row.0.iter_mut().enumerate() {
-                    let r = p * NR + j;
-                    if r < n {
-                        *v = w[r * k + i];
-                    }
-                }
-            }
-        }
-        Self {
-            n,
-            k,
-            bias,
-            w: Weights::F32(data),
-        }
-    }
-
-    /// The format the weights are actually held in.
-    fn format(&self) -> WeightFormat {
-        match self.w {
-            Weights::F32(_) => WeightFormat::F32,
-            Weights::Q8(_) => WeightFormat::Q8_0,
-            Weights::Int16(_) => WeightFormat::Int16,
-        }
-    }
-
-    fn weight_bytes(&self) -> usize {
-        match &self.w {
-            Weights::F32(_) => 4 * self.n * self.k,
-            Weights::Q8(q) => q.size_in_bytes(),
-            Weights::Int16(q) => q.size_in_bytes(),
-        }
-    }
-}
-
 struct Norm {
     w: Vec<f32>,
     b: Vec<f32>,
@@ -228,15 +88,6 @@ struct Layer {
     up: Linear,
     down: Linear,
     out_norm: Norm,
-}
-
-/// The activation applied to the intermediate layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Act {
-    None,
-    Gelu,
-    GeluTanh,
-    Relu,
 }
 
 /// The weights of a BERT encoder, ready for [`BertWeights::embed`]. Immutable; share it.
@@ -277,13 +128,6 @@ pub struct Scratch {
     ctx: Vec<f32>,
     h: Vec<f32>,
     acts: Acts,
-}
-
-/// Quantized copies of a matrix multiplication's input.
-#[derive(Default)]
-struct Acts {
-    q8: QActs,
-    int: IntActs,
 }
 
 impl std::fmt::Debug for Scratch {
@@ -574,423 +418,6 @@ impl BertWeights {
     }
 }
 
-/// `out = act(x · Wᵀ + b [+ residual])` for `tokens` rows of `x`, in chunks of output columns
-/// (and of token rows, for long inputs) shared out over the pool's threads.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    pool: &ComputePool,
-    lin: &Linear,
-    x: &[f32],
-    tokens: usize,
-    residual: Option<&[f32]>,
-    act: Act,
-    acts: &mut Acts,
-    out: &mut Vec<f32>,
-) {
-    let (n, k) = (lin.n, lin.k);
-    debug_assert_eq!(x.len(), tokens * k);
-    out.resize(tokens * n, 0.0);
-    let optr = OutPtr(out.as_mut_ptr());
-    let threads = pool.threads();
-    let finish_row = |t: usize, cols: std::ops::Range<usize>| {
-        // SAFETY: `out` holds `tokens × n` values; the columns `cols` of row `t` belong to the
-        // caller's chunk, disjoint from every other chunk.
-        let o = unsafe {
-            std::slice::from_raw_parts_mut(optr.get().add(t * n + cols.start), cols.len())
-        };
-        let bias = &lin.bias[cols.clone()];
-        match residual {
-            Some(r) => {
-                let r = &r[t * n + cols.start..t * n + cols.end];
-                for ((o, &b), &r) in o.iter_mut().zip(bias).zip(r) {
-                    *o = (*o + b) + r;
-                }
-            }
-            None => {
-                for (o, &b) in o.iter_mut().zip(bias) {
-                    *o += b;
-                }
-            }
-        }
-        activate(o, act);
-    };
-    match &lin.w {
-        Weights::F32(panels) => {
-            let isa = detected_isa();
-            let panel = |p: usize| panels.get(p * k..(p + 1) * k);
-            tiled(
-                pool,
-                lin,
-                tokens,
-                MR,
-                4 * k,
-                residual,
-                act,
-                optr,
-                |t, m, p, first, dst| {
-                    let Some(w) = panel(p) else { return };
-                    let cols = NR.min(n - p * NR);
-                    // The next panel is fetched from memory during the first tile.
-                    let next = panel(p + 1).filter(|_| first);
-                    // SAFETY: `tiled` hands out rows `t..t + m` and the panel's columns of `out`
-                    // (and of the residual) to this chunk only, in bounds; the bias holds `n`
-                    // values.
-                    unsafe { tile_f32(isa, m, &x[t * k..], k, w, next, cols, dst) };
-                },
-            );
-        }
-        Weights::Int16(q) => {
-            let isa = detected_isa();
-            let ldx = 2 * q.pairs();
-            let int = &mut acts.int;
-            int.prepare(tokens, q.pairs());
-            // Quantize the input rows, eight at a time, over the pool.
-            const QROWS: usize = 8;
-            let qmax = q.act_max();
-            let (qptr, sptr) = (
-                SyncPtr(int.q.as_mut_ptr()),
-                SyncPtr(int.scales.as_mut_ptr()),
-            );
-            pool.run_dynamic(tokens.div_ceil(QROWS), |c| {
-                for t in c * QROWS..((c + 1) * QROWS).min(tokens) {
-                    // SAFETY: `int` holds `tokens` rows of `ldx` values and `tokens` scales;
-                    // row `t` belongs to this chunk only.
-                    unsafe {
-                        let row = std::slice::from_raw_parts_mut(qptr.get().add(t * ldx), ldx);
-                        *sptr.get().add(t) =
-                            int_gemm::quantize_row(isa, &x[t * k..][..k], row, qmax);
-                    }
-                }
-            });
-            let int = &*int;
-            tiled(
-                pool,
-                lin,
-                tokens,
-                int_gemm::mr(isa),
-                2 * ldx,
-                residual,
-                act,
-                optr,
-                |t, m, p, first, dst| {
-                    let Some(w) = q.panel(p) else { return };
-                    let cols = NR.min(n - p * NR);
-                    let next = q.panel(p + 1).filter(|_| first);
-                    // SAFETY: as for the `f32` panels.
-                    unsafe {
-                        int_gemm::tile(
-                            isa,
-                            m,
-                            &int.q[t * ldx..],
-                            ldx,
-                            &int.scales[t..],
-                            w,
-                            next,
-                            q.panel_scales(p),
-                            cols,
-                            dst,
-                        )
-                    };
-                },
-            );
-        }
-        Weights::Q8(q) => {
-            acts.q8.quantize(x, k);
-            let acts = &acts.q8;
-            // Row chunks a multiple of the kernels' 4-row tiles.
-            let per = (n.div_ceil(8 * threads).div_ceil(4) * 4).max(4);
-            pool.run_dynamic(n.div_ceil(per), |c| {
-                let mine = c * per..((c + 1) * per).min(n);
-                // SAFETY: `out` holds `tokens × n` values; this chunk writes only the columns
-                // `mine`, disjoint from the other chunks' columns.
-                unsafe { matmul_rows(q, acts, mine.clone(), optr, n) };
-                for t in 0..tokens {
-                    finish_row(t, mine.clone());
-                }
-            });
-        }
-    }
-}
-
-/// A raw pointer that several threads write disjoint elements of.
-#[derive(Clone, Copy)]
-struct SyncPtr<T>(*mut T);
-// SAFETY: users guarantee that concurrent writers touch disjoint elements.
-unsafe impl<T> Send for SyncPtr<T> {}
-unsafe impl<T> Sync for SyncPtr<T> {}
-
-impl<T> SyncPtr<T> {
-    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-
-/// Runs `tile(t, m, p, first, dst)` over every tile of `m ≤ mr` token rows × panel `p` of
-/// `NR` output columns, in chunks of rows (whose inputs, `row_bytes` each, stay in L2 while
-/// the chunk's panels pass over them) × chunks of panels shared out over the pool's threads;
-/// `first` is true for a chunk's first tile of rows (prefetch the next panel then), `dst`
-/// points at the tile's place in `out`. Applies `act` to each chunk once its tiles are done.
-#[allow(clippy::too_many_arguments)]
-fn tiled(
-    pool: &ComputePool,
-    lin: &Linear,
-    tokens: usize,
-    mr: usize,
-    row_bytes: usize,
-    residual: Option<&[f32]>,
-    act: Act,
-    optr: OutPtr,
-    tile: impl Fn(usize, usize, usize, bool, Dst) + Sync,
-) {
-    let n = lin.n;
-    let np = n.div_ceil(NR);
-    // Token rows per chunk: the rows' activations stay in L2 while panels pass over them.
-    let rows = ((CHUNK_BYTES / row_bytes.max(1)) / mr * mr).max(mr);
-    let row_chunks = tokens.div_ceil(rows);
-    // About 8 chunks of panels per thread: small enough to balance, large enough that
-    // taking one costs nothing.
-    let per = np.div_ceil(8 * pool.threads()).max(1);
-    let panel_chunks = np.div_ceil(per);
-    let res = residual.map_or(std::ptr::null(), <[f32]>::as_ptr) as usize;
-    if let Some(r) = residual {
-        assert_eq!(r.len(), tokens * n, "residual size");
-    }
-    pool.run_dynamic(row_chunks * panel_chunks, |c| {
-        let (rc, pc) = (c / panel_chunks, c % panel_chunks);
-        let (t0, t1) = (rc * rows, ((rc + 1) * rows).min(tokens));
-        let (p0, p1) = (pc * per, ((pc + 1) * per).min(np));
-        // Tiles of token rows outer, panels inner: the tile's activations stay in L1
-        // while the chunk's panels (a few hundred KB) stream from L2.
-        let mut t = t0;
-        while t < t1 {
-            let m = (t1 - t).min(mr);
-            for p in p0..p1 {
-                let c0 = p * NR;
-                let res = res as *const f32;
-                let dst = Dst {
-                    out: optr.get().wrapping_add(t * n + c0),
-                    ldo: n,
-                    bias: lin.bias[c0..].as_ptr(),
-                    res: if res.is_null() {
-                        res
-                    } else {
-                        res.wrapping_add(t * n + c0)
-                    },
-                    ldr: n,
-                };
-                tile(t, m, p, t == t0, dst);
-            }
-            t += m;
-        }
-        if act != Act::None {
-            let cols = p0 * NR..(p1 * NR).min(n);
-            for t in t0..t1 {
-                // SAFETY: this chunk's rows and columns, written above.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(optr.get().add(t * n + cols.start), cols.len())
-                };
-                activate(o, act);
-            }
-        }
-    });
-}
-
-/// Multiplies `m` (1..=MR) token rows of `x` (row stride `ldx`, `panel.len()` values used per
-/// row) by one weight panel and stores the `cols` (≤ NR) first columns to `dst`, prefetching
-/// the `next` panel into the cache meanwhile (for few tokens the pass is bound by streaming
-/// the weights from memory).
-///
-/// # Safety
-/// `dst.out` must be valid for writes, `dst.bias` for reads of `cols` values per row (`dst.res`
-/// too unless null) for the `m` rows, and no other thread may access those elements.
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32(
-    isa: Isa,
-    m: usize,
-    x: &[f32],
-    ldx: usize,
-    panel: &[Row16],
-    next: Option<&[Row16]>,
-    cols: usize,
-    dst: Dst,
-) {
-    let k = panel.len();
-    assert!((1..=MR).contains(&m) && cols <= NR && x.len() >= (m - 1) * ldx + k);
-    #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar && cols == NR {
-        // SAFETY: AVX2 and FMA are available (any non-scalar `Isa` implies them); `x` was
-        // checked above, `dst` is the caller's contract.
-        unsafe {
-            let x = x.as_ptr();
-            match (m, next) {
-                (1, None) => avx2::tile::<1, false>(x, ldx, panel, std::ptr::null(), dst),
-                (2, None) => avx2::tile::<2, false>(x, ldx, panel, std::ptr::null(), dst),
-                (3, None) => avx2::tile::<3, false>(x, ldx, panel, std::ptr::null(), dst),
-                (4, None) => avx2::tile::<4, false>(x, ldx, panel, std::ptr::null(), dst),
-                (5, None) => avx2::tile::<5, false>(x, ldx, panel, std::ptr::null(), dst),
-                (_, None) => avx2::tile::<6, false>(x, ldx, panel, std::ptr::null(), dst),
-                (1, Some(n)) => avx2::tile::<1, true>(x, ldx, panel, n.as_ptr(), dst),
-                (2, Some(n)) => avx2::tile::<2, true>(x, ldx, panel, n.as_ptr(), dst),
-                (3, Some(n)) => avx2::tile::<3, true>(x, ldx, panel, n.as_ptr(), dst),
-                (4, Some(n)) => avx2::tile::<4, true>(x, ldx, panel, n.as_ptr(), dst),
-                (5, Some(n)) => avx2::tile::<5, true>(x, ldx, panel, n.as_ptr(), dst),
-                (_, Some(n)) => avx2::tile::<6, true>(x, ldx, panel, n.as_ptr(), dst),
-            }
-        }
-        return;
-    }
-    let _ = (isa, next);
-    for r in 0..m {
-        let mut acc = [0f32; NR];
-        for (i, w) in panel.iter().enumerate() {
-            let a = x[r * ldx + i];
-            for (acc, &w) in acc.iter_mut().zip(&w.0) {
-                *acc += a * w;
-            }
-        }
-        for (j, &acc) in acc.iter().enumerate().take(cols) {
-            // SAFETY: the caller's contract.
-            unsafe {
-                let mut v = acc + *dst.bias.add(j);
-                if !dst.res.is_null() {
-                    v += *dst.res.add(r * dst.ldr + j);
-                }
-                *dst.out.add(r * dst.ldo + j) = v;
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Dst, Row16, NR};
-    use std::arch::x86_64::*;
-
-    /// `Σ_i x[r·ldx + i] · panel[i][j]` for `r < M`, `j < 16`, with fused multiply-adds in
-    /// the order of `i`, finished and stored as [`Dst`] says. With `PREFETCH`, row `i` of the
-    /// `next` panel is prefetched along with row `i` of this one.
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be available; `x` must be valid for reads at `r·ldx + i` for every
-    /// `r < M`, `i < panel.len()`; `dst` as for [`super::tile_f32`] with 16 columns.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile<const M: usize, const PREFETCH: bool>(
-        x: *const f32,
-        ldx: usize,
-        panel: &[Row16],
-        next: *const Row16,
-        dst: Dst,
-    ) {
-        let mut lo = [_mm256_setzero_ps(); M];
-        let mut hi = [_mm256_setzero_ps(); M];
-        let w = panel.as_ptr() as *const f32;
-        for i in 0..panel.len() {
-            // SAFETY: row `i` of the panel is 16 aligned floats; `x` reads are in bounds by
-            // the caller's contract; a prefetch is a hint that cannot fault.
-            unsafe {
-                if PREFETCH {
-                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i) as *const i8);
-                }
-                let w0 = _mm256_load_ps(w.add(i * NR));
-                let w1 = _mm256_load_ps(w.add(i * NR + 8));
-                for r in 0..M {
-                    let a = _mm256_broadcast_ss(&*x.add(r * ldx + i));
-                    lo[r] = _mm256_fmadd_ps(a, w0, lo[r]);
-                    hi[r] = _mm256_fmadd_ps(a, w1, hi[r]);
-                }
-            }
-        }
-        // SAFETY: the caller's contract on `dst`.
-        unsafe {
-            let b0 = _mm256_loadu_ps(dst.bias);
-            let b1 = _mm256_loadu_ps(dst.bias.add(8));
-            for r in 0..M {
-                let mut v0 = _mm256_add_ps(lo[r], b0);
-                let mut v1 = _mm256_add_ps(hi[r], b1);
-                if !dst.res.is_null() {
-                    let res = dst.res.add(r * dst.ldr);
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(res));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(res.add(8)));
-                }
-                let out = dst.out.add(r * dst.ldo);
-                _mm256_storeu_ps(out, v0);
-                _mm256_storeu_ps(out.add(8), v1);
-            }
-        }
-    }
-}
-
-/// Applies `act` to every value (branch-free, so the loops vectorize).
-fn activate(v: &mut [f32], act: Act) {
-    match act {
-        Act::None => {}
-        Act::Gelu => v.iter_mut().for_each(|x| *x = gelu_erf(*x)),
-        Act::GeluTanh => v.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
-        Act::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
-    }
-}
-
-/// `x · Φ(x) = x/2 · (1 + erf(x/√2))`, BERT's exact GELU.
-#[inline(always)]
-fn gelu_erf(x: f32) -> f32 {
-    let hx = 0.5 * x;
-    erf(x * std::f32::consts::FRAC_1_SQRT_2).mul_add(hx, hx)
-}
-
-/// The tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`).
-#[inline(always)]
-fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    // tanh(u) = 1 − 2/(e^{2u} + 1), exact at both ends of the clamped range.
-    let t = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
-    0.5 * x * (1.0 + t)
-}
-
-/// `erf(x)` to within 5e-7 (a few `f32` ulps of 1): the rational approximation Eigen and XLA use for `f32` (odd
-/// degree-13 numerator over even degree-8 denominator on `[-4, 4]`, where `erf` rounds to ±1
-/// beyond).
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    // Horner steps as fused multiply-adds: half the instructions of `x2 * p + c`, and each
-    // step rounds once.
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = x2.mul_add(-2.726_142_3e-10, 2.770_681_4e-8);
-    p = x2.mul_add(p, -2.101_024e-6);
-    p = x2.mul_add(p, -5.692_506_4e-5);
-    p = x2.mul_add(p, -7.349_906_3e-4);
-    p = x2.mul_add(p, -2.954_600_5e-3);
-    p = x2.mul_add(p, -1.609_603_3e-2);
-    p *= x;
-    let mut q = x2.mul_add(-1.456_607_2e-5, -2.133_740_6e-4);
-    q = x2.mul_add(q, -1.682_827e-3);
-    q = x2.mul_add(q, -7.373_329e-3);
-    q = x2.mul_add(q, -1.426_474e-2);
-    p / q
-}
-
-/// `e^x` to ~1 ulp on `[-87, 88]` (clamped outside): `2^n · p(r)` with `x = n·ln2 + r`.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
 /// Sums with eight independent lanes (vectorizes without `-ffast-math`).
 fn sum8(v: &[f32], mut f: impl FnMut(f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
@@ -1008,12 +435,8 @@ fn sum8(v: &[f32], mut f: impl FnMut(f32) -> f32) -> f32 {
 /// pool's threads.
 fn layer_norm(pool: &ComputePool, x: &mut [f32], h: usize, norm: &Norm, eps: f32) {
     const ROWS: usize = 8;
-    let rows = x.len() / h;
-    let ptr = OutPtr(x.as_mut_ptr());
-    pool.run_dynamic(rows.div_ceil(ROWS), |c| {
-        for t in c * ROWS..((c + 1) * ROWS).min(rows) {
-            // SAFETY: row `t` belongs to this chunk only.
-            let row = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(t * h), h) };
+    pool.run_dynamic_chunks(x, ROWS * h, |_, rows| {
+        for row in rows.chunks_exact_mut(h) {
             let mean = sum8(row, |v| v) / h as f32;
             let var = sum8(row, |v| (v - mean) * (v - mean)) / h as f32;
             let inv = 1.0 / (var + eps).sqrt();
@@ -1038,11 +461,9 @@ fn attention(
     let h = heads * hd;
     let w3 = 3 * h;
     let scale = 1.0 / (hd as f32).sqrt();
-    assert!(ctx.len() >= spans.iter().map(|&(s, l)| (s + l) * h).max().unwrap_or(0));
-    let optr = OutPtr(ctx.as_mut_ptr());
-    // One chunk per (sequence, head).
-    pool.run_dynamic(spans.len() * heads, |u| {
-        let (s, head) = (u / heads, u % heads);
+    // One chunk per (sequence, head): its tile of `ctx` is the sequence's rows × the head's
+    // `hd` columns.
+    pool.run_dynamic_tiles(ctx, h, hd, spans, |s, head, mut out| {
         let (start, len) = spans[s];
         if len == 0 {
             return;
@@ -1087,16 +508,11 @@ fn attention(
             let rows = (len - q0).min(4);
             let probs = &p[q0 * lp..(q0 + rows) * lp];
             let inv = &inv[q0..q0 + rows];
-            // SAFETY: chunk (sequence, head) owns these `hd` values of the rows `start + q0..`;
-            // chunks are disjoint, and the rows are inside `ctx` (checked above).
-            let out = |r: usize| unsafe {
-                std::slice::from_raw_parts_mut(optr.get().add((start + q0 + r) * h + head * hd), hd)
-            };
             match rows {
-                4 => context_block::<4>(probs, lp, len, inv, v, out),
-                3 => context_block::<3>(probs, lp, len, inv, v, out),
-                2 => context_block::<2>(probs, lp, len, inv, v, out),
-                _ => context_block::<1>(probs, lp, len, inv, v, out),
+                4 => context_block(probs, lp, len, inv, v, out.rows_mut::<4>(q0)),
+                3 => context_block(probs, lp, len, inv, v, out.rows_mut::<3>(q0)),
+                2 => context_block(probs, lp, len, inv, v, out.rows_mut::<2>(q0)),
+                _ => context_block(probs, lp, len, inv, v, out.rows_mut::<1>(q0)),
             }
             q0 += rows;
         }
@@ -1134,20 +550,19 @@ fn scores_block<'a, const Q: usize>(
     }
 }
 
-/// `out(r)[d] = inv[r] · Σ_j probs[r·lp + j] · v(j)[d]` for `Q` queries over `len` keys,
+/// `outs[r][d] = inv[r] · Σ_j probs[r·lp + j] · v(j)[d]` for `Q` queries over `len` keys,
 /// sixteen dimensions × `Q` queries at a time (eight independent chains of fused
 /// multiply-adds), then eight, then one.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `j` indexes the `Q` probability rows and `v` at once
-fn context_block<'a, 'o, const Q: usize>(
+fn context_block<'a, const Q: usize>(
     probs: &[f32],
     lp: usize,
     len: usize,
     inv: &[f32],
     v: impl Fn(usize) -> &'a [f32],
-    out: impl Fn(usize) -> &'o mut [f32],
+    outs: [&mut [f32]; Q],
 ) {
-    let outs: [&mut [f32]; Q] = std::array::from_fn(out);
     let pr: [&[f32]; Q] = std::array::from_fn(|r| &probs[r * lp..r * lp + len]);
     let hd = outs[0].len();
     let mut dc = 0;
@@ -1200,108 +615,6 @@ mod tests {
     use super::*;
     use crate::fixtures::Lcg;
 
-    /// erf in f64 by its Taylor series (exact enough on [-5, 5] for a 1e-7 check).
-    fn erf64(x: f64) -> f64 {
-        let mut term = x;
-        let mut sum = x;
-        for n in 1..200 {
-            term *= -x * x / n as f64;
-            sum += term / (2 * n + 1) as f64;
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    }
-
-    #[test]
-    fn erf_and_exp_are_accurate() {
-        // (The series loses digits past |x| = 4, where erf is ±1 in f32 anyway.)
-        for i in -4000..=4000 {
-            let x = i as f32 / 1000.0;
-            let want = erf64(x as f64);
-            assert!(
-                (erf(x) as f64 - want).abs() < 5e-7,
-                "erf({x}) = {} vs {want}",
-                erf(x)
-            );
-        }
-        for i in -8700..=8800 {
-            let x = i as f32 / 100.0;
-            let want = (x as f64).exp();
-            let got = exp(x) as f64;
-            assert!(
-                ((got - want) / want).abs() < 3e-7,
-                "exp({x}) = {got} vs {want}"
-            );
-        }
-        assert_eq!((erf(4.5), erf(-1e9)), (1.0, -1.0));
-        assert!(exp(-1000.0).is_finite() && exp(-1000.0) < 1e-37);
-        assert_eq!(gelu_erf(0.0), 0.0);
-        assert!((gelu_erf(1.0) - 0.841_344_7).abs() < 1e-6);
-        assert!((gelu_erf(-3.0) + 0.004_049_8).abs() < 1e-6);
-        assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
-        assert_eq!(gelu_tanh(-100.0), 0.0);
-        assert_eq!(gelu_tanh(100.0), 100.0);
-    }
-
-    /// The packed `f32` multiplication (every tile height, a partial last panel, several
-    /// threads) against a naive one, bias and residual included.
-    #[test]
-    fn matmul_matches_naive() {
-        let mut rng = Lcg(3);
-        for &(n, k, tokens, threads) in &[
-            (16, 8, 1, 1),
-            (40, 33, 7, 2),
-            (96, 64, 13, 3),
-            (1152, 384, 20, 2),
-        ] {
-            let w: Vec<f32> = (0..n * k).map(|_| rng.next()).collect();
-            let bias: Vec<f32> = (0..n).map(|_| rng.next()).collect();
-            let x: Vec<f32> = (0..tokens * k).map(|_| rng.next()).collect();
-            let res: Vec<f32> = (0..tokens * n).map(|_| rng.next()).collect();
-            let pool = ComputePool::new(threads);
-            for format in [WeightFormat::F32, WeightFormat::Q8_0, WeightFormat::Int16] {
-                let lin = Linear::new(&w, bias.clone(), n, k, format);
-                let mut out = Vec::new();
-                let mut acts = Acts::default();
-                matmul(
-                    &pool,
-                    &lin,
-                    &x,
-                    tokens,
-                    Some(&res),
-                    Act::None,
-                    &mut acts,
-                    &mut out,
-                );
-                for t in 0..tokens {
-                    for r in 0..n {
-                        let want: f32 = (0..k).map(|c| w[r * k + c] * x[t * k + c]).sum::<f32>()
-                            + bias[r]
-                            + res[t * n + r];
-                        // Q8_0: the quantization errors of both factors, ~1% of the magnitudes;
-                        // int16: the weights' (per column, up to half of max|W[r]|/2047).
-                        let scale: f32 = (0..k)
-                            .map(|c| (w[r * k + c] * x[t * k + c]).abs())
-                            .sum::<f32>();
-                        let tol = match lin.format() {
-                            WeightFormat::F32 => 1e-5 * (scale + 1.0),
-                            WeightFormat::Q8_0 => 0.005 * scale,
-                            WeightFormat::Int16 => {
-                                let wmax = (0..k).fold(0f32, |a, c| a.max(w[r * k + c].abs()));
-                                let xsum: f32 = (0..k).map(|c| x[t * k + c].abs()).sum();
-                                wmax / 250.0 * xsum + 1e-4 * (scale + 1.0)
-                            }
-                        };
-                        let got = out[t * n + r];
-                        assert!(
-                            (got - want).abs() <= tol,
-                            "{format} {n}x{k}x{tokens} t{t} r{r}: {got} vs {want}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
     /// Attention per sequence against a naive softmax(q·kᵀ/√d)·v.
     #[test]
     fn attention_matches_naive() {
@@ -1345,84 +658,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn weight_formats_parse() {
-        assert_eq!("F32".parse::<WeightFormat>(), Ok(WeightFormat::F32));
-        assert_eq!("q8_0".parse::<WeightFormat>(), Ok(WeightFormat::Q8_0));
-        assert_eq!("q8".parse::<WeightFormat>(), Ok(WeightFormat::Q8_0));
-        assert!("q4".parse::<WeightFormat>().is_err());
-        assert_eq!(WeightFormat::Q8_0.to_string(), "q8_0");
-        assert_eq!("Int16".parse::<WeightFormat>(), Ok(WeightFormat::Int16));
-        assert_eq!("i16".parse::<WeightFormat>(), Ok(WeightFormat::Int16));
-        assert!("int8".parse::<WeightFormat>().is_err());
-        assert_eq!(WeightFormat::Int16.to_string(), "int16");
-    }
-}
-#[cfg(test)]
-mod zz_tmp {
-    use super::*;
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clk: i32, ts: *mut Timespec) -> i32;
-    }
-    fn cpu() -> f64 {
-        let mut t = Timespec { sec: 0, nsec: 0 };
-        unsafe { clock_gettime(2, &mut t) };
-        t.sec as f64 * 1e3 + t.nsec as f64 / 1e6
-    }
-    #[test]
-    #[ignore]
-    fn zz_kernel_speed() {
-        let mut rng = crate::fixtures::Lcg(1);
-        let pool = ComputePool::new(1);
-        for &(n, k, t) in &[
-            (1536usize, 384usize, 224usize),
-            (384, 1536, 224),
-            (1152, 384, 11),
-            (1536, 384, 11),
-        ] {
-            let w: Vec<f32> = (0..n * k).map(|_| rng.next()).collect();
-            let x: Vec<f32> = (0..t * k).map(|_| rng.next()).collect();
-            for fmt in [WeightFormat::F32, WeightFormat::Q8_0, WeightFormat::Int16] {
-                let lin = Linear::new(&w, vec![0.0; n], n, k, fmt);
-                let mut out = Vec::new();
-                let mut acts = Acts::default();
-                for _ in 0..3 {
-                    matmul(&pool, &lin, &x, t, None, Act::None, &mut acts, &mut out);
-                }
-                let iters = 20;
-                let c0 = cpu();
-                for _ in 0..iters {
-                    matmul(&pool, &lin, &x, t, None, Act::None, &mut acts, &mut out);
-                }
-                let ms = (cpu() - c0) / iters as f64;
-                let gmac = (n * k * t) as f64 / 1e9;
-                println!(
-                    "{fmt} n{n} k{k} t{t}: {ms:.3} ms cpu, {:.1} GMAC/s",
-                    gmac / (ms / 1e3)
-                );
-            }
-        }
-        // FMA peak probe: 12 independent chains.
-        let c0 = cpu();
-        let mut acc = [1.0f32; 96];
-        for i in 0..20_000_000u32 {
-            let a = (i & 7) as f32 * 1e-9;
-            for v in acc.iter_mut() {
-                *v = v.mul_add(0.999_999, a);
-            }
-        }
-        let ms = cpu() - c0;
-        println!(
-            "fma probe: {:.1} GFMA/s ({})",
-            20_000_000.0 * 96.0 / (ms / 1e3) / 1e9,
-            acc.iter().sum::<f32>()
-        );
     }
 }
