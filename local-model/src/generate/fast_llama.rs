@@ -28,10 +28,10 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
+use super::gguf_tokenizer::md_u32;
+use super::quantize::Quantize;
 use crate::cpu::kernels::{matmul_concat, QActs, QFormat, QMatrix};
 use crate::cpu::threads::ComputePool;
-use crate::generate::gguf_tokenizer::md_u32;
-use crate::generate::models::Quantize;
 
 /// Hyper-parameters read from `llama.*` metadata.
 #[derive(Debug, Clone, PartialEq)]

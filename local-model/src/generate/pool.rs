@@ -24,10 +24,12 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 
-pub use crate::generate::generator::GenerationEvent;
-use crate::generate::generator::{ChatMessage, Generator, LocalModelError};
-use crate::generate::models::ModelInstance;
-use crate::generate::sampling::SamplingParams;
+use super::error::LocalModelError;
+pub use super::generator::GenerationEvent;
+use super::generator::Generator;
+use super::models::ModelInstance;
+use super::sampling::SamplingParams;
+use super::template::ChatMessage;
 
 /// Events buffered between a worker and a slow consumer before the worker waits.
 const EVENT_BUFFER: usize = 64;
