@@ -25,7 +25,11 @@ pub mod embed;
 mod generate;
 pub mod hub;
 
+// Tiny random-weight models for tests and benches (this crate's, and other crates' with the
+// `test-util` feature).
+#[cfg(any(test, feature = "test-util"))]
 pub mod embed_fixtures;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 
 pub use cpu::{kernels, threads};
