@@ -1,24 +1,37 @@
 //! slmgate's embedded small language model.
 //!
-//! Module ownership while the crate is being built (keep to your own files):
-//! - generation: `gguf_tokenizer`, `template`, `sampling`, `generator`, `pool`, `models`, `gold`,
-//!   and the CPU fast path `fast_llama`, `kernels`, `threads`
-//! - embeddings, model files and devices: `embed`, `hub`, `device`
+//! The crate is laid out in three module folders (each module's path from the crate root is
+//! kept stable by the re-exports below):
+//! - `generate/`: GGUF text generation — [`generator`], [`models`], [`pool`], [`sampling`],
+//!   [`template`], [`gguf_tokenizer`], [`gold`] and the CPU forward pass [`fast_llama`];
+//! - [`embed`]: sentence embeddings — the [`embed::Embedder`] and the CPU forward pass
+//!   [`fast_bert`];
+//! - `cpu/`: the CPU compute layer both forward passes run on — the quantized matrix kernels
+//!   ([`kernels`]), the linear layers and the fork-join pool ([`threads`]). **All** of the
+//!   crate's `unsafe` code (SIMD intrinsics, raw pointers shared between threads) lives there,
+//!   behind safe functions; everywhere else `unsafe` is denied.
+//!
+//! plus [`device`] (device selection) and [`hub`] (model files).
 
+// `unsafe` is allowed in `cpu` only (`deny`, not `forbid`: a `forbid` cannot be lifted for
+// one module).
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+#[warn(clippy::undocumented_unsafe_blocks)]
+mod cpu;
 pub mod device;
 pub mod embed;
-pub mod embed_fixtures;
-pub mod fast_bert;
-pub mod fast_llama;
-pub mod fixtures;
-pub mod generator;
-pub mod gguf_tokenizer;
-pub mod gold;
+mod generate;
 pub mod hub;
-mod int_gemm;
-pub mod kernels;
-pub mod models;
-pub mod pool;
-pub mod sampling;
-pub mod template;
-pub mod threads;
+
+// Tiny random-weight models for tests and benches (this crate's, and other crates' with the
+// `test-util` feature).
+#[cfg(any(test, feature = "test-util"))]
+pub mod embed_fixtures;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
+
+pub use cpu::{kernels, threads};
+pub use embed::fast_bert;
+pub use generate::{fast_llama, generator, gguf_tokenizer, gold, models, pool, sampling, template};

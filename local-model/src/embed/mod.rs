@@ -39,6 +39,8 @@
 //! # }
 //! ```
 
+pub mod fast_bert;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -47,10 +49,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 
-use crate::fast_bert::{BertWeights, Scratch, Sequence};
-use crate::threads::ComputePool;
+use crate::cpu::threads::ComputePool;
+use fast_bert::{BertWeights, Scratch, Sequence};
 
-pub use crate::fast_bert::WeightFormat;
+pub use fast_bert::WeightFormat;
 
 use tokenizers::{
     PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
@@ -346,7 +348,7 @@ impl Embedder {
             let weights =
                 BertWeights::from_tensors(&tensors, &config, format).map_err(model_err)?;
             let threads = match options.threads {
-                0 => crate::threads::default_threads(),
+                0 => crate::cpu::threads::default_threads(),
                 n => n,
             };
             Backend::Fast(Box::new(FastModel {

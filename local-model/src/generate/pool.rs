@@ -24,10 +24,12 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 
-pub use crate::generator::GenerationEvent;
-use crate::generator::{ChatMessage, Generator, LocalModelError};
-use crate::models::ModelInstance;
-use crate::sampling::SamplingParams;
+use super::error::LocalModelError;
+pub use super::generator::GenerationEvent;
+use super::generator::Generator;
+use super::models::ModelInstance;
+use super::sampling::SamplingParams;
+use super::template::ChatMessage;
 
 /// Events buffered between a worker and a slow consumer before the worker waits.
 const EVENT_BUFFER: usize = 64;
@@ -173,7 +175,7 @@ impl LocalPool {
         });
         // Workers share the CPUs: each computes on its share of them, so that concurrent
         // generations do not fight over cores (the fast path's threads spin between steps).
-        let threads = (crate::threads::default_threads() / workers).max(1);
+        let threads = (crate::cpu::threads::default_threads() / workers).max(1);
         for i in 0..workers {
             let generator = generator.clone();
             let worker_queue = queue.clone();

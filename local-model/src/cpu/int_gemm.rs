@@ -26,7 +26,7 @@
 //! tile (half the bytes of the `f32` panels). The scalar code computes the same integer sums
 //! and the same fused final multiply-add, so both paths give bit-identical results.
 
-use crate::kernels::Isa;
+use crate::cpu::kernels::Isa;
 
 /// Output columns per packed panel (two 8-lane registers of `i32` sums).
 pub(crate) const NR: usize = 16;
@@ -473,8 +473,8 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::kernels::{detected_isa, isas};
     use crate::fixtures::Lcg;
-    use crate::kernels::{detected_isa, isas};
 
     fn run(
         isa: Isa,

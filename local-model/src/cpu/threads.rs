@@ -335,6 +335,185 @@ impl Drop for ComputePool {
     }
 }
 
+/// Disjoint writes into one output from every thread of a [`ComputePool`].
+///
+/// A forward pass's parallel sections each write their own part of a shared output buffer.
+/// These methods hand each call of the job exactly its part, as a `&mut` slice or [`Tile`],
+/// so the callers need no raw pointers: the parts are disjoint by construction (which part
+/// goes to which call is decided here, from [`ComputePool::run`]'s and
+/// [`ComputePool::run_dynamic`]'s guarantee that each index runs exactly once).
+impl ComputePool {
+    /// Splits `out` into chunks of `chunk` values (a shorter remainder is not handed out) and
+    /// runs `f(&mut state, u, chunk_u)` for every chunk `u`: thread `i` takes the chunks
+    /// `i, i + threads, i + 2·threads, …` (interleaved, which balances work that grows with
+    /// `u`) with its own `state = init()`.
+    ///
+    /// # Panics
+    /// If `chunk` is 0, or as [`ComputePool::run`].
+    pub fn run_interleaved<T: Send, S>(
+        &self,
+        out: &mut [T],
+        chunk: usize,
+        init: impl Fn() -> S + Sync,
+        f: impl Fn(&mut S, usize, &mut [T]) + Sync,
+    ) {
+        assert!(chunk > 0, "empty chunks");
+        let units = out.len() / chunk;
+        let n = self.threads;
+        let ptr = SyncPtr(out.as_mut_ptr());
+        self.run(|i| {
+            let mut state = init();
+            for u in (i..units).step_by(n) {
+                // SAFETY: `u < units`, so the chunk lies inside `out`, which this call borrows
+                // mutably; `run` calls each `i` once, and chunk `u` goes to `i = u mod n`
+                // only, so no two calls hold the same chunk.
+                let c = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(u * chunk), chunk) };
+                f(&mut state, u, c);
+            }
+        });
+    }
+
+    /// Splits `out` into chunks of `chunk` values (the last one possibly shorter) and runs
+    /// `f(c, chunk_c)` for every chunk `c`, the chunks taken by whichever threads come, as
+    /// [`ComputePool::run_dynamic`] does.
+    ///
+    /// # Panics
+    /// If `chunk` is 0, or as [`ComputePool::run_dynamic`].
+    pub fn run_dynamic_chunks<T: Send>(
+        &self,
+        out: &mut [T],
+        chunk: usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        assert!(chunk > 0, "empty chunks");
+        let len = out.len();
+        let ptr = SyncPtr(out.as_mut_ptr());
+        self.run_dynamic(len.div_ceil(chunk), |c| {
+            let start = c * chunk;
+            let end = (start + chunk).min(len);
+            // SAFETY: `c < len.div_ceil(chunk)`, so `start < end ≤ len`: the chunk lies inside
+            // `out`, which this call borrows mutably; `run_dynamic` runs each `c` once, and
+            // the chunks do not overlap.
+            let part = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(start), end - start) };
+            f(c, part);
+        });
+    }
+
+    /// Treats `out` as a row-major matrix of rows `ld` values wide, cut into column bands of
+    /// `width` values (`ld / width` of them) and into the row spans `spans` (`(first row,
+    /// rows)`), and runs `f(s, b, tile)` for every span `s` and band `b`, where `tile` is the
+    /// [`Tile`] of span `s`'s rows and band `b`'s columns; the tiles are taken by whichever
+    /// threads come, as [`ComputePool::run_dynamic`] does.
+    ///
+    /// # Panics
+    /// If `width` is 0 or does not divide `ld`, if the spans overlap or are not in increasing
+    /// order, if a span reaches past the end of `out`, or as [`ComputePool::run_dynamic`].
+    pub fn run_dynamic_tiles<T: Send>(
+        &self,
+        out: &mut [T],
+        ld: usize,
+        width: usize,
+        spans: &[(usize, usize)],
+        f: impl Fn(usize, usize, Tile<'_, T>) + Sync,
+    ) {
+        assert!(
+            width > 0 && ld.is_multiple_of(width),
+            "bands of {width} in rows of {ld}"
+        );
+        let mut next = 0;
+        for &(start, rows) in spans {
+            assert!(start >= next, "row spans overlap or are out of order");
+            next = start + rows;
+        }
+        assert!(
+            next * ld <= out.len(),
+            "row spans past the end of the output"
+        );
+        let bands = ld / width;
+        let ptr = SyncPtr(out.as_mut_ptr());
+        self.run_dynamic(spans.len() * bands, |u| {
+            let (s, b) = (u / bands, u % bands);
+            let (start, rows) = spans[s];
+            let tile = Tile {
+                // In bounds (or one past the end for an empty span at the end): checked above.
+                ptr: ptr.get().wrapping_add(start * ld + b * width),
+                ld,
+                rows,
+                width,
+                _out: std::marker::PhantomData,
+            };
+            f(s, b, tile);
+        });
+    }
+}
+
+/// Part of a row-major matrix that one call of a [`ComputePool::run_dynamic_tiles`] job owns:
+/// `rows` rows of `width` consecutive values, `ld` values apart.
+pub struct Tile<'a, T> {
+    /// Points at the tile's first value. Invariant: for `r < rows`, the `width` values at
+    /// `ptr + r·ld` are inside the matrix and belong to this tile only.
+    ptr: *mut T,
+    ld: usize,
+    rows: usize,
+    width: usize,
+    _out: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a `Tile` is a set of `&mut` slices of `T`; sending it to another thread is sending
+// those (sound for `T: Send`).
+unsafe impl<T: Send> Send for Tile<'_, T> {}
+
+impl<T> Tile<'_, T> {
+    /// Rows in the tile.
+    #[inline]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The `Q` rows `r0..r0 + Q` of the tile, `width` values each.
+    ///
+    /// # Panics
+    /// If `r0 + Q > rows()`.
+    #[inline]
+    pub fn rows_mut<const Q: usize>(&mut self, r0: usize) -> [&mut [T]; Q] {
+        assert!(
+            r0 + Q <= self.rows,
+            "rows {r0}..{} of {}",
+            r0 + Q,
+            self.rows
+        );
+        std::array::from_fn(|r| {
+            // SAFETY: row `r0 + r < rows` of the tile: inside the matrix and this tile's only
+            // (the type's invariant); the `Q` rows are distinct, and `&mut self` keeps any
+            // other borrow of them out for the arrays' lifetime.
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.add((r0 + r) * self.ld), self.width) }
+        })
+    }
+}
+
+/// A raw pointer that several threads write disjoint elements of.
+pub(super) struct SyncPtr<T>(pub(super) *mut T);
+
+// (Not derived: a derive would require `T: Copy`.)
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
+// SAFETY: users guarantee that concurrent writers touch disjoint elements.
+unsafe impl<T> Send for SyncPtr<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    #[inline]
+    pub(super) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// Splits `0..n` into `parts` contiguous ranges whose starts are multiples of `align` and
 /// returns part `i`.
 pub fn split(n: usize, parts: usize, i: usize, align: usize) -> std::ops::Range<usize> {
@@ -441,6 +620,74 @@ mod tests {
             done.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(done.load(Ordering::Relaxed), 16);
+    }
+
+    #[test]
+    fn output_splitting_hands_out_every_part_once() {
+        for threads in [1, 2, 3] {
+            let pool = ComputePool::new(threads);
+            // Interleaved chunks (the remainder past whole chunks untouched), per-thread state.
+            let mut out = vec![0usize; 10 * 7 + 3];
+            pool.run_interleaved(
+                &mut out,
+                7,
+                || 0usize,
+                |seen, u, c| {
+                    *seen += 1;
+                    assert_eq!(c.len(), 7);
+                    c.iter_mut().for_each(|v| *v += u + 1);
+                },
+            );
+            for (i, &v) in out.iter().enumerate() {
+                assert_eq!(
+                    v,
+                    if i < 70 { i / 7 + 1 } else { 0 },
+                    "{threads} threads [{i}]"
+                );
+            }
+            // Dynamic chunks, the last one shorter.
+            let mut out = vec![0usize; 23];
+            pool.run_dynamic_chunks(&mut out, 5, |c, part| {
+                assert_eq!(part.len(), if c == 4 { 3 } else { 5 });
+                part.iter_mut().for_each(|v| *v += c + 1);
+            });
+            assert!(out.iter().enumerate().all(|(i, &v)| v == i / 5 + 1));
+            // Tiles: row spans (one empty, a gap) × column bands of a 6-wide matrix.
+            let mut out = vec![0usize; 9 * 6];
+            let spans = [(0, 2), (2, 0), (3, 4), (7, 1)];
+            pool.run_dynamic_tiles(&mut out, 6, 2, &spans, |s, b, mut tile| {
+                assert_eq!(tile.rows(), spans[s].1);
+                for r in 0..tile.rows() {
+                    let [row] = tile.rows_mut::<1>(r);
+                    assert_eq!(row.len(), 2);
+                    row.iter_mut().for_each(|v| *v += 10 * (s + 1) + b);
+                }
+            });
+            for (i, &v) in out.iter().enumerate() {
+                let (row, col) = (i / 6, i % 6);
+                let want = match row {
+                    0 | 1 => 10 + col / 2,
+                    3..=6 => 30 + col / 2,
+                    7 => 40 + col / 2,
+                    _ => 0,
+                };
+                assert_eq!(v, want, "{threads} threads row {row} col {col}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "overlap")]
+    fn overlapping_tiles_are_refused() {
+        let mut out = vec![0f32; 16];
+        ComputePool::new(2).run_dynamic_tiles(&mut out, 4, 4, &[(0, 2), (1, 2)], |_, _, _| {});
+    }
+
+    #[test]
+    #[should_panic(expected = "past the end")]
+    fn tiles_past_the_end_are_refused() {
+        let mut out = vec![0f32; 16];
+        ComputePool::new(2).run_dynamic_tiles(&mut out, 4, 4, &[(0, 2), (2, 3)], |_, _, _| {});
     }
 
     #[test]

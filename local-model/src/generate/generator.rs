@@ -11,66 +11,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::gguf_tokenizer::{self, GgufVocab, TOKEN_TYPE_CONTROL};
-use crate::models::{Architecture, ModelInstance, ModelWeights, Quantize};
-use crate::sampling::{
+pub use super::error::LocalModelError;
+pub use super::template::ChatMessage;
+
+use super::gguf_tokenizer::{self, GgufVocab, TOKEN_TYPE_CONTROL};
+use super::models::{Architecture, ModelInstance, ModelWeights, Quantize};
+use super::sampling::{
     FinishReason, IncrementalDecoder, Sampler, SamplingParams, StopMatcher, StopOutcome,
 };
-use crate::template::{ChatTemplate, CHATML_TEMPLATE};
-
-/// Errors of the local model. Every variant names what failed; none is a panic.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalModelError {
-    /// A file could not be read.
-    #[error("reading {path}: {source}", path = .path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// candle failed to parse or build the model.
-    #[error("model {path}: {context}: {source}", path = .path.display())]
-    Model {
-        /// The model file.
-        path: PathBuf,
-        /// What was being done.
-        context: String,
-        /// candle's error (boxed: it is large).
-        #[source]
-        source: Box<candle_core::Error>,
-    },
-    /// `general.architecture` names a family this crate cannot run.
-    #[error("model {path}: unsupported architecture {arch:?} (supported: llama, qwen2, qwen3, gemma3)", path = .path.display())]
-    UnsupportedArchitecture {
-        /// The model file.
-        path: PathBuf,
-        /// The architecture found in the file.
-        arch: String,
-    },
-    /// A required GGUF metadata key is missing.
-    #[error("GGUF metadata key `{0}` is missing")]
-    MissingMetadata(String),
-    /// The tokenizer could not be built or used.
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    /// The GGUF's tokenizer model is not supported.
-    #[error("unsupported tokenizer: {0}")]
-    UnsupportedTokenizer(String),
-    /// The chat template failed to compile or render.
-    #[error("chat template: {0}")]
-    Template(String),
-    /// A forward pass failed during generation.
-    #[error("inference: {0}")]
-    Inference(#[source] Box<candle_core::Error>),
-    /// A worker could not serve the request (for example its model failed to initialise).
-    #[error("worker unavailable: {0}")]
-    Worker(String),
-}
+use super::template::{ChatTemplate, CHATML_TEMPLATE};
 
 /// How to load a [`Generator`].
 #[derive(Debug, Clone)]
@@ -126,25 +77,6 @@ pub struct ModelInfo {
     pub bos_token_id: Option<u32>,
     /// The in-memory weight format requested at load.
     pub quantize: Quantize,
-}
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user`, `assistant`, …
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A message with `role` and `content`.
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
 }
 
 /// What a generation produces, in order: `Token`s, then one `Done`.

@@ -28,10 +28,10 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
-use crate::gguf_tokenizer::md_u32;
-use crate::kernels::{matmul_rows, OutPtr, QActs, QFormat, QMatrix};
-use crate::models::Quantize;
-use crate::threads::{split, ComputePool};
+use super::gguf_tokenizer::md_u32;
+use super::quantize::Quantize;
+use crate::cpu::kernels::{matmul_concat, QActs, QFormat, QMatrix};
+use crate::cpu::threads::ComputePool;
 
 /// Hyper-parameters read from `llama.*` metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -422,37 +422,6 @@ impl LlamaState {
         }
     }
 
-    /// `out[t][..] = Σ mats[i] · acts[t]`, rows of the matrices concatenated, split over the
-    /// pool's threads.
-    fn matmul(pool: &ComputePool, mats: &[&QMatrix], acts: &QActs, out: &mut Vec<f32>) {
-        let total: usize = mats.iter().map(|m| m.rows()).sum();
-        out.resize(acts.tokens() * total, 0.0);
-        let ptr = OutPtr(out.as_mut_ptr());
-        let n = pool.threads();
-        pool.run(|i| {
-            let mine = split(total, n, i, 4);
-            let mut offset = 0;
-            for m in mats {
-                let lo = mine.start.max(offset);
-                let hi = mine.end.min(offset + m.rows());
-                if lo < hi {
-                    // SAFETY: `out` holds tokens × total values; this thread writes only the
-                    // columns `offset + (lo..hi)`, disjoint from the other threads' columns.
-                    unsafe {
-                        matmul_rows(
-                            m,
-                            acts,
-                            lo - offset..hi - offset,
-                            OutPtr(ptr.get().add(offset)),
-                            total,
-                        )
-                    };
-                }
-                offset += m.rows();
-            }
-        });
-    }
-
     /// Runs `tokens` at positions `pos..pos + tokens.len()` and returns the logits of the last
     /// one. `pos` must be 0 (a new sequence) or at most the number of cached tokens (the cache is
     /// cut back to `pos`).
@@ -464,7 +433,7 @@ impl LlamaState {
         rms_norm(&b.x[(nt - 1) * dim..], &w.output_norm, w.cfg.eps, &mut b.xn);
         b.acts.quantize(&b.xn, dim);
         let out = w.output.as_ref().unwrap_or(&w.embed);
-        Self::matmul(&self.pool, &[out], &b.acts, &mut b.logits);
+        matmul_concat(&self.pool, &[out], &b.acts, &mut b.logits);
         Ok(&b.logits)
     }
 
@@ -478,7 +447,7 @@ impl LlamaState {
         rms_norm(&b.x, &w.output_norm, w.cfg.eps, &mut b.xn);
         b.acts.quantize(&b.xn, w.cfg.dim);
         let out = w.output.as_ref().unwrap_or(&w.embed);
-        Self::matmul(&self.pool, &[out], &b.acts, &mut b.logits);
+        matmul_concat(&self.pool, &[out], &b.acts, &mut b.logits);
         Ok(&b.logits)
     }
 
@@ -527,7 +496,7 @@ impl LlamaState {
             rms_norm(&b.x, &layer.attn_norm, cfg.eps, &mut b.xn);
             b.acts.quantize(&b.xn, dim);
             let [q, k, v] = &layer.qkv;
-            Self::matmul(pool, &[q, k, v], &b.acts, &mut b.qkv);
+            matmul_concat(pool, &[q, k, v], &b.acts, &mut b.qkv);
             let (kc, vc) = (&mut self.k[l], &mut self.v[l]);
             for (i, row) in b.qkv.chunks_exact_mut(qkv_width).enumerate() {
                 let (qs, rest) = row.split_at_mut(dim);
@@ -540,7 +509,7 @@ impl LlamaState {
             b.attn.resize(nt * dim, 0.0);
             Self::attention(pool, cfg, pos, &b.qkv, kc, vc, &mut b.attn);
             b.acts.quantize(&b.attn, dim);
-            Self::matmul(pool, &[&layer.wo], &b.acts, &mut b.tmp);
+            matmul_concat(pool, &[&layer.wo], &b.acts, &mut b.tmp);
             for (x, y) in b.x.iter_mut().zip(&b.tmp) {
                 *x += y;
             }
@@ -548,7 +517,7 @@ impl LlamaState {
             rms_norm(&b.x, &layer.ffn_norm, cfg.eps, &mut b.xn);
             b.acts.quantize(&b.xn, dim);
             let [gate, up] = &layer.gate_up;
-            Self::matmul(pool, &[gate, up], &b.acts, &mut b.gu);
+            matmul_concat(pool, &[gate, up], &b.acts, &mut b.gu);
             b.h.resize(nt * ff, 0.0);
             for (h, gu) in b.h.chunks_exact_mut(ff).zip(b.gu.chunks_exact(2 * ff)) {
                 let (g, u) = gu.split_at(ff);
@@ -557,7 +526,7 @@ impl LlamaState {
                 }
             }
             b.acts.quantize(&b.h, ff);
-            Self::matmul(pool, &[&layer.down], &b.acts, &mut b.tmp);
+            matmul_concat(pool, &[&layer.down], &b.acts, &mut b.tmp);
             for (x, y) in b.x.iter_mut().zip(&b.tmp) {
                 *x += y;
             }
@@ -582,14 +551,14 @@ impl LlamaState {
         let group = cfg.heads / cfg.kv_heads;
         let nt = qkv.len() / qkv_width;
         let scale = 1.0 / (hd as f32).sqrt();
-        let units = nt * cfg.heads;
-        let n = pool.threads();
-        let optr = OutPtr(out.as_mut_ptr());
-        pool.run(|i| {
-            let mut scores: Vec<f32> = Vec::with_capacity(pos + nt);
-            let mut q16 = vec![0f32; hd];
-            // Interleaved units balance the causal (growing) cost of later tokens.
-            for u in (i..units).step_by(n) {
+        // One unit per (token, head): unit `t·heads + h` writes `out[t][h·hd..(h+1)·hd]`, the
+        // `hd`-value chunk number `t·heads + h` of `out` (`dim = heads·hd`). Interleaved units
+        // balance the causal (growing) cost of later tokens.
+        pool.run_interleaved(
+            out,
+            hd,
+            || (Vec::with_capacity(pos + nt), vec![0f32; hd]),
+            |(scores, q16): &mut (Vec<f32>, Vec<f32>), u, o| {
                 let (t, h) = (u / cfg.heads, u % cfg.heads);
                 let ctx = pos + t + 1;
                 let kvh = h / group;
@@ -599,9 +568,8 @@ impl LlamaState {
                     *d = round_f16(s);
                 }
                 scores.clear();
-                scores.extend(
-                    (0..ctx).map(|j| dot(&q16, &kc[j * kv_dim + kvh * hd..][..hd]) * scale),
-                );
+                scores
+                    .extend((0..ctx).map(|j| dot(q16, &kc[j * kv_dim + kvh * hd..][..hd]) * scale));
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0f64;
                 for s in scores.iter_mut() {
@@ -609,9 +577,6 @@ impl LlamaState {
                     sum += *s as f64;
                 }
                 let inv = (1.0 / sum) as f32;
-                // SAFETY: unit (t, h) owns out[t][h·hd..(h+1)·hd]; units are disjoint.
-                let o =
-                    unsafe { std::slice::from_raw_parts_mut(optr.get().add(t * dim + h * hd), hd) };
                 o.fill(0.0);
                 for (j, &p) in scores.iter().enumerate() {
                     let p = round_f16(p * inv);
@@ -620,8 +585,8 @@ impl LlamaState {
                         *o += p * v;
                     }
                 }
-            }
-        });
+            },
+        );
     }
 }
 

@@ -39,36 +39,9 @@ use candle_transformers::models::{
     quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3,
 };
 
-use crate::fast_llama::{LlamaState, LlamaWeights};
-use crate::generator::LocalModelError;
-
-/// How weights are stored in memory after loading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Quantize {
-    /// Requantize matrices to Q8_0 (the default; runs on the fast llama path).
-    #[default]
-    Q8_0,
-    /// Requantize matrices to Q4K (smaller; always runs on candle's kernels).
-    Q4K,
-    /// Keep the file's quantization (Q8_0 and Q4_1 llama models run on the fast path, with
-    /// the same numerics as llama.cpp on the same file).
-    Keep,
-}
-
-impl std::str::FromStr for Quantize {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "q8_0" | "q8" => Ok(Self::Q8_0),
-            "q4k" | "q4_k" => Ok(Self::Q4K),
-            "keep" => Ok(Self::Keep),
-            other => Err(format!(
-                "unknown quantization {other:?} (expected q8_0, q4k or keep)"
-            )),
-        }
-    }
-}
+use super::error::LocalModelError;
+use super::fast_llama::{LlamaState, LlamaWeights};
+pub use super::quantize::Quantize;
 
 /// A model family supported by the generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,7 +259,7 @@ impl ModelWeights {
     /// and qwen3 (weights are shared); a rebuild from memory for qwen2. The fast llama path
     /// computes on as many threads as there are CPUs (see [`ModelWeights::instance_with_threads`]).
     pub fn instance(&self) -> Result<ModelInstance, LocalModelError> {
-        self.instance_with_threads(crate::threads::default_threads())
+        self.instance_with_threads(crate::cpu::threads::default_threads())
     }
 
     /// Like [`ModelWeights::instance`], with `threads` compute threads for the fast llama path

@@ -15,8 +15,9 @@
 //! computes, scaled by the same `f32` factors: results differ from llama.cpp only by the order of
 //! `f32` additions.
 //!
-//! [`matmul_rows`] computes `out[t][r] = W[r]·x[t]` for a range of rows and every token. It
-//! picks at run time (once, cached) the best implementation the CPU supports:
+//! [`matmul_concat`] computes `out[t][r] = W[r]·x[t]` for every row and token, the rows split
+//! over a [`ComputePool`]'s threads; under it, the crate-internal `matmul_rows` does a range of
+//! rows, with the best implementation the CPU supports (picked at run time, once, cached):
 //!
 //! - AVX-512 VNNI (`vpdpbusd` on 256-bit registers, 32 registers): 4 rows × 4 tokens tiles;
 //! - AVX2 (`vpmaddubsw` + `vpmaddwd`): 2 rows × 4 tokens tiles;
@@ -28,6 +29,8 @@
 //! sequential stream, which doubled decode speed over 4-row tiles.
 
 use std::sync::OnceLock;
+
+use super::threads::{split, ComputePool, SyncPtr};
 
 /// Elements per quantization block (both formats).
 pub const QK: usize = 32;
@@ -282,7 +285,7 @@ pub enum Isa {
 /// Every implementation this CPU can run, the portable one first (for tests that compare
 /// each with it).
 #[cfg(test)]
-pub(crate) fn isas() -> Vec<Isa> {
+pub(super) fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Scalar];
     #[cfg(target_arch = "x86_64")]
     {
@@ -325,21 +328,50 @@ pub fn detected_isa() -> Isa {
     })
 }
 
-/// A raw output pointer that several threads write disjoint elements of.
-#[derive(Clone, Copy)]
-pub struct OutPtr(pub *mut f32);
-// SAFETY: users guarantee that concurrent writers touch disjoint elements.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    pub fn get(self) -> *mut f32 {
-        self.0
-    }
+/// `out[t][..] = [W₀·x[t], W₁·x[t], …]` for the matrices `mats` = `[W₀, W₁, …]` and every
+/// token `t` of `x`: the products with each matrix's rows, concatenated (`x.tokens()` rows of
+/// `Σ rows` values, row-major), with the rows split over the pool's threads in ranges aligned
+/// to 4. Several matrices that multiply the same input (q/k/v, gate/up) share one parallel
+/// section.
+///
+/// # Panics
+/// If a matrix's columns differ from `x.cols()`.
+pub fn matmul_concat(pool: &ComputePool, mats: &[&QMatrix], x: &QActs, out: &mut Vec<f32>) {
+    assert!(
+        mats.iter().all(|m| m.cols == x.cols),
+        "activation and weight sizes differ"
+    );
+    let total: usize = mats.iter().map(|m| m.rows).sum();
+    out.resize(x.tokens * total, 0.0);
+    let ptr = SyncPtr(out.as_mut_ptr());
+    let n = pool.threads();
+    pool.run(|i| {
+        let mine = split(total, n, i, 4);
+        let mut offset = 0;
+        for m in mats {
+            let lo = mine.start.max(offset);
+            let hi = mine.end.min(offset + m.rows);
+            if lo < hi {
+                // SAFETY: `out` holds `tokens × total` values; this call writes the elements
+                // `t·total + c` for `c` in `lo..hi` only, columns inside `mine`, which `split`
+                // keeps disjoint from every other `i`'s (and `run` calls each `i` once).
+                unsafe {
+                    matmul_rows(
+                        m,
+                        x,
+                        lo - offset..hi - offset,
+                        SyncPtr(ptr.get().add(offset)),
+                        total,
+                    )
+                };
+            }
+            offset += m.rows;
+        }
+    });
 }
 
-/// Computes `out[t·ld + r] = W[r] · x[t]` for `r` in `rows` and every token of `x`.
+/// Computes `out[t·ld + r] = W[r] · x[t]` for `r` in `rows` and every token of `x` (the
+/// kernel under [`matmul_concat`] and the `q8_0` linear layers).
 ///
 /// # Safety
 /// `out` must be valid for writes at every `t·ld + r` (`t < x.tokens()`, `r ∈ rows`), and no
@@ -347,11 +379,11 @@ impl OutPtr {
 ///
 /// # Panics
 /// If `x.cols() != w.cols()` or `rows` exceeds the matrix.
-pub unsafe fn matmul_rows(
+pub(super) unsafe fn matmul_rows(
     w: &QMatrix,
     x: &QActs,
     rows: std::ops::Range<usize>,
-    out: OutPtr,
+    out: SyncPtr<f32>,
     ld: usize,
 ) {
     assert_eq!(x.cols, w.cols, "activation and weight sizes differ");
@@ -359,23 +391,27 @@ pub unsafe fn matmul_rows(
     if rows.is_empty() || x.tokens == 0 {
         return;
     }
+    // SAFETY: `detected_isa` is supported by this CPU; the sizes were checked above, `out` is
+    // the caller's contract.
     unsafe { matmul_rows_with(detected_isa(), w, x, rows, out, ld) }
 }
 
 /// [`matmul_rows`] with an explicit implementation (for tests and benchmarks).
 ///
 /// # Safety
-/// As [`matmul_rows`]; additionally `isa` must be supported by the CPU.
-pub unsafe fn matmul_rows_with(
+/// As [`matmul_rows`], whose checks (`x.cols() == w.cols()`, `rows.end <= w.rows()`) must
+/// hold; additionally `isa` must be supported by the CPU.
+pub(super) unsafe fn matmul_rows_with(
     isa: Isa,
     w: &QMatrix,
     x: &QActs,
     rows: std::ops::Range<usize>,
-    out: OutPtr,
+    out: SyncPtr<f32>,
     ld: usize,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's contract, which includes the CPU support for `isa`.
         Isa::Avx512Vnni => unsafe {
             match w.format {
                 QFormat::Q8_0 => vnni::q8_0(w, x, rows, out, ld),
@@ -383,18 +419,29 @@ pub unsafe fn matmul_rows_with(
             }
         },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         Isa::Avx2 => unsafe {
             match w.format {
                 QFormat::Q8_0 => avx2::q8_0(w, x, rows, out, ld),
                 QFormat::Q4_1 => avx2::q4_1(w, x, rows, out, ld),
             }
         },
+        // SAFETY: the caller's contract.
         _ => unsafe { scalar(w, x, rows, out, ld) },
     }
 }
 
 /// The portable reference: one block at a time, GGML's order of operations.
-unsafe fn scalar(w: &QMatrix, x: &QActs, rows: std::ops::Range<usize>, out: OutPtr, ld: usize) {
+///
+/// # Safety
+/// As [`matmul_rows`].
+unsafe fn scalar(
+    w: &QMatrix,
+    x: &QActs,
+    rows: std::ops::Range<usize>,
+    out: SyncPtr<f32>,
+    ld: usize,
+) {
     let nb = w.cols / QK;
     for t in 0..x.tokens {
         let xq = &x.qs[t * w.cols..(t + 1) * w.cols];
@@ -439,7 +486,7 @@ unsafe fn scalar(w: &QMatrix, x: &QActs, rows: std::ops::Range<usize>, out: OutP
 macro_rules! simd_kernels {
     ($name:ident, $features:literal, $rt:literal, $tt:literal, $dot:ident) => {
         mod $name {
-            use super::{OutPtr, QActs, QMatrix, QK};
+            use super::{QActs, QMatrix, SyncPtr, QK};
             use std::arch::x86_64::*;
 
             #[target_feature(enable = $features)]
@@ -451,19 +498,27 @@ macro_rules! simd_kernels {
             }
 
             /// One `f16` scale, broadcast.
+            ///
+            /// # Safety
+            /// The CPU features; `p` valid for a read.
             #[target_feature(enable = $features)]
             unsafe fn scale(p: *const u16) -> __m256 {
+                // SAFETY: the caller's contract.
                 let bits = unsafe { *p };
                 _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))))
             }
 
             /// Σ m·s over the blocks of one row (`f16` minimums) and one token (Q4_1's
             /// minimum term).
+            ///
+            /// # Safety
+            /// The CPU features; `m` and `s` valid for reads of `n` values.
             #[target_feature(enable = $features)]
             unsafe fn dot_mins(m: *const u16, s: *const f32, n: usize) -> f32 {
                 let mut acc = _mm256_setzero_ps();
                 let mut i = 0;
                 while i + 8 <= n {
+                    // SAFETY: `i + 8 <= n`: in bounds by the caller's contract.
                     unsafe {
                         let mv = _mm256_cvtph_ps(_mm_loadu_si128(m.add(i) as *const __m128i));
                         acc = _mm256_fmadd_ps(mv, _mm256_loadu_ps(s.add(i)), acc);
@@ -472,19 +527,26 @@ macro_rules! simd_kernels {
                 }
                 let mut sum = hsum(acc);
                 while i < n {
+                    // SAFETY: `i < n`: in bounds by the caller's contract.
                     unsafe { sum += super::f16_to_f32(*m.add(i)) * *s.add(i) };
                     i += 1;
                 }
                 sum
             }
 
+            /// `out[(t0 + t)·ld + r0 + r] = W[r0 + r] · x[t0 + t]` for `r < R`, `t < T`.
+            ///
+            /// # Safety
+            /// The CPU features; `x.cols() == w.cols()`, `r0 + R <= w.rows()`,
+            /// `t0 + T <= x.tokens()` (so every block read below is inside `w` and `x`); `out`
+            /// valid for the writes, which no other thread may access.
             #[target_feature(enable = $features)]
             unsafe fn q8_tile<const R: usize, const T: usize>(
                 w: &QMatrix,
                 x: &QActs,
                 r0: usize,
                 t0: usize,
-                out: OutPtr,
+                out: SyncPtr<f32>,
                 ld: usize,
             ) {
                 let cols = w.cols;
@@ -497,6 +559,7 @@ macro_rules! simd_kernels {
                     let mut wu = [_mm256_setzero_si256(); R];
                     let mut dw = [_mm256_setzero_ps(); R];
                     for r in 0..R {
+                        // SAFETY: row `r0 + r` < rows, block `b` < blocks per row: inside `w`.
                         unsafe {
                             let p = wq.add((r0 + r) * cols + b * QK);
                             wv[r] = _mm256_loadu_si256(p as *const __m256i);
@@ -505,6 +568,7 @@ macro_rules! simd_kernels {
                         wu[r] = _mm256_sign_epi8(wv[r], wv[r]);
                     }
                     for t in 0..T {
+                        // SAFETY: token `t0 + t` < tokens, block `b`: inside `x`.
                         let (av, da) = unsafe {
                             (
                                 _mm256_loadu_si256(
@@ -526,18 +590,25 @@ macro_rules! simd_kernels {
                 }
                 for r in 0..R {
                     for t in 0..T {
+                        // SAFETY: the caller's contract on `out`.
                         unsafe { *out.0.add((t0 + t) * ld + r0 + r) = hsum(acc[r][t]) };
                     }
                 }
             }
 
+            /// `out[(t0 + t)·ld + r0 + r] = W[r0 + r] · x[t0 + t]` for `r < R`, `t < T`.
+            ///
+            /// # Safety
+            /// The CPU features; `x.cols() == w.cols()`, `r0 + R <= w.rows()`,
+            /// `t0 + T <= x.tokens()` (so every block read below is inside `w` and `x`); `out`
+            /// valid for the writes, which no other thread may access.
             #[target_feature(enable = $features)]
             unsafe fn q4_1_tile<const R: usize, const T: usize>(
                 w: &QMatrix,
                 x: &QActs,
                 r0: usize,
                 t0: usize,
-                out: OutPtr,
+                out: SyncPtr<f32>,
                 ld: usize,
             ) {
                 let cols = w.cols;
@@ -550,6 +621,7 @@ macro_rules! simd_kernels {
                     let mut wv = [_mm256_setzero_si256(); R];
                     let mut dw = [_mm256_setzero_ps(); R];
                     for r in 0..R {
+                        // SAFETY: row `r0 + r` < rows, block `b` < blocks per row: inside `w`.
                         unsafe {
                             let p = wq.add(((r0 + r) * nb + b) * QK / 2) as *const __m128i;
                             let packed = _mm_loadu_si128(p);
@@ -563,6 +635,7 @@ macro_rules! simd_kernels {
                         }
                     }
                     for t in 0..T {
+                        // SAFETY: token `t0 + t` < tokens, block `b`: inside `x`.
                         let (av, da) = unsafe {
                             (
                                 _mm256_loadu_si256(
@@ -583,6 +656,8 @@ macro_rules! simd_kernels {
                 }
                 for r in 0..R {
                     for t in 0..T {
+                        // SAFETY: the `nb` minimums of row `r0 + r` and sums of token `t0 + t`
+                        // are inside `w` and `x`.
                         let mins = unsafe {
                             dot_mins(
                                 w.m.as_ptr().add((r0 + r) * nb),
@@ -590,6 +665,7 @@ macro_rules! simd_kernels {
                                 nb,
                             )
                         };
+                        // SAFETY: the caller's contract on `out`.
                         unsafe { *out.0.add((t0 + t) * ld + r0 + r) = hsum(acc[r][t]) + mins };
                     }
                 }
@@ -606,13 +682,16 @@ macro_rules! simd_kernels {
                     // weights as a single sequential stream, which the hardware prefetchers
                     // follow best (measured: 2× the tokens/s of 4-row tiles on Q8_0).
                     let single_row = nt == 1;
+                    // Every tile below stays inside `rows` (≤ `w.rows()`) and the tokens.
                     while !single_row && r + $rt <= rows.end {
                         let mut t = 0;
                         while t < full_t {
+                            // SAFETY: in bounds (above); features and `out`: the caller's.
                             unsafe { $tile::<$rt, $tt>(w, x, r, t, out, ld) };
                             t += $tt;
                         }
                         while t < nt {
+                            // SAFETY: in bounds (above); features and `out`: the caller's.
                             unsafe { $tile::<$rt, 1>(w, x, r, t, out, ld) };
                             t += 1;
                         }
@@ -621,10 +700,12 @@ macro_rules! simd_kernels {
                     while r < rows.end {
                         let mut t = 0;
                         while t < full_t {
+                            // SAFETY: in bounds (above); features and `out`: the caller's.
                             unsafe { $tile::<1, $tt>(w, x, r, t, out, ld) };
                             t += $tt;
                         }
                         while t < nt {
+                            // SAFETY: in bounds (above); features and `out`: the caller's.
                             unsafe { $tile::<1, 1>(w, x, r, t, out, ld) };
                             t += 1;
                         }
@@ -634,24 +715,30 @@ macro_rules! simd_kernels {
             }
 
             /// Q8_0 weights × 8-bit activations.
+            ///
+            /// # Safety
+            /// As [`super::matmul_rows_with`].
             #[target_feature(enable = $features)]
             pub unsafe fn q8_0(
                 w: &QMatrix,
                 x: &QActs,
                 rows: std::ops::Range<usize>,
-                out: OutPtr,
+                out: SyncPtr<f32>,
                 ld: usize,
             ) {
                 drive!(q8_tile, w, x, rows, out, ld)
             }
 
             /// Q4_1 weights × 8-bit activations.
+            ///
+            /// # Safety
+            /// As [`super::matmul_rows_with`].
             #[target_feature(enable = $features)]
             pub unsafe fn q4_1(
                 w: &QMatrix,
                 x: &QActs,
                 rows: std::ops::Range<usize>,
-                out: OutPtr,
+                out: SyncPtr<f32>,
                 ld: usize,
             ) {
                 drive!(q4_1_tile, w, x, rows, out, ld)
@@ -715,7 +802,7 @@ mod tests {
     fn run(isa: Isa, w: &QMatrix, x: &QActs) -> Vec<f32> {
         let mut out = vec![f32::NAN; x.tokens() * w.rows()];
         // SAFETY: `out` holds tokens × rows elements and is only used here.
-        unsafe { matmul_rows_with(isa, w, x, 0..w.rows(), OutPtr(out.as_mut_ptr()), w.rows()) };
+        unsafe { matmul_rows_with(isa, w, x, 0..w.rows(), SyncPtr(out.as_mut_ptr()), w.rows()) };
         out
     }
 

@@ -35,7 +35,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, NormalizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
-use crate::generator::LocalModelError;
+use super::error::LocalModelError;
 
 /// GGUF `token_type` of a normal token.
 pub const TOKEN_TYPE_NORMAL: i32 = 1;

@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::generator::{ChatMessage, GenerationEvent, Generator, LocalModelError};
-use crate::sampling::SamplingParams;
+use super::error::LocalModelError;
+use super::generator::{GenerationEvent, Generator};
+use super::sampling::SamplingParams;
+use super::template::ChatMessage;
 
 /// One gold question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
