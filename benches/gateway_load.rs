@@ -154,9 +154,8 @@ async fn one_connection(
     let mut lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut overhead = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut errors = 0;
-    let stream = match TcpStream::connect(addr).await {
-        Ok(s) => s,
-        Err(_) => return (lat, overhead, 1, 0),
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        return (lat, overhead, 1, 0);
     };
     let _ = stream.set_nodelay(true);
     let io = hyper_util::rt::TokioIo::new(stream);
@@ -474,7 +473,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        println!("slmgate load benchmark, {secs} s per scenario in {rounds} round-robin slices, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        println!("slmgate load benchmark, {secs} s per scenario in {rounds} round-robin slices, {} cores", std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0));
         println!("{:<48} {:>6} {:>10} {:>10} {:>10} {:>7} {:>10} {:>9} {:>10} {:>12}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "cpu us/req", "of it sys", "faults/req", "switches/req");
         let mut results: Vec<(String, usize, Stats)> = Vec::new();
         for conns in [16usize, 1] {

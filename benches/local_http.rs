@@ -137,7 +137,7 @@ async fn embeddings(client: &reqwest::Client, url: &str, smoke: bool) {
         let wall = started.elapsed().as_secs_f64();
         let mut all: Vec<f64> = runs.into_iter().flatten().collect();
         let n = all.len();
-        all.sort_by(|a, b| a.total_cmp(b));
+        all.sort_by(f64::total_cmp);
         let p99 = all.get(n * 99 / 100).copied().unwrap_or(0.0);
         println!(
             "{:>8} {:>10.0} {:>10.2} {:>10.2}",
@@ -150,7 +150,7 @@ async fn embeddings(client: &reqwest::Client, url: &str, smoke: bool) {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     if v.is_empty() {
         0.0
     } else {
@@ -275,7 +275,7 @@ fn main() {
                 }
             }
             let wall = started.elapsed().as_secs_f64();
-            let ttft_max = ttfts.iter().cloned().fold(0.0, f64::max);
+            let ttft_max = ttfts.iter().copied().fold(0.0, f64::max);
             println!(
                 "{:>8} {:>12.1} {:>12.1} {:>16.1} {:>16.1}",
                 clients,

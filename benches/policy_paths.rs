@@ -44,10 +44,10 @@ fn pii(c: &mut Criterion) {
     assert_eq!(det.detect(PROMPT_EMAIL).len(), 1);
     let mut g = c.benchmark_group("pii");
     g.bench_function("detect, no PII", |b| {
-        b.iter(|| det.detect(black_box(PROMPT)))
+        b.iter(|| det.detect(black_box(PROMPT)));
     });
     g.bench_function("detect, one e-mail", |b| {
-        b.iter(|| det.detect(black_box(PROMPT_EMAIL)))
+        b.iter(|| det.detect(black_box(PROMPT_EMAIL)));
     });
     g.finish();
 }
@@ -82,7 +82,7 @@ fn rules(c: &mut Criterion) {
         "no rule matches the bench request"
     );
     c.bench_function("rules/evaluate 20, none matches", |b| {
-        b.iter(|| set.evaluate(black_box(&facts)))
+        b.iter(|| set.evaluate(black_box(&facts)));
     });
 }
 
@@ -103,7 +103,7 @@ fn budget_and_limits(c: &mut Criterion) {
                 .admit(black_box(&who), 0.001, now)
                 .expect("far under budget");
             r.settle(0.0005, now);
-        })
+        });
     });
     let limiters = RateLimiters::new();
     let rl = RateLimits {
@@ -113,7 +113,7 @@ fn budget_and_limits(c: &mut Criterion) {
         burst_tokens: None,
     };
     c.bench_function("ratelimit/check requests + tokens", |b| {
-        b.iter(|| limiters.check(black_box("key-7"), &rl, 300))
+        b.iter(|| limiters.check(black_box("key-7"), &rl, 300));
     });
 }
 
@@ -141,7 +141,7 @@ fn cache_store(c: &mut Criterion) {
                     ttl: Duration::from_secs(3600),
                 }),
             );
-        })
+        });
     });
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with the Python packages the tests use (the official openai SDK, Playwright).
 # Idempotent. Installs Debian's python3-venv when the venv module is missing.
+# `-P`: the checks run from the workspace root, whose `openai/` crate folder must not import.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -14,13 +15,13 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
 fi
-if ! .venv/bin/python -c "import openai" 2>/dev/null; then
+if ! .venv/bin/python -P -c "import openai" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "openai>=1.40,<3"
 fi
-.venv/bin/python -c "import openai; print('openai SDK', openai.__version__)"
+.venv/bin/python -P -c "import openai; print('openai SDK', openai.__version__)"
 # Playwright drives Debian's chromium (scripts/services.sh installs it) in the dashboard's
 # browser test; only the Python package is needed, never a browser download.
-if ! .venv/bin/python -c "import playwright" 2>/dev/null; then
+if ! .venv/bin/python -P -c "import playwright" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "playwright>=1.40,<2"
 fi
-.venv/bin/python -c "from importlib.metadata import version; print('playwright', version('playwright'))"
+.venv/bin/python -P -c "from importlib.metadata import version; print('playwright', version('playwright'))"

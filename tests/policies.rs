@@ -505,9 +505,8 @@ keys:
     key: sk
     budget: { daily_usd: -5 }
 "#;
-    let errs = match slmgate_config::load_str_with_env(src, "p.yaml", &|_| None) {
-        Ok(_) => panic!("expected errors"),
-        Err(e) => e,
+    let Err(errs) = slmgate_config::load_str_with_env(src, "p.yaml", &|_| None) else {
+        panic!("expected errors")
     };
     let find = |needle: &str| {
         errs.0

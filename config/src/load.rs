@@ -62,8 +62,8 @@ pub(crate) fn load(
             };
             return Err(ConfigErrors(vec![ConfigError {
                 origin: origin.to_string(),
-                line: loc.as_ref().map(|l| l.line()),
-                column: loc.as_ref().map(|l| l.column()),
+                line: loc.as_ref().map(serde_norway::Location::line),
+                column: loc.as_ref().map(serde_norway::Location::column),
                 path: "<root>".into(),
                 message: format!("invalid YAML: {message}"),
             }]));

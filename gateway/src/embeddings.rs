@@ -252,7 +252,7 @@ async fn run(req: Request<Body>) -> Result<Response, GatewayError> {
             format!("at most {MAX_INPUTS} inputs per request"),
         ));
     }
-    if texts.iter().any(|t| t.is_empty()) {
+    if texts.iter().any(std::string::String::is_empty) {
         return Err(GatewayError::bad_param(
             "input",
             "inputs must not be empty strings",

@@ -379,7 +379,9 @@ impl Reloader {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is plain data updated in one step; a panic elsewhere cannot leave it
         // half-written, so a poisoned lock is still good to read.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reads, validates and builds the configuration again and swaps it in. On error the
@@ -538,7 +540,7 @@ impl Reloader {
         // Only events on the config file itself count: the directory may hold busy files
         // (the SQLite usage database and its WAL next to the config is common), whose
         // writes would otherwise re-read and hash the config several times a second.
-        let name = path.file_name().map(|n| n.to_os_string());
+        let name = path.file_name().map(std::ffi::OsStr::to_os_string);
         let started = notify_debouncer_mini::new_debouncer(
             WATCH_DEBOUNCE,
             move |res: notify_debouncer_mini::DebounceEventResult| match res {
@@ -678,7 +680,7 @@ fn refuse_silent_removals(
             column: None,
             path: path.to_string(),
             message,
-        })
+        });
     };
     if !running.keys.is_open() && cfg.keys.is_empty() && !open_on_purpose {
         refuse(

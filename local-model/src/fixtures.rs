@@ -13,9 +13,13 @@ use candle_core::{Device, Tensor};
 
 /// Hidden size of the tiny models.
 pub const HIDDEN: usize = 64;
+/// Feed-forward size of the tiny models.
 pub const FF: usize = 128;
+/// Attention heads of the tiny models.
 pub const HEADS: u32 = 4;
+/// Key/value heads (grouped-query attention) of the tiny models.
 pub const KV_HEADS: u32 = 2;
+/// Layers of the tiny models.
 pub const LAYERS: usize = 2;
 /// Head size of the tiny qwen3 model: larger than `HIDDEN / HEADS`, as in Qwen3-0.6B (128
 /// against 1024 / 16 = 64), so a loader that derives it from the hidden size fails.

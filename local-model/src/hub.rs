@@ -299,7 +299,7 @@ fn resolve_dir_with(env: &HubEnv, spec: &str, files: &[&str]) -> Result<PathBuf,
             let missing: Vec<String> = files
                 .iter()
                 .filter(|f| !dir.join(f).is_file())
-                .map(|f| f.to_string())
+                .map(std::string::ToString::to_string)
                 .collect();
             if missing.is_empty() {
                 Ok(dir)
@@ -611,7 +611,7 @@ mod tests {
         let err = resolve_model_dir(spec, &files).unwrap_err();
         match &err {
             HubError::MissingFiles { missing, .. } => {
-                assert_eq!(missing, &["tokenizer.json", "model.safetensors"])
+                assert_eq!(missing, &["tokenizer.json", "model.safetensors"]);
             }
             other => panic!("{other:?}"),
         }

@@ -16,6 +16,7 @@
 // `unsafe` is allowed in `cpu` only (`deny`, not `forbid`: a `forbid` cannot be lifted for
 // one module).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 #[allow(unsafe_code)]
 #[warn(clippy::undocumented_unsafe_blocks)]

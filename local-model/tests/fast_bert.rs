@@ -45,7 +45,7 @@ fn tiny_texts() -> Vec<String> {
         "the quick brown fox jumps over the lazy dog, the quick brown fox jumps over the lazy dog",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     // Longer than the model's 64 positions: truncated.
     v.push(["the cat sat"; 40].join(" "));
@@ -236,7 +236,7 @@ fn real_texts() -> Vec<String> {
         "Is 1729 the smallest number expressible as the sum of two cubes in two different ways?",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     // Far over the 256-token limit: truncated.
     v.push("The quick brown fox jumps over the lazy dog. ".repeat(60));

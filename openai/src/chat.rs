@@ -405,7 +405,7 @@ impl ChatRequest {
         };
         let fix_usage = self.stream && ask_usage && !self.client_wants_usage;
         let mut wrote_stream_options = false;
-        for (k, r) in self.fields.top.iter() {
+        for (k, r) in &self.fields.top {
             match k.as_ref() {
                 "model" => {
                     push_key(&mut out, k);
@@ -475,7 +475,7 @@ impl ChatRequest {
             out.push(b':');
             out.extend_from_slice(v);
         };
-        for (k, r) in self.fields.top.iter() {
+        for (k, r) in &self.fields.top {
             match changes.iter().find(|(n, _)| *n == k.as_ref()) {
                 Some((_, Some(v))) => push(&mut out, k, v.as_bytes()),
                 Some((_, None)) => {}
@@ -691,7 +691,7 @@ mod tests {
         ] {
             match parse(body) {
                 Err(GatewayError::BadRequest { param: p, .. }) => {
-                    assert_eq!(p.as_deref(), param, "{body}")
+                    assert_eq!(p.as_deref(), param, "{body}");
                 }
                 other => panic!("{body}: {other:?}"),
             }
@@ -788,7 +788,7 @@ mod tests {
             let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{s}"}}]}}"#);
             match parse(&body) {
                 Err(GatewayError::BadRequest { message, .. }) => {
-                    assert!(message.contains("invalid string"), "{message}")
+                    assert!(message.contains("invalid string"), "{message}");
                 }
                 other => panic!("{body}: {other:?}"),
             }

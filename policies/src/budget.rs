@@ -315,7 +315,9 @@ impl BudgetLedger {
     fn lock(&self) -> MutexGuard<'_, Accounts> {
         // A panic while holding the lock cannot leave amounts half-updated (every update is a
         // few integer additions), so a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Admits a request that may cost up to `estimate_usd`, reserving that amount in every

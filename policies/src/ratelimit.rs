@@ -174,13 +174,16 @@ impl<C: Clock + Clone> RateLimiters<C> {
         if let Some(l) = self
             .limiters
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
         {
             return l.clone();
         }
         let (_, per_minute, burst) = key;
-        let mut map = self.limiters.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .limiters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(key)
             .or_insert_with(|| {
                 let quota = quota(per_minute, burst);
@@ -238,7 +241,10 @@ impl<C: Clock + Clone> RateLimiters<C> {
     /// Forgets keys whose state is back to fresh, and quotas no key uses any more (memory
     /// housekeeping; call now and then).
     pub fn retain_recent(&self) {
-        let mut map = self.limiters.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .limiters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|_, l| {
             l.retain_recent();
             l.shrink_to_fit();

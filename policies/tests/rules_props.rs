@@ -101,7 +101,7 @@ fn to_conditions(cs: &[C]) -> Conditions {
                 w.model = Some(om(ps
                     .iter()
                     .map(|&p| MODEL_PATTERNS[p].to_string())
-                    .collect()))
+                    .collect()));
             }
             C::Team(t) => w.team = Some(OneOrMany::One(TEAMS[*t].into())),
             C::Tags(ts) => w.tags = Some(om(ts.iter().map(|&t| TAGS[t].to_string()).collect())),
@@ -111,13 +111,13 @@ fn to_conditions(cs: &[C]) -> Conditions {
                 w.score = Some(Range {
                     lt: Some(*x),
                     ..Range::default()
-                })
+                });
             }
             C::TokensGt(n) => {
                 w.prompt_tokens = Some(Range {
                     gt: Some(*n as f64),
                     ..Range::default()
-                })
+                });
             }
             C::Pii(ks) => w.pii = Some(om(ks.iter().map(|&k| PII[k].name().to_string()).collect())),
             C::Header(v) => {
@@ -133,7 +133,7 @@ fn to_conditions(cs: &[C]) -> Conditions {
                     between: format!("{a:02}:00-{b:02}:00"),
                     tz: Some("UTC".into()),
                     days: None,
-                })
+                });
             }
         }
     }
@@ -533,7 +533,7 @@ proptest! {
         match PolicySet::compile(&cfg, &known()) {
             Ok(_) => prop_assert!(expected.is_empty(), "accepted, but expected errors at {expected:?}"),
             Err(errs) => {
-                let got: BTreeSet<String> = errs.iter().map(|e| e.path_string()).collect();
+                let got: BTreeSet<String> = errs.iter().map(slmgate_policies::PolicyError::path_string).collect();
                 prop_assert_eq!(&got, &expected, "errors: {:?}", errs);
                 prop_assert_eq!(errs.len(), got.len(), "one error per path: {:?}", errs);
             }

@@ -100,7 +100,7 @@ impl Query {
             if matches!(role, "tool" | "function") {
                 q.has_tools = true;
             }
-            let text = match m.content.map(|c| c.get()) {
+            let text = match m.content.map(serde_json::value::RawValue::get) {
                 None | Some("null") => String::new(),
                 Some(raw) => match serde_json::from_str::<Content>(raw) {
                     Ok(Content::Text(t)) => t,

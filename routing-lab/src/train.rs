@@ -328,7 +328,7 @@ pub fn fit_ranker(
     }
     let nf = names.len();
     let ranker = Ranker {
-        features: names.iter().map(|s| s.to_string()).collect(),
+        features: names.iter().map(std::string::ToString::to_string).collect(),
         mean: mean[..nf].iter().map(|v| *v as f32).collect(),
         std: sd[..nf].iter().map(|v| *v as f32).collect(),
         weights: (0..nf).map(|j| (theta[j] * sign[j]) as f32).collect(),
@@ -406,7 +406,10 @@ pub fn fit_calibrator_with_ranks(
         .collect();
     let (w, b) = logistic_bounded(&x, &y, &vec![1.0; x.len()], opts.calibration_l2, &lower)?;
     Ok(Calibrator {
-        inputs: CALIBRATOR_INPUTS.iter().map(|s| s.to_string()).collect(),
+        inputs: CALIBRATOR_INPUTS
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         weights: w.iter().map(|v| *v as f32).collect(),
         bias: b as f32,
     })

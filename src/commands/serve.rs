@@ -45,7 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &config {
         Some(p) => tracing::info!(config = %p.display(), "config loaded"),
         None => {
-            tracing::info!("using the embedded default config (`slmgate config default` prints it)")
+            tracing::info!(
+                "using the embedded default config (`slmgate config default` prints it)"
+            );
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -80,6 +82,6 @@ fn init_tracing(telemetry: Option<&slmgate_gateway::telemetry::Telemetry>) {
     };
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
-        .with(telemetry.map(|t| t.layer()))
+        .with(telemetry.map(slmgate_gateway::telemetry::Telemetry::layer))
         .init();
 }

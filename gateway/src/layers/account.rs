@@ -495,7 +495,7 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    fn gateway() -> Arc<Gateway> {
+    fn gateway() -> Arc<crate::runtime::Gateway> {
         let cfg = slmgate_config::load_str_with_env(
             r#"
 backends:

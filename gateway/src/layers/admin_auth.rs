@@ -122,7 +122,9 @@ pub struct AdminSessions(Arc<Mutex<SessionState>>);
 impl AdminSessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
         // Every update is a map insert or removal: a panic cannot leave one half-done.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Opens a session under the admin key `key` (its digest) and returns its token.

@@ -331,7 +331,7 @@ pub fn split_hash(headers: &http::HeaderMap) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     headers
         .get("x-request-id")
-        .map(|v| v.as_bytes())
+        .map(http::HeaderValue::as_bytes)
         .unwrap_or_default()
         .hash(&mut h);
     h.finish()
@@ -855,7 +855,7 @@ mod tests {
         let mut resp = Response::new(Body::from(answer.to_string()));
         resp.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+            http::HeaderValue::from_static("application/json"),
         );
         let out = restore_response(resp, red).await;
         let bytes = axum::body::to_bytes(out.into_body(), usize::MAX)
@@ -894,7 +894,7 @@ mod tests {
         ] {
             let values: Vec<Value> = serde_json::from_str(raw).unwrap();
             let t = MessageTexts::read(raw).unwrap();
-            let texts: Vec<&str> = t.texts.iter().map(|c| c.as_ref()).collect();
+            let texts: Vec<&str> = t.texts.iter().map(std::convert::AsRef::as_ref).collect();
             assert_eq!(texts, message_texts(&values), "{raw}");
             let req = ChatRequest::parse(bytes::Bytes::from(format!(
                 r#"{{"model":"m","messages":{raw}}}"#
@@ -904,7 +904,7 @@ mod tests {
             assert_eq!(t.estimate, want, "{raw}");
             // The request path reads the contents the parse located: the same texts.
             let c = MessageTexts::of_chat(&req).unwrap();
-            let located: Vec<&str> = c.texts.iter().map(|c| c.as_ref()).collect();
+            let located: Vec<&str> = c.texts.iter().map(std::convert::AsRef::as_ref).collect();
             assert_eq!(located, texts, "{raw}");
             assert_eq!(c.estimate, want, "{raw}");
         }

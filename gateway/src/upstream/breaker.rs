@@ -282,17 +282,17 @@ mod tests {
         match b.admit() {
             Admission::Pass(t) => {
                 if fail {
-                    t.failed()
+                    t.failed();
                 } else {
-                    t.succeeded()
+                    t.succeeded();
                 }
                 "pass"
             }
             Admission::Probe(t) => {
                 if fail {
-                    t.failed()
+                    t.failed();
                 } else {
-                    t.succeeded()
+                    t.succeeded();
                 }
                 "probe"
             }

@@ -283,7 +283,7 @@ impl LocalBackend {
                 }
             }
             clock.add(started.elapsed());
-            let failed = held.iter().any(|e| e.is_err());
+            let failed = held.iter().any(std::result::Result::is_err);
             let confidence = check.check(&logprobs);
             if !failed && !confidence.confident {
                 // Dropping the stream cancels the generation and frees the worker.

@@ -238,9 +238,9 @@ pub(crate) unsafe fn tile(
         // caller's contract.
         unsafe {
             if isa == Isa::Avx512Vnni {
-                tile_of!(vnni, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+                tile_of!(vnni, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
             } else {
-                tile_of!(avx2, 1 2 3 4 5 6)
+                tile_of!(avx2, 1 2 3 4 5 6);
             }
         }
         return;
@@ -512,7 +512,7 @@ mod tests {
                         w.panel_scales(p),
                         NR.min(n - c0),
                         dst,
-                    )
+                    );
                 };
                 t += m;
             }

@@ -362,7 +362,7 @@ pub fn matmul_concat(pool: &ComputePool, mats: &[&QMatrix], x: &QActs, out: &mut
                         lo - offset..hi - offset,
                         SyncPtr(ptr.get().add(offset)),
                         total,
-                    )
+                    );
                 };
             }
             offset += m.rows;

@@ -308,7 +308,7 @@ pub(crate) fn matmul(
                             q.panel_scales(p),
                             cols,
                             dst,
-                        )
+                        );
                     };
                 },
             );
@@ -673,7 +673,7 @@ mod kernel_speed {
         let mut acc = [1.0f32; 96];
         for i in 0..20_000_000u32 {
             let a = (i & 7) as f32 * 1e-9;
-            for v in acc.iter_mut() {
+            for v in &mut acc {
                 *v = v.mul_add(0.999_999, a);
             }
         }

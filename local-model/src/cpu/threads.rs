@@ -65,7 +65,7 @@ impl std::fmt::Debug for ComputePool {
 /// The number of threads to use by default: the CPUs this process may run on.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(std::num::NonZero::get)
         .unwrap_or(1)
 }
 
@@ -540,7 +540,7 @@ mod tests {
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.run(|i| assert_ne!(i, 1, "boom"))
+            pool.run(|i| assert_ne!(i, 1, "boom"));
         }));
         assert!(r.is_err());
         // Still usable after a panic, and after the helpers went to sleep.
@@ -579,7 +579,7 @@ mod tests {
     fn run_dynamic_does_not_wait_for_sleeping_helpers_and_survives_panics() {
         let pool = ComputePool::new(2);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.run_dynamic(8, |c| assert_ne!(c, 5, "boom"))
+            pool.run_dynamic(8, |c| assert_ne!(c, 5, "boom"));
         }));
         assert!(r.is_err());
         // Helpers asleep: the caller does the chunks without waiting for them to wake up.

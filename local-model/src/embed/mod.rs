@@ -468,7 +468,7 @@ impl Embedder {
                     message: e.to_string(),
                 })?;
         let rows = encodings.len();
-        let len = encodings.first().map_or(0, |e| e.len());
+        let len = encodings.first().map_or(0, tokenizers::Encoding::len);
         let mut ids = Vec::with_capacity(rows * len);
         let mut type_ids = Vec::with_capacity(rows * len);
         let mut mask = Vec::with_capacity(rows * len);
@@ -609,7 +609,7 @@ fn mean_pool_normalize(
 /// keep their layout. GPU backends handle either layout natively, so they get the file's.
 fn load_weights(bytes: &[u8], device: &Device) -> candle_core::Result<HashMap<String, Tensor>> {
     let mut tensors = candle_core::safetensors::load_buffer(bytes, device)?;
-    for (name, tensor) in tensors.iter_mut() {
+    for (name, tensor) in &mut tensors {
         let mut t = tensor.to_dtype(DType::F32)?;
         if device.is_cpu()
             && t.rank() == 2

@@ -169,7 +169,7 @@ impl GgufVocab {
             match *ty {
                 TOKEN_TYPE_CONTROL => out.push(AddedToken::from(tok.clone(), true)),
                 TOKEN_TYPE_USER_DEFINED => {
-                    out.push(AddedToken::from(tok.clone(), false).normalized(false))
+                    out.push(AddedToken::from(tok.clone(), false).normalized(false));
                 }
                 _ => {}
             }

@@ -59,8 +59,14 @@ impl GoldItem {
             id: id.into(),
             category: category.into(),
             prompt: prompt.into(),
-            accept: accept.iter().map(|s| s.to_string()).collect(),
-            reject: reject.iter().map(|s| s.to_string()).collect(),
+            accept: accept
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+            reject: reject
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
         }
     }
 }

@@ -157,7 +157,7 @@ impl ModelWeights {
                     });
                 }
                 Err(why) => {
-                    tracing::info!(model = %path.display(), reason = %why, "llama model runs on candle")
+                    tracing::info!(model = %path.display(), reason = %why, "llama model runs on candle");
                 }
             }
         }

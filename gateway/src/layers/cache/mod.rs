@@ -674,7 +674,7 @@ mod tests {
             state: state.clone(),
             exact: Some(([9; 32], Duration::from_secs(60))),
             semantic: None,
-            backend: HeaderValue::from_static("up"),
+            backend: "up".into(),
             max_bytes: 1 << 20,
         };
         let sse = |body: &'static str| {

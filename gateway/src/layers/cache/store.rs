@@ -166,7 +166,7 @@ impl Doorkeeper {
         }
         if !seen && self.added.fetch_add(1, Ordering::Relaxed) + 1 >= Self::RESET_AFTER {
             self.added.store(0, Ordering::Relaxed);
-            for w in self.bits.iter() {
+            for w in &self.bits {
                 w.store(0, Ordering::Relaxed);
             }
         }
