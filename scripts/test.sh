@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-# 1. Python side: the official openai SDK drives the gateway in tests/openai_sdk.rs.
+# 1. Python side: the official openai SDK drives the gateway in tests/it/openai_sdk.rs.
 log "python venv with the openai SDK (.venv)"
 scripts/python-env.sh
 export SLMGATE_PYTHON="$PWD/.venv/bin/python"

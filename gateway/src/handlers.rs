@@ -113,16 +113,16 @@ pub async fn method_not_allowed() -> Response {
 /// Runs after the chat parser, so it sees exactly what `/v1/chat/completions` would see and
 /// calls the same [`crate::layers::route::decide`].
 pub async fn route_dry_run(
-    req: http::Request<axum::body::Body>,
+    call: crate::call::ChatCall,
 ) -> Result<Response, std::convert::Infallible> {
-    let ext = req.extensions();
-    let (Some(Snapshot(gw)), Some(chat)) = (
-        ext.get::<Snapshot>(),
-        ext.get::<slmgate_openai::chat::ChatRequest>(),
-    ) else {
-        return Ok(GatewayError::Internal("route dry run without request".into()).into_response());
-    };
-    match dry_run(gw, chat, ext.get::<Caller>(), req.headers()).await {
+    match dry_run(
+        &call.gw,
+        &call.chat,
+        call.caller.as_ref(),
+        &call.head.headers,
+    )
+    .await
+    {
         Ok((body, d)) => {
             let mut resp = Json(body).into_response();
             resp.extensions_mut().insert(std::sync::Arc::new(d));

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod auto;
 pub mod build;
+pub mod call;
 pub mod connections;
 pub mod dashboard;
 pub mod embed_batcher;

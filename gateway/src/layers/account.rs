@@ -43,19 +43,18 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderMap, Request};
+use http::{header, HeaderMap};
 use tower::{Layer, Service};
 
-use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::timeout::RequestDeadline;
 use super::BoxFuture;
+use crate::call::ChatCall;
 use crate::facts::{CacheOutcome, Served};
 use crate::layers::route::Decision;
 use crate::metrics as m;
-use crate::runtime::Caller;
 use crate::upstream::Backend;
-use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
+use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, Usage};
 use slmgate_openai::error::GatewayError;
 use slmgate_usage::{now_ms, UsageRecord, UsageSink};
 
@@ -312,9 +311,9 @@ impl EventFilter for StreamWatch {
     }
 }
 
-impl<S> Service<Request<Body>> for Account<S>
+impl<S> Service<ChatCall> for Account<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<ChatCall, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -325,7 +324,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut call: ChatCall) -> Self::Future {
         // Take the service that was polled ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -333,15 +332,9 @@ where
         Box::pin(async move {
             let start = Instant::now();
             let ts_ms = now_ms();
-            let ext = req.extensions();
-            let (Some(Snapshot(gw)), Some(chat)) =
-                (ext.get::<Snapshot>().cloned(), ext.get::<ChatRequest>())
-            else {
-                return Ok(
-                    GatewayError::Internal("account step without request".into()).into_response(),
-                );
-            };
-            let key = ext.get::<Caller>().and_then(|c| c.key.clone());
+            let gw = call.gw.clone();
+            let chat = &call.chat;
+            let key = call.caller.as_ref().and_then(|c| c.key.clone());
             let stream = chat.stream;
             let requested_model = chat.model.clone();
             // Streams: ask upstream for the usage chunk; it is hidden again below. The
@@ -349,16 +342,14 @@ where
             let hide_usage = stream && !chat.client_wants_usage;
             if hide_usage {
                 match chat.with_stream_usage() {
-                    Ok(c) => {
-                        req.extensions_mut().insert(c);
-                    }
+                    Ok(c) => call.chat = c,
                     Err(e) => return Ok(e.into_response()),
                 }
             }
-            let request_id = header_str(req.headers(), "x-request-id")
+            let request_id = header_str(&call.head.headers, "x-request-id")
                 .unwrap_or_default()
                 .to_string();
-            let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
+            let deadline = call.head.extensions.get::<RequestDeadline>().map(|d| d.0);
             // Made before the request runs, so that a request dropped before its answer (the
             // whole-request timeout, the client gone, shutdown) is still recorded once.
             let mut pending = Pending {
@@ -385,7 +376,7 @@ where
                 deadline,
             };
 
-            let resp = inner.call(req).await?;
+            let resp = inner.call(call).await?;
 
             pending.answered = true;
             let (h, ext) = (resp.headers(), resp.extensions());
@@ -520,14 +511,17 @@ usage:
         Arc::new(crate::build::build_gateway(&cfg).unwrap())
     }
 
-    fn request(body: &str) -> Request<Body> {
-        let mut req = Request::new(Body::empty());
-        req.extensions_mut().insert(Snapshot(gateway()));
-        req.extensions_mut()
-            .insert(ChatRequest::parse(bytes::Bytes::from(body.to_string())).unwrap());
+    fn request(body: &str) -> ChatCall {
+        let mut req = http::Request::new(());
         req.headers_mut()
             .insert("x-request-id", http::HeaderValue::from_static("rid"));
-        req
+        ChatCall {
+            head: req.into_parts().0,
+            gw: gateway(),
+            caller: None,
+            chat: slmgate_openai::chat::ChatRequest::parse(bytes::Bytes::from(body.to_string()))
+                .unwrap(),
+        }
     }
 
     fn answer(body: &'static str, sse: bool, cache: Option<CacheOutcome>) -> Response {
@@ -605,14 +599,11 @@ usage:
         let seen = Arc::new(std::sync::Mutex::new(None));
         let seen2 = seen.clone();
         let svc = AccountLayer::new(Some(sink.clone())).layer(tower::service_fn(
-            move |req: Request<Body>| {
+            move |call: ChatCall| {
                 let seen = seen2.clone();
                 async move {
                     // The request now asks upstream for usage.
-                    *seen.lock().unwrap() = req
-                        .extensions()
-                        .get::<ChatRequest>()
-                        .map(|c| c.client_wants_usage);
+                    *seen.lock().unwrap() = Some(call.chat.client_wants_usage);
                     Ok::<_, Infallible>(answer(events, true, None))
                 }
             },

@@ -30,19 +30,18 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue, Request, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use slmgate_policies::budget::{BudgetLedger, BudgetLimits, Budgeted, Reservation};
 use slmgate_policies::pricing::{Price, PriceTable};
 use slmgate_policies::ratelimit::RateLimiters;
 use slmgate_policies::NameMap;
 use tower::{Layer, Service};
 
-use super::route::Decision;
-use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
+use crate::call::RoutedCall;
 use crate::facts::{CacheOutcome, Served};
-use crate::runtime::{Caller, Target};
+use crate::runtime::Target;
 use crate::upstream::Backend;
 use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use slmgate_openai::error::{openai_error, GatewayError};
@@ -114,10 +113,6 @@ pub fn cost(price: Option<Price>, prompt: u64, completion: u64) -> f64 {
     })
 }
 
-/// Estimated prompt tokens of a request (an extension, computed once per request).
-#[derive(Debug, Clone, Copy)]
-pub struct PromptTokens(pub u64);
-
 /// A quick estimate of a request's prompt tokens (see [`Query::estimated_tokens`]).
 pub fn prompt_estimate(chat: &ChatRequest) -> u64 {
     Query::from_chat(chat)
@@ -176,9 +171,9 @@ fn budget_response(e: &slmgate_policies::budget::BudgetExceeded) -> Response {
     resp
 }
 
-impl<S> Service<Request<Body>> for Limits<S>
+impl<S> Service<RoutedCall> for Limits<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<RoutedCall, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -189,16 +184,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: RoutedCall) -> Self::Future {
         // Take the service that was polled ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let ext = req.extensions();
-            let (Some(Snapshot(gw)), Some(key)) = (
-                ext.get::<Snapshot>().cloned(),
-                ext.get::<Caller>().and_then(|c| c.key.clone()),
-            ) else {
+            let gw = req.call.gw.clone();
+            let Some(key) = req.call.caller.as_ref().and_then(|c| c.key.clone()) else {
                 // An open gateway has no keys, so nothing to limit.
                 return inner.call(req).await;
             };
@@ -212,15 +204,8 @@ where
             if key.rate_limit.is_none() && key_budget.is_none() && team.is_none() {
                 return inner.call(req).await;
             }
-            let (Some(chat), Some(decision)) = (ext.get::<ChatRequest>(), ext.get::<Decision>())
-            else {
-                return Ok(
-                    GatewayError::Internal("limits step without decision".into()).into_response(),
-                );
-            };
-            let prompt = ext
-                .get::<PromptTokens>()
-                .map_or_else(|| prompt_estimate(chat), |p| p.0);
+            let (chat, decision) = (&req.call.chat, &req.decision);
+            let prompt = req.prompt_tokens.unwrap_or_else(|| prompt_estimate(chat));
             let completion = completion_estimate(chat);
 
             if let Some(rl) = &key.rate_limit {
@@ -263,9 +248,7 @@ where
             let hide_usage = chat.stream && !chat.client_wants_usage;
             if hide_usage {
                 match chat.with_stream_usage() {
-                    Ok(c) => {
-                        req.extensions_mut().insert(c);
-                    }
+                    Ok(c) => req.call.chat = c,
                     Err(e) => return Ok(e.into_response()),
                 }
             }

@@ -1,4 +1,5 @@
-//! Reads and parses the chat request body into a [`ChatRequest`] extension.
+//! Reads and parses the chat request body into a [`ChatCall`]: the first typed stage of the
+//! chat pipeline (see [`crate::call`]).
 //!
 //! Malformed JSON, wrong types and missing fields are answered here with OpenAI-shaped 400s
 //! (and an oversized chunked body with 413), so no later layer sees an invalid request.
@@ -12,7 +13,10 @@ use http::{Method, Request};
 use tower::{Layer, Service};
 
 use super::body_limit::read_body;
+use super::snapshot::Snapshot;
 use super::BoxFuture;
+use crate::call::ChatCall;
+use crate::runtime::Caller;
 use slmgate_openai::chat::ChatRequest;
 use slmgate_openai::error::GatewayError;
 
@@ -35,7 +39,7 @@ pub struct ParseChat<S> {
 
 impl<S> Service<Request<Body>> for ParseChat<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<ChatCall, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -54,15 +58,27 @@ where
             if req.method() != Method::POST {
                 return Ok(GatewayError::MethodNotAllowed.into_response());
             }
-            let (mut parts, body) = req.into_parts();
-            let bytes = match read_body(&parts, body).await {
+            let (mut head, body) = req.into_parts();
+            let Some(Snapshot(gw)) = head.extensions.remove::<Snapshot>() else {
+                return Ok(
+                    GatewayError::Internal("chat request without snapshot".into()).into_response(),
+                );
+            };
+            let bytes = match read_body(&head, body).await {
                 Ok(b) => b,
                 Err(e) => return Ok(e.into_response()),
             };
+            let caller = head.extensions.remove::<Caller>();
             match ChatRequest::parse(bytes) {
                 Ok(chat) => {
-                    parts.extensions.insert(chat);
-                    inner.call(Request::from_parts(parts, Body::empty())).await
+                    inner
+                        .call(ChatCall {
+                            head,
+                            gw,
+                            caller,
+                            chat,
+                        })
+                        .await
                 }
                 Err(e) => Ok(e.into_response()),
             }

@@ -35,18 +35,18 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{Request, StatusCode};
+use http::StatusCode;
 use serde_json::Value;
 use slmgate_policies::pii::{PiiKind, Redactions, StreamRestorer};
 use slmgate_policies::{Outcome, PolicySet, RequestFacts};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
-use super::limits::{prompt_estimate, PromptTokens};
+use super::limits::prompt_estimate;
 use super::route::{allowed_side, Decision};
-use super::snapshot::Snapshot;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
+use crate::call::RoutedCall;
 use crate::facts::PolicyRule;
 use crate::runtime::{Caller, ClientKey, Gateway, ModelRoute, Target};
 use crate::telemetry;
@@ -119,9 +119,9 @@ pub struct Policy<S> {
     inner: S,
 }
 
-impl<S> Service<Request<Body>> for Policy<S>
+impl<S> Service<RoutedCall> for Policy<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<RoutedCall, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -132,16 +132,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: RoutedCall) -> Self::Future {
         // Take the service that was polled ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let Some(Snapshot(gw)) = req.extensions().get::<Snapshot>().cloned() else {
-                return Ok(
-                    GatewayError::Internal("policy step without snapshot".into()).into_response(),
-                );
-            };
+            let gw = req.call.gw.clone();
             if !gw.policies.active {
                 return inner.call(req).await;
             }
@@ -615,20 +611,17 @@ pub async fn evaluate(
 /// Evaluates the rules and applies the outcome to the request; an `Err` is the response.
 async fn apply(
     gw: &Gateway,
-    req: &mut Request<Body>,
+    req: &mut RoutedCall,
     span: &tracing::Span,
 ) -> Result<Applied, Response> {
     let set = &gw.policies.set;
-    // Borrow the parts, not the request: its body is not `Sync`.
-    let (ext, headers, path) = (req.extensions(), req.headers(), req.uri().path());
-    let (Some(chat), Some(decision)) = (ext.get::<ChatRequest>(), ext.get::<Decision>()) else {
-        return Err(GatewayError::Internal("policy step without decision".into()).into_response());
-    };
+    let (chat, decision) = (&req.call.chat, &req.decision);
+    let (headers, path) = (&req.call.head.headers, req.call.head.uri.path());
     let ev = evaluate(
         gw,
         chat,
         decision,
-        ext.get::<Caller>(),
+        req.call.caller.as_ref(),
         headers,
         path,
         || split_hash(headers),
@@ -647,8 +640,8 @@ async fn apply(
         return Err(deny_response(outcome.rule_name(), d.status, &d.message));
     }
     if outcome.is_no_change() {
-        req.extensions_mut().insert(PromptTokens(prompt_tokens));
-        req.extensions_mut().insert(PolicyDecision(outcome));
+        req.prompt_tokens = Some(prompt_tokens);
+        req.policy = Some(PolicyDecision(outcome));
         return Ok(Applied {
             rule,
             restore: None,
@@ -691,15 +684,14 @@ async fn apply(
         )
     };
 
-    let ext = req.extensions_mut();
-    ext.insert(PromptTokens(prompt_tokens));
+    req.prompt_tokens = Some(prompt_tokens);
     if let Some(d) = new_decision {
-        ext.insert(d);
+        req.decision = d;
     }
     if let Some(c) = new_chat {
-        ext.insert(c);
+        req.call.chat = c;
     }
-    ext.insert(PolicyDecision(outcome));
+    req.policy = Some(PolicyDecision(outcome));
     Ok(Applied { rule, restore })
 }
 

@@ -11,14 +11,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::Request;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
-use super::snapshot::Snapshot;
 use super::BoxFuture;
+use crate::call::{ChatCall, RoutedCall};
 use crate::runtime::{Caller, ClientKey, ModelRoute};
 use crate::telemetry;
 use slmgate_config::routing::Side;
@@ -179,9 +177,9 @@ pub fn allowed_side(
     Ok(routed)
 }
 
-impl<S> Service<Request<Body>> for Route<S>
+impl<S> Service<ChatCall> for Route<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<RoutedCall, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -192,21 +190,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, call: ChatCall) -> Self::Future {
         // Take the service that was polled ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let ext = req.extensions();
-            let (Some(Snapshot(gw)), Some(chat)) =
-                (ext.get::<Snapshot>(), ext.get::<ChatRequest>())
-            else {
-                return Ok(
-                    GatewayError::Internal("route step without request".into()).into_response()
-                );
-            };
             let span = telemetry::classify_span();
-            let decided = decide(gw, ext.get::<Caller>(), chat)
+            let decided = decide(&call.gw, call.caller.as_ref(), &call.chat)
                 .instrument(span.clone())
                 .await;
             match decided {
@@ -214,8 +204,7 @@ where
                     telemetry::record_decision(&span, &d);
                     // Ends the classify span here: the steps below are not part of it.
                     drop(span);
-                    req.extensions_mut().insert(d.clone());
-                    let mut resp = inner.call(req).await?;
+                    let mut resp = inner.call(RoutedCall::new(call, d.clone())).await?;
                     // A refusal below (policy, limits) or an error before any target answered
                     // still says what the router decided (for the client and the usage row);
                     // answers carry the decision they were served under already.

@@ -7,28 +7,25 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-use http::Request;
 use tower::Service;
 use tracing::Instrument as _;
 
 use super::openai::CallContext;
 use super::{Backend, Fallback, UpstreamClock};
+use crate::call::RoutedCall;
 use crate::facts::Served;
-use crate::layers::route::Decision;
 use crate::layers::BoxFuture;
 use crate::telemetry;
-use slmgate_openai::chat::ChatRequest;
 use slmgate_openai::error::GatewayError;
 
 /// Sends decided requests upstream.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ForwardService;
 
-impl Service<Request<Body>> for ForwardService {
+impl Service<RoutedCall> for ForwardService {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture;
@@ -37,19 +34,23 @@ impl Service<Request<Body>> for ForwardService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: RoutedCall) -> Self::Future {
         Box::pin(async move { Ok(forward(req).await) })
     }
 }
 
-async fn forward(mut req: Request<Body>) -> Response {
-    let ext = req.extensions_mut();
-    let (Some(mut decision), Some(chat)) = (ext.remove::<Decision>(), ext.remove::<ChatRequest>())
-    else {
-        return GatewayError::Internal("forward without decision".into()).into_response();
-    };
-    let clock = ext.get::<UpstreamClock>().cloned().unwrap_or_default();
-    let request_id = req.headers().get("x-request-id");
+async fn forward(req: RoutedCall) -> Response {
+    let RoutedCall {
+        call, mut decision, ..
+    } = req;
+    let chat = call.chat;
+    let clock = call
+        .head
+        .extensions
+        .get::<UpstreamClock>()
+        .cloned()
+        .unwrap_or_default();
+    let request_id = call.head.headers.get("x-request-id");
     let mut last = None;
     let route = decision.route.clone();
     let mut resp = None;

@@ -58,19 +58,17 @@ use tracing::Instrument as _;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use slmgate_config::cache::Cache as CacheConfig;
 use slmgate_policies::rules::CacheDirective;
 use tower::{Layer, Service};
 
-use super::policy::PolicyDecision;
 use super::route::Decision;
-use super::snapshot::Snapshot;
 use super::sse_map::{event_bytes, map_events, EventFilter};
 use super::BoxFuture;
+use crate::call::RoutedCall;
 use crate::facts::{CacheOutcome, Served};
-use crate::runtime::Caller;
 use slmgate_openai::chat::{is_usage_only_chunk, AnswerUsage, ChatRequest, JsonAnswer};
 use slmgate_openai::error::GatewayError;
 pub use store::CacheState;
@@ -214,9 +212,9 @@ fn mark(resp: &mut Response, outcome: CacheOutcome) {
     resp.extensions_mut().insert(outcome);
 }
 
-impl<S> Service<Request<Body>> for CacheService<S>
+impl<S> Service<RoutedCall> for CacheService<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<RoutedCall, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -227,28 +225,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: RoutedCall) -> Self::Future {
         // Take the service that was polled ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let ext = req.extensions();
-            let (Some(Snapshot(gw)), Some(chat), Some(decision)) = (
-                ext.get::<Snapshot>().cloned(),
-                ext.get::<ChatRequest>(),
-                ext.get::<Decision>(),
-            ) else {
-                // Forwarding reports the missing decision.
-                return inner.call(req).await;
-            };
-            let directive = ext
-                .get::<PolicyDecision>()
-                .and_then(|p| p.0.cache().copied());
+            let gw = req.call.gw.clone();
+            let (chat, decision) = (&req.call.chat, &req.decision);
+            let directive = req.policy.as_ref().and_then(|p| p.0.cache().copied());
             let temperature = chat.field::<f64>("temperature").ok().flatten();
             let Some(plan) = plan(
                 &gw.cache.settings,
                 directive.as_ref(),
-                ClientDirectives::from_headers(req.headers()),
+                ClientDirectives::from_headers(&req.call.head.headers),
                 temperature,
                 gw.embedder.is_some(),
             ) else {
@@ -259,7 +248,7 @@ where
                 mark(&mut resp, CacheOutcome::Bypass);
                 return Ok(resp);
             }
-            let tenant = key::tenant(ext.get::<Caller>());
+            let tenant = key::tenant(req.call.caller.as_ref());
             let exact_key = plan
                 .exact
                 .then(|| key::exact_key(&tenant, chat, decision))
@@ -322,9 +311,7 @@ where
             let hide_usage = chat.stream && !chat.client_wants_usage;
             if hide_usage {
                 match chat.with_stream_usage() {
-                    Ok(c) => {
-                        req.extensions_mut().insert(c);
-                    }
+                    Ok(c) => req.call.chat = c,
                     Err(e) => return Ok(e.into_response()),
                 }
             }

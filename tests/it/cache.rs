@@ -1,11 +1,9 @@
 //! The response cache end to end: the real server from YAML against the mock upstream, which
 //! counts requests, so every hit is proven not to reach the upstream.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 use mock_provider::{COMPLETION_TOKENS, PROMPT_TOKENS, REPLY};
 use serde_json::{json, Value};
 use slmgate_config::policies::budget::BudgetScope;

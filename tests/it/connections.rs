@@ -2,11 +2,9 @@
 //! connections, HTTP/2 stream limits. Every wait here is bounded; none of them is a
 //! benchmark.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -3,9 +3,7 @@
 //! Needs `python3` with the `openai` package (`scripts/test.sh` installs it). Outside CI the
 //! test is skipped with a note when the package is missing; in CI (`CI` set) it fails.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn python_with_openai() -> Option<String> {
     let candidates = [

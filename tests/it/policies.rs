@@ -1,13 +1,11 @@
 //! Policies, keys, budgets and rate limits end to end: the real server from YAML, against the
 //! mock upstream (which records what it received and reports fixed usage).
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use crate::common::*;
 use mock_provider::{COMPLETION_TOKENS, PROMPT_TOKENS};
 use serde_json::{json, Value};
 use slmgate_config::policies::budget::BudgetScope;

@@ -1,9 +1,7 @@
 //! Hostile and malformed chat requests: every one is a 400 in OpenAI's error shape before any
 //! upstream call, and a client `x-request-id` is bounded in length and characters.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn with(extra: Value) -> Value {

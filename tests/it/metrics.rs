@@ -4,9 +4,7 @@
 //! The recorder is process-wide, so each test uses its own aliases / backends as labels and
 //! checks its own series.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mock_provider::{COMPLETION_TOKENS, PROMPT_TOKENS};
 use serde_json::Value;
 

@@ -1,11 +1,9 @@
 //! Upstream faults end to end: what a failing, careless or garbling upstream leaves the
 //! client with (issue 22: error text, malformed answers, broken streams, ejection).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 async fn post(gw: &slmgate_gateway::Running, body: Value) -> reqwest::Response {

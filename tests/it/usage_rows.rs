@@ -2,11 +2,9 @@
 //! whole-request timeout, a client that leaves before the answer, streams cut at the end of
 //! the shutdown drain.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use slmgate_usage::{Store, UsageRecord};
 

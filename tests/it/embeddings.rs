@@ -3,12 +3,10 @@
 //! present (CI fetches them).
 #![cfg(feature = "local")]
 
-mod common;
-
 use std::path::PathBuf;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use serde_json::{json, Value};
 
 fn config(dir: &str) -> String {

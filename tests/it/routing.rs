@@ -3,9 +3,7 @@
 //! the remote model. Decisions come back in `x-slmgate-*` headers and from `POST /v1/route`.
 #![cfg(feature = "local")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 struct Models {

@@ -1,10 +1,8 @@
 //! End-to-end tests of the proxy: the real server on a loopback port, a mock upstream.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use serde_json::json;
 

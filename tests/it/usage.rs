@@ -3,11 +3,9 @@
 //! numbers, the admin key, drops counted when the database is gone or the queue is full,
 //! shutdown flushing everything, the same on PostgreSQL, and `slmgate usage report`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use mock_provider::{COMPLETION_TOKENS, PROMPT_TOKENS};
 use serde_json::{json, Value};

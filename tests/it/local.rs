@@ -3,9 +3,7 @@
 //! chat template, sampling and worker pool; gibberish text).
 #![cfg(feature = "local")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 struct Local {

@@ -9,11 +9,9 @@
 //! make a missing browser an error (scripts/test.sh does).
 #![cfg(feature = "local")]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-s3cret";

@@ -1,14 +1,12 @@
 //! Hot reload and the admin endpoints, end to end: the real server started on a config file
 //! in a temp dir, against the mock upstream.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{chat_body, client, error_body, get_json, one_backend, url, Mock};
+use crate::common::{chat_body, client, error_body, get_json, one_backend, url, Mock};
 use serde_json::Value;
 use slmgate_config::policies::budget::BudgetScope;
 use slmgate_gateway::{Running, StartOptions};
@@ -513,7 +511,7 @@ async fn budget_spend_and_rate_limits_survive_a_reload() {
 #[tokio::test]
 async fn a_gateway_started_from_memory_has_nothing_to_reload() {
     let mock = Mock::start().await;
-    let gw = common::gateway(&one_backend(&mock, "", "", "")).await;
+    let gw = crate::common::gateway(&one_backend(&mock, "", "", "")).await;
     let resp = post_reload(&gw, None).await;
     assert_eq!(resp.status(), 409);
     let v = error_body(resp).await;

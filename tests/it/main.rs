@@ -1,0 +1,23 @@
+//! The integration tests, one binary: each module starts the real gateway on a loopback
+//! port (or runs the real `slmgate` binary) against mock upstreams it starts itself
+//! ([`common`]).
+
+mod common;
+
+mod bad_requests;
+mod cache;
+mod cli;
+mod connections;
+mod dashboard;
+mod embeddings;
+mod faults;
+mod gateway;
+mod local;
+mod metrics;
+mod openai_sdk;
+mod policies;
+mod reload;
+mod routing;
+mod telemetry;
+mod usage;
+mod usage_rows;
