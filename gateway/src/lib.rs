@@ -1,9 +1,10 @@
 //! slmgate's server: an OpenAI-compatible reverse proxy built as a tower stack.
 //!
 //! The request path lives in one function, [`stack::build`]; each concern is one layer in
-//! [`layers`]; upstreams are in [`upstream`]. [`server::serve`] is the entry point the binary
-//! calls. Every failure answers in OpenAI's error shape ([`GatewayError`], from
-//! `slmgate-openai`).
+//! [`layers`]; the chat pipeline passes typed values ([`call`]) and reports what it learned
+//! as typed response extensions ([`facts`]); upstreams are in [`upstream`]. [`serve_from`]
+//! is the entry point the binary calls; tests use [`start_on`] and [`start_with`]. Every
+//! failure answers in OpenAI's error shape ([`GatewayError`], from `slmgate-openai`).
 //!
 //! The gateway composes the other crates: `slmgate-openai` (wire types), `slmgate-routing`
 //! (the decision for routed aliases, see [`auto`]), `slmgate-policies` (rules, budgets,
@@ -32,5 +33,5 @@ pub mod upstream;
 pub mod usage_http;
 
 pub use reload::{ConfigSource, Reloader};
-pub use server::{serve, serve_from, start, start_on, start_with, Running, StartOptions};
+pub use server::{serve_from, start_on, start_with, Running, StartOptions};
 pub use slmgate_openai::GatewayError;

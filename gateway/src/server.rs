@@ -173,13 +173,6 @@ pub async fn start_with(
 }
 
 /// Binds `listen` (or the config's `listen`) and starts serving.
-pub async fn start(
-    cfg: &slmgate_config::Config,
-    listen: Option<SocketAddr>,
-) -> anyhow::Result<Running> {
-    start_bound(cfg, listen, StartOptions::default()).await
-}
-
 async fn start_bound(
     cfg: &slmgate_config::Config,
     listen: Option<SocketAddr>,
@@ -196,11 +189,6 @@ async fn start_bound(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     start_with(cfg, listener, opts).await
-}
-
-/// Serves a config from memory (nothing to reload from); see [`serve_from`].
-pub async fn serve(cfg: slmgate_config::Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    serve_from(cfg, listen, ConfigSource::Memory).await
 }
 
 /// The top-level entry point for `slmgate serve`: serves until SIGTERM or Ctrl-C, then

@@ -217,6 +217,103 @@ fn has_surrogate_escape(text: &str) -> bool {
     })
 }
 
+/// One message of a chat request as the gateway reads it: the router, the local model and
+/// the usage estimates all read messages through [`ChatRequest::messages`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// `system`, `developer`, `user`, `assistant`, `tool`, `function`; empty when absent.
+    pub role: String,
+    /// The text: string content, or the text parts joined by newlines; empty for `null`.
+    pub text: String,
+    /// The kinds of the non-text parts (`image_url`, `input_audio`, `file`, …), in order.
+    pub media: Vec<String>,
+    /// The message carries `tool_calls` or a `function_call`.
+    pub tool_calls: bool,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    function_call: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawContent {
+    Text(String),
+    Parts(Vec<RawPart>),
+}
+
+#[derive(Deserialize)]
+struct RawPart {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl ChatRequest {
+    /// Reads `messages`. Every message shape OpenAI accepts reads without error: string
+    /// content, arrays of parts (a part without `type` counts as text), `null` content with
+    /// `tool_calls`, `tool` and `function` messages. Fails (400, `param: messages`) only
+    /// when `messages` is missing, is not a list of objects, or a `content` is neither a
+    /// string, a list of parts nor `null`.
+    pub fn messages(&self) -> Result<Vec<Message>, GatewayError> {
+        let raw = self
+            .raw_field("messages")
+            .ok_or_else(|| GatewayError::bad_param("messages", "`messages` is required"))?;
+        let msgs: Vec<RawMessage<'_>> = serde_json::from_str(raw).map_err(|e| {
+            GatewayError::bad_param(
+                "messages",
+                format!("`messages` must be an array of message objects: {e}"),
+            )
+        })?;
+        msgs.into_iter()
+            .map(|m| {
+                let mut out = Message {
+                    role: m.role.unwrap_or_default(),
+                    tool_calls: m.tool_calls.is_some() || m.function_call.is_some(),
+                    ..Message::default()
+                };
+                match m.content.map(RawValue::get) {
+                    None | Some("null") => {}
+                    Some(raw) => match serde_json::from_str::<RawContent>(raw) {
+                        Ok(RawContent::Text(t)) => out.text = t,
+                        Ok(RawContent::Parts(parts)) => {
+                            for p in parts {
+                                match p.kind {
+                                    Some(k) if k != "text" => out.media.push(k),
+                                    _ => {
+                                        if let Some(t) = p.text {
+                                            if !out.text.is_empty() {
+                                                out.text.push('\n');
+                                            }
+                                            out.text.push_str(&t);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            return Err(GatewayError::bad_param(
+                                "messages",
+                                "message `content` must be a string, an array of parts or null",
+                            ))
+                        }
+                    },
+                }
+                Ok(out)
+            })
+            .collect()
+    }
+}
+
 impl ChatRequest {
     /// Parses and validates a chat completion body.
     ///

@@ -6,10 +6,6 @@
 //! accepts is read without error: string content, arrays of parts (text, image, audio,
 //! file), `null` content with `tool_calls`, `tool` and `function` messages.
 
-use serde::de::IgnoredAny;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
 use slmgate_openai::chat::ChatRequest;
 use slmgate_openai::error::GatewayError;
 
@@ -39,46 +35,11 @@ pub struct Query {
     pub max_tokens: Option<usize>,
 }
 
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(default)]
-    role: Option<String>,
-    #[serde(default, borrow)]
-    content: Option<&'a RawValue>,
-    #[serde(default)]
-    tool_calls: Option<IgnoredAny>,
-    #[serde(default)]
-    function_call: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Deserialize)]
-struct Part {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    text: Option<String>,
-}
-
 impl Query {
-    /// Reads a parsed chat request. Fails (400) only when `messages` is missing or not a list
-    /// of message objects.
+    /// Reads a parsed chat request (its messages through [`ChatRequest::messages`]). Fails
+    /// (400) only when `messages` is missing or not a list of message objects.
     pub fn from_chat(req: &ChatRequest) -> Result<Query, GatewayError> {
-        let raw = req
-            .raw_field("messages")
-            .ok_or_else(|| GatewayError::bad_param("messages", "`messages` is required"))?;
-        let msgs: Vec<Message<'_>> = serde_json::from_str(raw).map_err(|e| {
-            GatewayError::bad_param(
-                "messages",
-                format!("`messages` must be an array of message objects: {e}"),
-            )
-        })?;
+        let msgs = req.messages()?;
         let mut q = Query {
             messages: msgs.len(),
             ..Query::default()
@@ -92,50 +53,20 @@ impl Query {
             }
         }
         let mut last_user: Option<String> = None;
-        for m in &msgs {
-            let role = m.role.as_deref().unwrap_or("");
-            if m.tool_calls.is_some() || m.function_call.is_some() {
+        for m in msgs {
+            if m.tool_calls || matches!(m.role.as_str(), "tool" | "function") {
                 q.has_tools = true;
             }
-            if matches!(role, "tool" | "function") {
-                q.has_tools = true;
+            if !m.media.is_empty() {
+                q.has_media = true;
             }
-            let text = match m.content.map(serde_json::value::RawValue::get) {
-                None | Some("null") => String::new(),
-                Some(raw) => match serde_json::from_str::<Content>(raw) {
-                    Ok(Content::Text(t)) => t,
-                    Ok(Content::Parts(parts)) => {
-                        let mut s = String::new();
-                        for p in parts {
-                            match p.kind.as_deref() {
-                                Some("text") | None => {
-                                    if let Some(t) = p.text {
-                                        if !s.is_empty() {
-                                            s.push('\n');
-                                        }
-                                        s.push_str(&t);
-                                    }
-                                }
-                                Some(_) => q.has_media = true,
-                            }
-                        }
-                        s
-                    }
-                    Err(_) => {
-                        return Err(GatewayError::bad_param(
-                            "messages",
-                            "message `content` must be a string, an array of parts or null",
-                        ))
-                    }
-                },
-            };
-            let chars = text.chars().count();
+            let chars = m.text.chars().count();
             q.total_chars += chars;
-            match role {
+            match m.role.as_str() {
                 "system" | "developer" => q.system_chars += chars,
                 "user" => {
                     q.user_turns += 1;
-                    last_user = Some(text);
+                    last_user = Some(m.text);
                 }
                 _ => {}
             }

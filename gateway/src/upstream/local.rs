@@ -62,28 +62,6 @@ pub struct SamplingDefaults {
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Deserialize)]
-struct Part {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Message {
-    role: String,
-    #[serde(default)]
-    content: Option<Content>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum Stop {
     One(String),
     Many(Vec<String>),
@@ -92,42 +70,29 @@ enum Stop {
 /// Converts OpenAI messages into plain role/content pairs. Image or audio parts cannot be
 /// read by a text model: that is a 400, not a silent drop.
 fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, GatewayError> {
-    let msgs: Vec<Message> = req
-        .field("messages")?
-        .ok_or_else(|| GatewayError::bad_param("messages", "`messages` is required"))?;
+    let msgs = req.messages()?;
     let mut out = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.into_iter().enumerate() {
-        let content = match m.content {
-            None => String::new(),
-            Some(Content::Text(t)) => t,
-            Some(Content::Parts(parts)) => {
-                let mut s = String::new();
-                for p in parts {
-                    match (p.kind.as_str(), p.text) {
-                        ("text", Some(t)) => {
-                            if !s.is_empty() {
-                                s.push('\n');
-                            }
-                            s.push_str(&t);
-                        }
-                        (kind, _) => {
-                            return Err(GatewayError::bad_param(
-                                "messages",
-                                format!(
-                                    "messages[{i}] has a `{kind}` part; the local model reads text only"
-                                ),
-                            ))
-                        }
-                    }
-                }
-                s
-            }
-        };
+        if let Some(kind) = m.media.first() {
+            return Err(GatewayError::bad_param(
+                "messages",
+                format!("messages[{i}] has a `{kind}` part; the local model reads text only"),
+            ));
+        }
         let role = match m.role.as_str() {
+            "" => {
+                return Err(GatewayError::bad_param(
+                    "messages",
+                    format!("messages[{i}] has no `role`"),
+                ))
+            }
             "developer" => "system".to_string(),
             _ => m.role,
         };
-        out.push(ChatMessage { role, content });
+        out.push(ChatMessage {
+            role,
+            content: m.text,
+        });
     }
     Ok(out)
 }
