@@ -14,8 +14,8 @@ use slmgate_config::routing::Side;
 use slmgate_routing::cascade::CascadeCheck;
 use slmgate_routing::engine::{QueryEmbedder, Router, RouterSide, Rules, SemanticRoute};
 
-use crate::embeddings::LocalEmbedder;
-use crate::runtime::{ModelRoute, Target};
+use crate::embedder::LocalEmbedder;
+use crate::targets::{ModelRoute, Target};
 
 /// A router and the targets of its two sides.
 #[derive(Debug)]

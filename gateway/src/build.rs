@@ -12,11 +12,12 @@ use anyhow::Context as _;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 use slmgate_config as cfgs;
 
+use crate::keys::{parse_sha256, sha256, ClientKey, Keys};
 use crate::layers::limits::{Accounting, LimitState};
 use crate::layers::policy::Policies;
-use crate::runtime::{
-    parse_sha256, sha256, unix_now, ClientKey, Gateway, Keys, Limits, ModelRoute, Target,
-};
+use crate::loaded::Loaded;
+use crate::runtime::{unix_now, Gateway, Limits};
+use crate::targets::{ModelRoute, Target};
 use crate::upstream::breaker::Breaker;
 use crate::upstream::openai::OpenAiBackend;
 use crate::upstream::redact::Secrets;
@@ -168,7 +169,7 @@ fn local_backend(
 fn build_embedder(
     cfg: &cfgs::Config,
     previous: &Loaded,
-) -> anyhow::Result<Option<Arc<crate::embeddings::LocalEmbedder>>> {
+) -> anyhow::Result<Option<Arc<crate::embedder::LocalEmbedder>>> {
     use slmgate_local_model::{device, embed, hub};
     let Some(e) = cfg.embedder.as_ref() else {
         return Ok(None);
@@ -222,9 +223,8 @@ fn build_embedder(
         queue: 1024,
         cache_entries: e.cache_entries,
     };
-    let mut embedder =
-        crate::embeddings::LocalEmbedder::new(e.name.clone(), model.clone(), batcher)
-            .context("embedder: starting its batching thread")?;
+    let mut embedder = crate::embedder::LocalEmbedder::new(e.name.clone(), model.clone(), batcher)
+        .context("embedder: starting its batching thread")?;
     if routing != served {
         if model.backend() == "candle" {
             // candle's BERT (GPUs, SLMGATE_BERT_BACKEND=candle) has one format.
@@ -245,7 +245,7 @@ fn build_embedder(
 fn build_embedder(
     cfg: &cfgs::Config,
     _previous: &Loaded,
-) -> anyhow::Result<Option<Arc<crate::embeddings::LocalEmbedder>>> {
+) -> anyhow::Result<Option<Arc<crate::embedder::LocalEmbedder>>> {
     if cfg.embedder.as_ref().is_some_and(|e| e.is_enabled()) {
         tracing::warn!("embedder configured but slmgate was built without the `local` feature");
     }
@@ -297,96 +297,6 @@ impl Carry {
             loaded: gw.loaded.clone(),
             admin_sessions: gw.admin.sessions.clone(),
         }
-    }
-}
-
-/// Expensive resources a snapshot loaded, each with the config it was built from.
-///
-/// Loading a GGUF model or the BERT embedder takes seconds and hundreds of MB; a reload that
-/// does not touch their config section reuses them (the same `Arc`) instead of loading a
-/// second copy. The fingerprint is the section's `Debug` form, which lists every field.
-#[derive(Clone, Default)]
-pub struct Loaded {
-    /// The upstream HTTP client (and its warm connection pool), by connect timeout.
-    client: Option<(Duration, reqwest::Client)>,
-    /// `kind: openai` backends' circuit breakers by name, with the `base_url` they watch.
-    breakers: HashMap<String, (String, Arc<Breaker>)>,
-    /// `kind: local` backends by name.
-    #[cfg(feature = "local")]
-    local: HashMap<String, (String, Arc<crate::upstream::local::LocalBackend>)>,
-    /// The embedder.
-    embedder: Option<(String, Arc<crate::embeddings::LocalEmbedder>)>,
-}
-
-impl Loaded {
-    /// Names of the loaded resources (for `/admin/status`).
-    pub fn describe(&self) -> Vec<String> {
-        #[allow(unused_mut)]
-        let mut out: Vec<String> = Vec::new();
-        #[cfg(feature = "local")]
-        {
-            let mut local: Vec<String> = self
-                .local
-                .keys()
-                .map(|n| format!("local backend `{n}`"))
-                .collect();
-            local.sort();
-            out.extend(local);
-        }
-        if let Some((_, e)) = &self.embedder {
-            out.push(format!("embedder `{}`", e.name));
-            #[cfg(feature = "local")]
-            if !Arc::ptr_eq(&e.model, e.routing_model()) {
-                out.push(format!(
-                    "embedder `{}` for routing ({})",
-                    e.name,
-                    e.routing_model().backend()
-                ));
-            }
-        }
-        out
-    }
-
-    fn reusable_breaker(&self, name: &str, o: &cfgs::OpenAiBackend) -> Option<Arc<Breaker>> {
-        self.breakers
-            .get(name)
-            .filter(|(url, b)| *url == o.base_url && *b.config() == o.circuit_breaker)
-            .map(|(_, b)| b.clone())
-    }
-
-    fn reusable_client(&self, connect_timeout: Duration) -> Option<reqwest::Client> {
-        self.client
-            .as_ref()
-            .filter(|(t, _)| *t == connect_timeout)
-            .map(|(_, c)| c.clone())
-    }
-
-    #[cfg(feature = "local")]
-    fn reusable_local(
-        &self,
-        name: &str,
-        l: &cfgs::LocalBackend,
-    ) -> Option<Arc<crate::upstream::local::LocalBackend>> {
-        let (fingerprint, backend) = self.local.get(name)?;
-        (*fingerprint == format!("{l:?}")).then(|| {
-            tracing::info!(
-                backend = name,
-                "local model unchanged: reusing the loaded one"
-            );
-            backend.clone()
-        })
-    }
-
-    #[cfg(feature = "local")]
-    fn reusable_embedder(
-        &self,
-        e: &cfgs::Embedder,
-    ) -> Option<Arc<crate::embeddings::LocalEmbedder>> {
-        let (fingerprint, embedder) = self.embedder.as_ref()?;
-        (*fingerprint == format!("{e:?}")).then(|| {
-            tracing::info!(name = %e.name, "embedder unchanged: reusing the loaded one");
-            embedder.clone()
-        })
     }
 }
 

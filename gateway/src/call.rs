@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use slmgate_openai::chat::ChatRequest;
+use slmgate_policies::Outcome;
+use slmgate_routing::cascade::CascadeCheck;
 
-use crate::layers::policy::PolicyDecision;
-use crate::layers::route::Decision;
-use crate::runtime::{Caller, Gateway};
+use crate::keys::Caller;
+use crate::runtime::Gateway;
+use crate::targets::ModelRoute;
 
 /// A parsed chat request.
 pub struct ChatCall {
@@ -61,3 +63,29 @@ impl RoutedCall {
         }
     }
 }
+
+/// Where a request goes, and why.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The ordered targets to try (primary first, then fallbacks).
+    pub route: Arc<ModelRoute>,
+    /// The alias of the chosen side (`local`, `remote`, or the requested alias itself).
+    pub target: String,
+    /// Which step decided (`alias` for a plain alias lookup; `rules`, `semantic`,
+    /// `complexity`, `availability` or `default` for routed aliases).
+    pub strategy: &'static str,
+    /// Category label, when the strategy gives one.
+    pub category: Option<String>,
+    /// The score behind the decision (complexity probability or semantic similarity).
+    pub score: Option<f32>,
+    /// The threshold the score was compared with.
+    pub threshold: Option<f32>,
+    /// Human-readable reason (returned in `x-slmgate-reason`, see [`crate::facts`]).
+    pub reason: String,
+    /// The cascade check to run on a local answer, and the alias it escalates to.
+    pub cascade: Option<(CascadeCheck, String)>,
+}
+
+/// The outcome of the `policies:` rules for a request.
+#[derive(Debug, Clone)]
+pub struct PolicyDecision(pub Outcome);

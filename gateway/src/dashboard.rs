@@ -13,14 +13,13 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
-use http::{header, HeaderValue, Request, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use serde::Deserialize;
 
-use crate::layers::admin_auth::{throttled_response, ADMIN_COOKIE, SESSION_TTL};
+use crate::layers::admin_auth::{login_page, throttled_response, ADMIN_COOKIE, SESSION_TTL};
 use crate::layers::snapshot::Snapshot;
 
 const INDEX_HTML: &str = include_str!("../assets/dashboard/index.html");
-const LOGIN_HTML: &str = include_str!("../assets/dashboard/login.html");
 const APP_JS: &str = include_str!("../assets/dashboard/app.js");
 const APP_CSS: &str = include_str!("../assets/dashboard/app.css");
 
@@ -56,44 +55,6 @@ pub async fn app_js() -> Response {
 /// `GET /dashboard/app.css`.
 pub async fn app_css() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8")
-}
-
-/// Returns true if and only if the request is a browser navigating to a dashboard page
-/// (which then gets the sign-in form instead of a JSON error).
-pub fn wants_login_page(req: &Request<Body>) -> bool {
-    let path = req.uri().path();
-    req.method() == http::Method::GET
-        && (path == "/dashboard" || path == "/dashboard/")
-        && req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"))
-}
-
-/// The sign-in form (401), with an optional error line.
-pub fn login_page(error: Option<&str>) -> Response {
-    let html = match error {
-        Some(e) => LOGIN_HTML.replace(
-            "<!--ERROR-->",
-            &format!("<p class=\"t-err\">{}</p>", html_escape(e)),
-        ),
-        None => LOGIN_HTML.to_string(),
-    };
-    let mut r = Response::new(Body::from(html));
-    *r.status_mut() = StatusCode::UNAUTHORIZED;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The sign-in form's fields.

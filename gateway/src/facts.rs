@@ -15,8 +15,8 @@ use std::sync::Arc;
 use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::layers::route::Decision;
-use crate::runtime::Target;
+use crate::call::Decision;
+use crate::targets::Target;
 
 /// `x-slmgate-route`: the chosen target's alias.
 pub static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-slmgate-route");

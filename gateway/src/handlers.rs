@@ -9,8 +9,8 @@ use axum::Json;
 use http::{StatusCode, Uri};
 use serde_json::json;
 
+use crate::keys::Caller;
 use crate::layers::snapshot::Snapshot;
-use crate::runtime::Caller;
 use slmgate_openai::chat::{ModelCard, ModelList};
 use slmgate_openai::error::GatewayError;
 
@@ -141,7 +141,7 @@ pub async fn dry_run(
     chat: &slmgate_openai::chat::ChatRequest,
     caller: Option<&Caller>,
     headers: &http::HeaderMap,
-) -> Result<(serde_json::Value, crate::layers::route::Decision), GatewayError> {
+) -> Result<(serde_json::Value, crate::call::Decision), GatewayError> {
     let mut d = crate::layers::route::decide(gw, caller, chat).await?;
     let mut policy = serde_json::Value::Null;
     if gw.policies.active {

@@ -89,7 +89,7 @@ use tracing_subscriber::layer::{Context as LayerContext, Filter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::layers::route::Decision;
+use crate::call::Decision;
 use slmgate_openai::chat::{ChatRequest, Usage};
 
 /// The `tracing` target of every span made for export.

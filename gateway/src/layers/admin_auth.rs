@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
-use http::Request;
+use http::{header, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
@@ -319,8 +319,8 @@ where
         if let Some(ip) = ip.filter(|_| guarded) {
             gw.admin.sessions.failed(ip);
         }
-        if gw.admin.sha256.is_some() && crate::dashboard::wants_login_page(&req) {
-            return Box::pin(async { Ok(crate::dashboard::login_page(None)) });
+        if gw.admin.sha256.is_some() && wants_login_page(&req) {
+            return Box::pin(async { Ok(login_page(None)) });
         }
         let msg = if gw.admin.sha256.is_some() {
             if presented.is_some() {
@@ -338,6 +338,47 @@ where
         };
         Box::pin(async move { Ok(err.into_response()) })
     }
+}
+
+/// The dashboard's sign-in form.
+const LOGIN_HTML: &str = include_str!("../../assets/dashboard/login.html");
+
+/// Returns true if and only if the request is a browser navigating to a dashboard page
+/// (which then gets the sign-in form instead of a JSON error).
+pub fn wants_login_page(req: &Request<Body>) -> bool {
+    let path = req.uri().path();
+    req.method() == http::Method::GET
+        && (path == "/dashboard" || path == "/dashboard/")
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// The sign-in form (401), with an optional error line.
+pub fn login_page(error: Option<&str>) -> Response {
+    let html = match error {
+        Some(e) => LOGIN_HTML.replace(
+            "<!--ERROR-->",
+            &format!("<p class=\"t-err\">{}</p>", html_escape(e)),
+        ),
+        None => LOGIN_HTML.to_string(),
+    };
+    let mut r = Response::new(Body::from(html));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Client authentication: `Authorization: Bearer <key>` checked against `keys`.
 //!
 //! With no keys configured the gateway is open and every caller is anonymous. Keys are
-//! looked up by the sha256 digest of the presented secret ([`crate::runtime::Keys::find`]). The matched
+//! looked up by the sha256 digest of the presented secret ([`crate::keys::Keys::find`]). The matched
 //! key becomes a [`Caller`] extension, and its model allow-list is enforced by the route step.
 //! The client's `Authorization` header never travels further than this: upstream calls carry
 //! the backend's own key.
@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 
 use super::snapshot::Snapshot;
 use super::BoxFuture;
-use crate::runtime::Caller;
+use crate::keys::Caller;
 use crate::telemetry;
 use slmgate_openai::error::GatewayError;
 

@@ -116,7 +116,7 @@ where
             let Ok(resp) = fut.await;
             let target = resp
                 .extensions()
-                .get::<std::sync::Arc<crate::layers::route::Decision>>()
+                .get::<std::sync::Arc<crate::call::Decision>>()
                 .map(|d| d.target.clone())
                 .unwrap_or_default();
             let sample = Sample {

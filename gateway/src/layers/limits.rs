@@ -41,7 +41,7 @@ use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
 use crate::call::RoutedCall;
 use crate::facts::{CacheOutcome, Served};
-use crate::runtime::Target;
+use crate::targets::Target;
 use crate::upstream::Backend;
 use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use slmgate_openai::error::{openai_error, GatewayError};
@@ -297,7 +297,7 @@ async fn settle_response(
     resp: Response,
     mut settle: Settle,
     acc: &Accounting,
-    route: &Arc<crate::runtime::ModelRoute>,
+    route: &Arc<crate::targets::ModelRoute>,
     hide_usage: bool,
 ) -> Response {
     if !resp.status().is_success() {

@@ -16,7 +16,7 @@ use super::body_limit::read_body;
 use super::snapshot::Snapshot;
 use super::BoxFuture;
 use crate::call::ChatCall;
-use crate::runtime::Caller;
+use crate::keys::Caller;
 use slmgate_openai::chat::ChatRequest;
 use slmgate_openai::error::GatewayError;
 

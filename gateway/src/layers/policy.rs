@@ -43,12 +43,15 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 
 use super::limits::prompt_estimate;
-use super::route::{allowed_side, Decision};
+use super::route::allowed_side;
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
-use crate::call::RoutedCall;
+use crate::call::Decision;
+use crate::call::{PolicyDecision, RoutedCall};
 use crate::facts::PolicyRule;
-use crate::runtime::{Caller, ClientKey, Gateway, ModelRoute, Target};
+use crate::keys::{Caller, ClientKey};
+use crate::runtime::Gateway;
+use crate::targets::{ModelRoute, Target};
 use crate::telemetry;
 use crate::upstream::Backend;
 use slmgate_openai::chat::ChatRequest;
@@ -97,10 +100,6 @@ impl Policies {
         Policies::new(PolicySet::empty(), false, HashMap::new())
     }
 }
-
-/// The outcome of the rules for this request (a request extension).
-#[derive(Debug, Clone)]
-pub struct PolicyDecision(pub Outcome);
 
 /// Applies `policies:` between the route step and the limits step.
 #[derive(Clone, Copy, Debug, Default)]

@@ -16,37 +16,14 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 
 use super::BoxFuture;
-use crate::call::{ChatCall, RoutedCall};
-use crate::runtime::{Caller, ClientKey, ModelRoute};
+use crate::call::{ChatCall, Decision, RoutedCall};
+use crate::keys::{Caller, ClientKey};
 use crate::telemetry;
 use slmgate_config::routing::Side;
 use slmgate_openai::chat::ChatRequest;
 use slmgate_openai::error::GatewayError;
-use slmgate_routing::cascade::CascadeCheck;
 use slmgate_routing::engine::{Availability, Routed};
 use slmgate_routing::query::Query;
-
-/// Where a request goes, and why.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    /// The ordered targets to try (primary first, then fallbacks).
-    pub route: Arc<ModelRoute>,
-    /// The alias of the chosen side (`local`, `remote`, or the requested alias itself).
-    pub target: String,
-    /// Which step decided (`alias` for a plain alias lookup; `rules`, `semantic`,
-    /// `complexity`, `availability` or `default` for routed aliases).
-    pub strategy: &'static str,
-    /// Category label, when the strategy gives one.
-    pub category: Option<String>,
-    /// The score behind the decision (complexity probability or semantic similarity).
-    pub score: Option<f32>,
-    /// The threshold the score was compared with.
-    pub threshold: Option<f32>,
-    /// Human-readable reason (returned in `x-slmgate-reason`, see [`crate::facts`]).
-    pub reason: String,
-    /// The cascade check to run on a local answer, and the alias it escalates to.
-    pub cascade: Option<(CascadeCheck, String)>,
-}
 
 /// Resolves the requested model into a [`Decision`].
 #[derive(Clone, Copy, Debug, Default)]

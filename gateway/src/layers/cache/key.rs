@@ -15,8 +15,8 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::layers::route::Decision;
-use crate::runtime::Caller;
+use crate::call::Decision;
+use crate::keys::Caller;
 use slmgate_openai::chat::ChatRequest;
 use slmgate_openai::error::GatewayError;
 
@@ -402,7 +402,7 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::runtime::{ModelRoute, Target};
+    use crate::targets::{ModelRoute, Target};
     use crate::upstream::openai::OpenAiBackend;
     use crate::upstream::Backend;
 

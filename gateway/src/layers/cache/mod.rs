@@ -64,9 +64,9 @@ use slmgate_config::cache::Cache as CacheConfig;
 use slmgate_policies::rules::CacheDirective;
 use tower::{Layer, Service};
 
-use super::route::Decision;
 use super::sse_map::{event_bytes, map_events, EventFilter};
 use super::BoxFuture;
+use crate::call::Decision;
 use crate::call::RoutedCall;
 use crate::facts::{CacheOutcome, Served};
 use slmgate_openai::chat::{is_usage_only_chunk, AnswerUsage, ChatRequest, JsonAnswer};
@@ -338,7 +338,7 @@ where
 
 /// Embeds the last user message, or `None` (no semantic cache for this request) when it is
 /// longer than the embedder reads or the embedder fails.
-async fn embed(e: &crate::embeddings::LocalEmbedder, text: &str) -> Option<Arc<[f32]>> {
+async fn embed(e: &crate::embedder::LocalEmbedder, text: &str) -> Option<Arc<[f32]>> {
     use slmgate_routing::query::{Query, MAX_EMBED_CHARS};
     if text.chars().nth(MAX_EMBED_CHARS).is_some() {
         return None;
