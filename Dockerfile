@@ -28,7 +28,7 @@ WORKDIR /src
 # The whole workspace (the manifest lists every member, bench and test target); .dockerignore
 # keeps target/, models/, venvs and deploy/ out of the context.
 COPY . .
-# Cache mounts keep the crates.io downloads and the target dir across builds; the binary is
+# Cache mounts keep the downloaded crates and the target dir across builds; the binary is
 # copied out because the cache mount is not part of the layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
