@@ -40,3 +40,8 @@ if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
 cargo test --workspace --all-targets "${extra[@]}"
 # Doc tests (the `//!` examples) are not covered by --all-targets.
 cargo test --workspace --doc
+
+# 6. Container and Kubernetes files (tools from PyPI; a tool that cannot install is skipped,
+# an invalid file fails). Uses the debug binary the tests built for `slmgate config check`.
+log "deploy files (scripts/check-deploy.sh)"
+scripts/check-deploy.sh
