@@ -26,9 +26,37 @@ pub async fn models(
     Extension(Snapshot(gw)): Extension<Snapshot>,
     caller: Option<Extension<Caller>>,
 ) -> Response {
+    Json(ModelList {
+        object: "list",
+        data: model_cards(&gw, caller.as_ref().map(|c| &c.0)),
+    })
+    .into_response()
+}
+
+/// `GET /v1/models/{id}`: one model of [`models`]; 404 in OpenAI's shape when it is not
+/// served here or the caller's key may not use it.
+pub async fn model(
+    Extension(Snapshot(gw)): Extension<Snapshot>,
+    caller: Option<Extension<Caller>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match model_cards(&gw, caller.as_ref().map(|c| &c.0))
+        .into_iter()
+        .find(|c| c.id == id)
+    {
+        Some(card) => Json(card).into_response(),
+        None => GatewayError::ModelNotFound {
+            message: format!("The model `{id}` does not exist or you do not have access to it."),
+        }
+        .into_response(),
+    }
+}
+
+/// The models `caller` may use: configured aliases in config order, routed aliases, and the
+/// embedder.
+fn model_cards(gw: &crate::runtime::Gateway, caller: Option<&Caller>) -> Vec<ModelCard> {
     let allowed = caller
-        .as_ref()
-        .and_then(|c| c.0.key.as_ref())
+        .and_then(|c| c.key.as_ref())
         .map(|k| k.models.clone())
         .unwrap_or_default();
     let mut data: Vec<ModelCard> = gw
@@ -64,11 +92,7 @@ pub async fn models(
             });
         }
     }
-    Json(ModelList {
-        object: "list",
-        data,
-    })
-    .into_response()
+    data
 }
 
 /// `GET /healthz`: the process is up.

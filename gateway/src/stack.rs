@@ -141,6 +141,12 @@ pub fn build_with_usage(
                 .fallback(handlers::method_not_allowed),
         )
         .route(
+            "/v1/models/{*id}",
+            MethodRouter::new()
+                .get(handlers::model)
+                .fallback(handlers::method_not_allowed),
+        )
+        .route(
             "/v1/embeddings",
             MethodRouter::new()
                 .post(crate::embeddings::handler)

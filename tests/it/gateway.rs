@@ -414,6 +414,17 @@ async fn keys_are_enforced() {
         .unwrap();
     assert_eq!(models["data"].as_array().unwrap().len(), 1);
     assert_eq!(models["data"][0]["id"], "other");
+    // ...and one model by id the same way: a model the key may not use does not exist.
+    let one = |id: &'static str| {
+        client()
+            .get(url(&gw, &format!("/v1/models/{id}")))
+            .bearer_auth("sk-bob")
+            .send()
+    };
+    assert_eq!(one("other").await.unwrap().status(), 200);
+    let r = one("remote").await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_body(r).await["error"]["code"], "model_not_found");
     assert_eq!(
         client()
             .get(url(&gw, "/healthz"))
@@ -535,9 +546,23 @@ async fn probes_models_and_unknown_paths() {
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], "remote");
     assert_eq!(v["data"][0]["object"], "model");
-    let r = c.get(url(&gw, "/nope")).send().await.unwrap();
+    let v = get_json(&gw, "/v1/models/remote").await;
+    assert_eq!(
+        (&v["id"], &v["object"]),
+        (&"remote".into(), &"model".into())
+    );
+    let r = c.get(url(&gw, "/v1/models/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    error_body(r).await;
+    assert_eq!(error_body(r).await["error"]["code"], "model_not_found");
+    for path in ["/nope", "/v1/nope", "/v1/files/abc"] {
+        let r = c.get(url(&gw, path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(
+            error_body(r).await["error"]["type"],
+            "invalid_request_error",
+            "{path}"
+        );
+    }
     let r = c
         .get(url(&gw, "/v1/chat/completions"))
         .send()
