@@ -504,9 +504,31 @@ pub struct Model {
     /// Upstream model name; default: the alias itself.
     #[serde(default)]
     pub model: Option<String>,
+    /// More deployments of the same rank as `backend`/`model` (another region, another
+    /// vLLM replica, another key): each request picks among them by `balance`, and tries
+    /// the others of the rank before the `fallbacks`.
+    #[serde(default)]
+    pub deployments: Vec<Fallback>,
+    /// How a request picks among `backend` and the `deployments`.
+    #[serde(default)]
+    pub balance: Balance,
     /// Tried in order when the previous target fails (after its retries).
     #[serde(default)]
     pub fallbacks: Vec<Fallback>,
+}
+
+/// How a request picks among an alias's deployments of equal rank.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each in turn.
+    #[default]
+    RoundRobin,
+    /// The one with the fewest requests in flight from this instance.
+    LeastBusy,
+    /// The lowest expected wait: the moving average of its time to answer (an EWMA of the
+    /// response-head latency), times its requests in flight plus one (PeakEWMA-like).
+    LatencyEwma,
 }
 
 /// One fallback target.

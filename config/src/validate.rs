@@ -227,10 +227,12 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
         }
         let p = item_path(ctx, "models", i, "backend");
         check_backend(ctx, p, &m.backend);
-        for (j, f) in m.fallbacks.iter().enumerate() {
-            let mut p = item_path(ctx, "models", i, "fallbacks");
-            p.extend([Seg::Index(j), key("backend")]);
-            check_backend(ctx, p, &f.backend);
+        for (field, list) in [("deployments", &m.deployments), ("fallbacks", &m.fallbacks)] {
+            for (j, f) in list.iter().enumerate() {
+                let mut p = item_path(ctx, "models", i, field);
+                p.extend([Seg::Index(j), key("backend")]);
+                check_backend(ctx, p, &f.backend);
+            }
         }
     }
 

@@ -77,6 +77,8 @@ fn chain(alias: &str, first: &Arc<ModelRoute>, then: Option<&Arc<ModelRoute>>) -
     Arc::new(ModelRoute {
         alias: alias.to_string(),
         targets,
+        // The chain starts with `first`'s targets: its balanced rank keeps its indices.
+        balance: first.balance.clone(),
     })
 }
 

@@ -17,7 +17,7 @@ use crate::layers::limits::{Accounting, LimitState};
 use crate::layers::policy::Policies;
 use crate::loaded::Loaded;
 use crate::runtime::{unix_now, Gateway, Limits};
-use crate::targets::{ModelRoute, Target};
+use crate::targets::{Balancer, ModelRoute, Target};
 use crate::upstream::breaker::Breaker;
 use crate::upstream::openai::OpenAiBackend;
 use crate::upstream::redact::Secrets;
@@ -379,14 +379,28 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
     for m in &cfg.models {
         let mut targets = Vec::new();
         let mut why_not = Vec::new();
-        let chain = std::iter::once((&m.backend, m.model.as_deref()))
-            .chain(m.fallbacks.iter().map(|f| (&f.backend, f.model.as_deref())));
-        for (backend, model) in chain {
+        // The rank of equal deployments, then the fallbacks.
+        let mut rank = 0;
+        let chain = std::iter::once((&m.backend, m.model.as_deref(), true))
+            .chain(
+                m.deployments
+                    .iter()
+                    .map(|d| (&d.backend, d.model.as_deref(), true)),
+            )
+            .chain(
+                m.fallbacks
+                    .iter()
+                    .map(|f| (&f.backend, f.model.as_deref(), false)),
+            );
+        for (backend, model, balanced) in chain {
             match backends.get(backend) {
-                Some(be) => targets.push(Target {
-                    backend: be.clone(),
-                    model: model.unwrap_or(&m.name).to_string(),
-                }),
+                Some(be) => {
+                    rank += usize::from(balanced);
+                    targets.push(Target {
+                        backend: be.clone(),
+                        model: model.unwrap_or(&m.name).to_string(),
+                    });
+                }
                 None => why_not.push(
                     disabled
                         .get(backend)
@@ -421,6 +435,8 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
                 Arc::new(ModelRoute {
                     alias: m.name.clone(),
                     targets,
+                    // Only a rank of two or more has anything to balance.
+                    balance: (rank > 1).then(|| Arc::new(Balancer::new(m.balance, rank))),
                 }),
             );
         }

@@ -342,10 +342,7 @@ fn sse_corpus_relays_cleanly() {
 
 fn decision() -> Decision {
     Decision {
-        route: std::sync::Arc::new(ModelRoute {
-            alias: "remote".into(),
-            targets: Vec::new(),
-        }),
+        route: std::sync::Arc::new(ModelRoute::new("remote".into(), Vec::new())),
         target: "remote".into(),
         strategy: "alias",
         category: None,

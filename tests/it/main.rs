@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_requests;
+mod balance;
 mod cache;
 mod cli;
 mod connections;

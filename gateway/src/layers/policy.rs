@@ -582,10 +582,7 @@ pub async fn evaluate(
                 .map(|i| format!(" (split arm {i})"))
                 .unwrap_or_default();
             let mut d = decision.clone();
-            d.route = Arc::new(ModelRoute {
-                alias: first.clone(),
-                targets,
-            });
+            d.route = Arc::new(ModelRoute::new(first.clone(), targets));
             d.target = first;
             d.strategy = "policy";
             d.threshold = None;

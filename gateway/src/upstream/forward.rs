@@ -54,7 +54,10 @@ async fn forward(req: RoutedCall) -> Response {
     let mut last = None;
     let route = decision.route.clone();
     let mut resp = None;
-    for (i, target) in route.targets.iter().enumerate() {
+    for (i, k) in route.order().into_iter().enumerate() {
+        let target = &route.targets[k];
+        // Balanced deployments: busy until this attempt ends; the latency is recorded.
+        let in_flight = route.balance.as_ref().and_then(|b| b.start(k));
         // One model-call span per target tried (disabled, and free, unless exporting).
         let span;
         let result = match &*target.backend {
@@ -100,6 +103,9 @@ async fn forward(req: RoutedCall) -> Response {
                 }
             }
         };
+        if let Some(f) = &in_flight {
+            f.answered(result.is_ok());
+        }
         match result {
             Ok(mut r) => {
                 r.extensions_mut().insert(Served::target(target));

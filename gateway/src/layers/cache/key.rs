@@ -423,13 +423,13 @@ pub(crate) mod tests {
             )),
         };
         Decision {
-            route: Arc::new(ModelRoute {
-                alias: "m".into(),
-                targets: vec![Target {
+            route: Arc::new(ModelRoute::new(
+                "m".into(),
+                vec![Target {
                     backend: Arc::new(Backend::OpenAi(b)),
                     model: model.into(),
                 }],
-            }),
+            )),
             target: "m".into(),
             strategy: "alias",
             category: None,
