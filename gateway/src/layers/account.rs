@@ -28,7 +28,7 @@
 //! ```
 //! use slmgate_gateway::layers::account::AccountLayer;
 //! use tower::ServiceBuilder;
-//! # let svc = tower::service_fn(|_: http::Request<axum::body::Body>| async {
+//! # let svc = tower::service_fn(|_: slmgate_gateway::call::ChatCall| async {
 //! #     Ok::<_, std::convert::Infallible>(axum::response::Response::new(axum::body::Body::empty()))
 //! # });
 //! // No sink: metrics only.
