@@ -216,20 +216,13 @@ async fn translate_answer(
             OpenAiToAnthropicStream::new(request.model.clone()).with_input_tokens(input_tokens);
         return Response::from_parts(parts, anthropic_sse(body, converter));
     }
-    let bytes = match tokio::time::timeout(
-        ANSWER_READ_TIMEOUT,
-        axum::body::to_bytes(body, MAX_ANSWER_BYTES),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        _ => {
-            return error_response(
-                StatusCode::BAD_GATEWAY,
-                ErrorKind::Api,
-                "the answer could not be read",
-            )
-        }
+    let read = axum::body::to_bytes(body, MAX_ANSWER_BYTES);
+    let Ok(Ok(bytes)) = tokio::time::timeout(ANSWER_READ_TIMEOUT, read).await else {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Api,
+            "the answer could not be read",
+        );
     };
     let answer = serde_json::from_slice::<Value>(&bytes)
         .ok()
