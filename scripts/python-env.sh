@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Creates .venv with the Python packages the tests use (the official openai SDK, Playwright).
+# Creates .venv with the Python packages the tests use (the official openai and anthropic
+# SDKs, Playwright).
 # Idempotent. Installs Debian's python3-venv when the venv module is missing.
-# `-P`: the checks run from the workspace root, whose `openai/` crate folder must not import.
+# `-P`: the checks run from the workspace root, whose `openai/` and `anthropic/` crate folders
+# must not import.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -19,6 +21,10 @@ if ! .venv/bin/python -P -c "import openai" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "openai>=1.40,<3"
 fi
 .venv/bin/python -P -c "import openai; print('openai SDK', openai.__version__)"
+if ! .venv/bin/python -P -c "import anthropic" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "anthropic>=0.40,<1"
+fi
+.venv/bin/python -P -c "import anthropic; print('anthropic SDK', anthropic.__version__)"
 # Playwright drives Debian's chromium (scripts/services.sh installs it) in the dashboard's
 # browser test; only the Python package is needed, never a browser download.
 if ! .venv/bin/python -P -c "import playwright" 2>/dev/null; then

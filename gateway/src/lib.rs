@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod anthropic;
 pub mod auto;
 pub mod build;
 pub mod call;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Router;
 use http::Request;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -125,6 +125,9 @@ pub fn build_with_usage(
         // Decision → upstream call with retries and fallbacks.
         .service(ForwardService);
 
+    // POST /v1/messages: Anthropic's Messages API, translated to and from the same pipeline.
+    let messages = crate::anthropic::MessagesLayer.layer(chat.clone());
+
     // POST /v1/route: the same parse and decision, answered as JSON instead of executed.
     let dry_run = ServiceBuilder::new()
         .map_response(crate::facts::write_headers)
@@ -134,6 +137,13 @@ pub fn build_with_usage(
     let api = Router::new()
         .route_service("/v1/chat/completions", chat)
         .route_service("/v1/route", dry_run)
+        .route_service(crate::anthropic::MESSAGES_PATH, messages)
+        .route(
+            crate::anthropic::COUNT_TOKENS_PATH,
+            MethodRouter::new()
+                .post(crate::anthropic::count_tokens)
+                .fallback(handlers::method_not_allowed),
+        )
         .route(
             "/v1/models",
             MethodRouter::new()
@@ -186,6 +196,9 @@ pub fn build_with_usage(
                 .map_response(|r: Response<_>| r.map(Body::new))
                 // A bug answers 500 in OpenAI's shape instead of dropping the connection.
                 .layer(CatchPanicLayer::custom(panic_response))
+                // Errors on the Anthropic paths (`/v1/messages…`) in Anthropic's shape,
+                // whichever layer below answered them.
+                .layer(crate::anthropic::AnthropicErrorsLayer)
                 // Request counts and durations (to the last byte) by route/target/status.
                 .layer(HttpMetricsLayer)
                 // Shed before doing any work for a request we cannot take.

@@ -4,6 +4,8 @@
 
 mod common;
 
+mod anthropic_in;
+mod anthropic_sdk;
 mod bad_requests;
 mod balance;
 mod cache;

@@ -1,4 +1,5 @@
-//! Client authentication: `Authorization: Bearer <key>` checked against `keys`.
+//! Client authentication: `Authorization: Bearer <key>` or `x-api-key: <key>` (what the
+//! Anthropic SDKs send) checked against `keys`.
 //!
 //! With no keys configured the gateway is open and every caller is anonymous. Keys are
 //! looked up by the sha256 digest of the presented secret ([`crate::keys::Keys::find`]). The matched

@@ -22,6 +22,7 @@
 //! | `early-error`        | streams the role chunk, then an error event (no content)           |
 //! | `noisy`              | streams with a foreign event, a non-JSON `data:` line, a comment and an invalid UTF-8 byte between the usual chunks |
 //! | `leak-<status>`      | answers `<status>` with an error body quoting the `Authorization` header it got |
+//! | `tools`              | with `tools` in the request and no `tool` message last: calls the first tool with [`TOOL_ARGUMENTS`] (id [`TOOL_CALL_ID`], `finish_reason: tool_calls`; streamed as the call header then two argument fragments); with a `tool` message last: answers `Tool said: <its content>` (streamed 3 characters a chunk) |
 //!
 //! Every request is counted and the last one recorded ([`Mock::last_request`]).
 
@@ -45,6 +46,10 @@ use serde_json::{json, Value};
 pub const REPLY: &str = "Hello from the mock upstream.";
 /// The streamed pieces of [`REPLY`].
 pub const REPLY_CHUNKS: [&str; 3] = ["Hello", " from the mock", " upstream."];
+/// The arguments of the `tools` model's tool call.
+pub const TOOL_ARGUMENTS: &str = r#"{"city":"Paris"}"#;
+/// The id of the `tools` model's tool call.
+pub const TOOL_CALL_ID: &str = "call_mock_1";
 /// Usage reported by every successful answer.
 pub const PROMPT_TOKENS: u64 = 11;
 /// Usage reported by every successful answer.
@@ -186,6 +191,37 @@ fn last_text(body: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string()
+}
+
+/// For the `tools` model: the tool to call (the first of the request's tools) when the last
+/// message is not a tool result.
+fn tool_to_call(body: &Value) -> Option<String> {
+    let last_role = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str);
+    if last_role == Some("tool") {
+        return None;
+    }
+    body.pointer("/tools/0/function/name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn tool_call_body(model: &str, name: &str) -> String {
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1_700_000_000u64,
+        "model": model,
+        "choices": [{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[
+            {"id":TOOL_CALL_ID,"type":"function","function":{"name":name,"arguments":TOOL_ARGUMENTS}}
+        ]},"finish_reason":"tool_calls","logprobs":null}],
+        "usage": {"prompt_tokens":PROMPT_TOKENS,"completion_tokens":COMPLETION_TOKENS,"total_tokens":PROMPT_TOKENS+COMPLETION_TOKENS}
+    })
+    .to_string()
 }
 
 fn completion_body(model: &str, reply: &str) -> String {
@@ -375,20 +411,22 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
         drip = Some(Duration::from_millis(ms));
     }
 
+    let tool = if model == "tools" {
+        tool_to_call(&parsed)
+    } else {
+        None
+    };
+    let reply = match model.as_str() {
+        "echo" => last_text(&parsed),
+        "tools" => format!("Tool said: {}", last_text(&parsed)),
+        _ => REPLY.to_string(),
+    };
     if !stream {
-        return (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            completion_body(
-                &model,
-                &if model == "echo" {
-                    last_text(&parsed)
-                } else {
-                    REPLY.to_string()
-                },
-            ),
-        )
-            .into_response();
+        let body = match &tool {
+            Some(name) => tool_call_body(&model, name),
+            None => completion_body(&model, &reply),
+        };
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
     }
 
     inner.streams_started.fetch_add(1, Ordering::SeqCst);
@@ -479,8 +517,24 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
         Body::from_stream(s)
     } else {
         let mut pieces = vec![chunk(&m, json!({"role":"assistant","content":""}), None)];
-        if model == "echo" {
-            let text: Vec<char> = last_text(&parsed).chars().collect();
+        let mut finish = "stop";
+        if let Some(name) = &tool {
+            let (a, b) = TOOL_ARGUMENTS.split_at(TOOL_ARGUMENTS.len() / 2);
+            pieces.push(chunk(
+                &m,
+                json!({"tool_calls":[{"index":0,"id":TOOL_CALL_ID,"type":"function","function":{"name":name,"arguments":""}}]}),
+                None,
+            ));
+            for part in [a, b] {
+                pieces.push(chunk(
+                    &m,
+                    json!({"tool_calls":[{"index":0,"function":{"arguments":part}}]}),
+                    None,
+                ));
+            }
+            finish = "tool_calls";
+        } else if model == "echo" || model == "tools" {
+            let text: Vec<char> = reply.chars().collect();
             for c in text.chunks(3) {
                 let c: String = c.iter().collect();
                 pieces.push(chunk(&m, json!({"content":c}), None));
@@ -490,7 +544,7 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
                 pieces.push(chunk(&m, json!({"content":c}), None));
             }
         }
-        pieces.push(chunk(&m, json!({}), Some("stop")));
+        pieces.push(chunk(&m, json!({}), Some(finish)));
         if include_usage {
             pieces.push(usage_chunk(&m));
         }
