@@ -4,6 +4,7 @@
 
 mod common;
 
+mod anthropic_out;
 mod bad_requests;
 mod cache;
 mod cli;

@@ -183,7 +183,99 @@ pub async fn open(
     backend: String,
     secrets: Arc<Secrets>,
 ) -> Result<Response, GatewayError> {
-    let events = lossy_utf8(bounded_events(resp.bytes_stream(), MAX_EVENT_BYTES)).eventsource();
+    let bytes = lossy_utf8(bounded_events(resp.bytes_stream(), MAX_EVENT_BYTES));
+    open_bytes(bytes, idle_timeout, client_wants_usage, backend, secrets).await
+}
+
+/// [`open`] for an Anthropic Messages stream (`kind: anthropic`): the body is translated to
+/// OpenAI chunks as it arrives (see [`anthropic_to_openai_sse`]), then relayed with the same
+/// checks. The usage chunk is always made, and hidden again when the client did not ask
+/// for it, as with OpenAI backends.
+pub async fn open_anthropic(
+    resp: reqwest::Response,
+    idle_timeout: Duration,
+    client_wants_usage: bool,
+    backend: String,
+    secrets: Arc<Secrets>,
+) -> Result<Response, GatewayError> {
+    let bytes = Box::pin(anthropic_to_openai_sse(
+        bounded_events(resp.bytes_stream(), MAX_EVENT_BYTES),
+        backend.clone(),
+    ));
+    open_bytes(bytes, idle_timeout, client_wants_usage, backend, secrets).await
+}
+
+/// Translates an Anthropic SSE body to OpenAI's: every event through one
+/// [`slmgate_anthropic::AnthropicToOpenAiStream`] (with its usage chunk), `data: [DONE]` after
+/// `message_stop`. An Anthropic `error` event becomes an OpenAI error chunk (which the relay
+/// treats as a failed stream, never relaying its text); an event that is not Anthropic JSON
+/// is dropped; a body that ends without `message_stop` ends without `[DONE]` (a broken
+/// stream).
+pub fn anthropic_to_openai_sse<S, E>(
+    stream: S,
+    backend: String,
+) -> impl Stream<Item = Result<Bytes, E>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    use slmgate_anthropic::{AnthropicToOpenAiStream, SseDecoder, StreamEvent};
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let state = (
+        SseDecoder::new(),
+        AnthropicToOpenAiStream::new(created, true),
+        false,
+    );
+    stream
+        .map(Some)
+        .chain(futures::stream::once(futures::future::ready(None)))
+        .scan(state, move |(decoder, translator, ended), item| {
+            let events = match item {
+                Some(Ok(chunk)) => decoder.push(&chunk),
+                Some(Err(e)) => return futures::future::ready(Some(Some(Err(e)))),
+                None => decoder.finish(),
+            };
+            let mut out = String::new();
+            for event in events {
+                let event = match event {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::debug!(backend = %backend, error = %e, "dropped a stream event that is not an Anthropic event");
+                        continue;
+                    }
+                };
+                if *ended {
+                    continue;
+                }
+                for chunk in translator.push(&event) {
+                    out.push_str(&slmgate_anthropic::chunk_to_sse(&chunk));
+                }
+                if matches!(event, StreamEvent::MessageStop) {
+                    out.push_str(slmgate_anthropic::OPENAI_SSE_DONE);
+                }
+                *ended |= translator.is_done();
+            }
+            let item = (!out.is_empty()).then(|| Ok(Bytes::from(out)));
+            futures::future::ready(Some(item))
+        })
+        .filter_map(futures::future::ready)
+}
+
+/// [`open`] over a stream of OpenAI SSE bytes.
+async fn open_bytes<S, E>(
+    bytes: S,
+    idle_timeout: Duration,
+    client_wants_usage: bool,
+    backend: String,
+    secrets: Arc<Secrets>,
+) -> Result<Response, GatewayError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let events = bytes.eventsource();
     // `open` runs inside the forwarding service's model-call span.
     let trace = StreamTrace::new(telemetry::current_model_span());
     let span = trace.as_ref().map(|t| t.span().clone());
