@@ -110,7 +110,7 @@ impl OpenAiBackend {
             Ok(b) => b,
             // The request cannot be said to this backend: the client's to fix, so no other
             // target is tried and the backend is not called.
-            Err(refused) => return Ok(refused),
+            Err(refused) => return Ok(*refused),
         };
         let url = match self.url_for(ctx.model) {
             Ok(u) => u,
@@ -188,7 +188,7 @@ impl OpenAiBackend {
     }
 
     /// The body sent upstream, or the client's 400 when the request cannot be translated.
-    fn request_body(&self, ctx: &CallContext<'_>) -> Result<Bytes, Response> {
+    fn request_body(&self, ctx: &CallContext<'_>) -> Result<Bytes, Box<Response>> {
         if self.dialect != Dialect::Anthropic {
             return Ok(Bytes::from(ctx.req.upstream_body(ctx.model, true)));
         }
@@ -198,7 +198,7 @@ impl OpenAiBackend {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            out
+            Box::new(out)
         };
         let value: serde_json::Value = match serde_json::from_slice(ctx.req.body()) {
             Ok(v) => v,
@@ -218,7 +218,7 @@ impl OpenAiBackend {
         };
         ctx.model.clone_into(&mut messages.model);
         serde_json::to_vec(&messages).map(Bytes::from).map_err(|e| {
-            GatewayError::Internal(format!("encoding the request: {e}")).into_response()
+            Box::new(GatewayError::Internal(format!("encoding the request: {e}")).into_response())
         })
     }
 
