@@ -524,6 +524,46 @@ fn decode(carry: &mut Vec<u8>, chunk: Bytes) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+
+    /// The translated text of an Anthropic body split into `pieces`.
+    async fn translated(pieces: &[&str]) -> String {
+        let input: Vec<Result<Bytes, std::convert::Infallible>> = pieces
+            .iter()
+            .map(|p| Ok(Bytes::from(p.to_string())))
+            .collect();
+        let out: Vec<_> = anthropic_to_openai_sse(futures::stream::iter(input), "b".into())
+            .collect()
+            .await;
+        out.into_iter()
+            .map(|r| String::from_utf8(r.unwrap_or_default().to_vec()).unwrap_or_default())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn anthropic_streams_end_with_done_only_after_message_stop() {
+        let start = r#"data: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"c","content":[],"usage":{"input_tokens":2,"output_tokens":1}}}"#;
+        let delta = r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
+        // Split mid-line, message_stop without its blank line: still complete.
+        let full = format!(
+            "{start}\n\n{delta}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}"
+        );
+        let (a, b) = full.split_at(40);
+        let out = translated(&[a, b]).await;
+        assert!(out.contains(r#""content":"Hi""#), "{out}");
+        assert!(out.contains(r#""prompt_tokens":2"#), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        // Cut before message_stop: no [DONE] (the relay calls it a broken stream).
+        let out = translated(&[&format!("{start}\n\n{delta}\n\n")]).await;
+        assert!(out.contains("Hi") && !out.contains("[DONE]"), "{out}");
+        // An error event becomes an OpenAI error chunk; nothing after it.
+        let err =
+            r#"data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let out = translated(&[&format!("{start}\n\n{err}\n\n{delta}\n\n")]).await;
+        assert!(out.contains(r#"{"error":"#) && !out.contains("Hi"), "{out}");
+        // Garbage is dropped.
+        let out = translated(&["data: not json\n\n"]).await;
+        assert!(out.is_empty(), "{out}");
+    }
     use super::*;
 
     fn bounded(chunks: Vec<&'static [u8]>, limit: usize) -> Vec<Result<usize, String>> {
