@@ -228,6 +228,10 @@ fn each_item<T>(
     }
 }
 
+/// The backend kinds.
+const KINDS: [&str; 4] = ["openai", "azure", "anthropic", "local"];
+const KINDS_TEXT: &str = "`openai`, `azure`, `anthropic` or `local`";
+
 fn parse_backend(v: Value, path: &[Seg], ctx: &mut Ctx) -> Option<Backend> {
     const COMMON: [&str; 3] = ["name", "kind", "enabled"];
     let Value::Mapping(mut map) = v else {
@@ -263,32 +267,66 @@ fn parse_backend(v: Value, path: &[Seg], ctx: &mut Ctx) -> Option<Backend> {
         Some(_) => {
             ctx.err(
                 &join(path, [key("kind")]),
-                "`kind` must be `openai` or `local`",
+                format!("`kind` must be {KINDS_TEXT}"),
             );
             None
         }
         None => {
-            ctx.err(path, "missing required key `kind` (`openai` or `local`)");
+            ctx.err(path, format!("missing required key `kind` ({KINDS_TEXT})"));
             None
         }
     };
+    let dialect = match kind.as_deref() {
+        Some("azure") => Some(Dialect::Azure),
+        Some("anthropic") => Some(Dialect::Anthropic),
+        Some("openai") => Some(Dialect::OpenAi),
+        _ => None,
+    };
+    if dialect == Some(Dialect::Anthropic) && !map.contains_key("base_url") {
+        map.insert(
+            Value::String("base_url".into()),
+            Value::String(ANTHROPIC_BASE_URL.into()),
+        );
+    }
+    let has_api_version = map.contains_key("api_version");
     let rest = Value::Mapping(map);
-    let kind = match kind.as_deref() {
-        Some("openai") => {
-            parse_lenient::<OpenAiBackend>(rest, path, &COMMON, ctx).map(BackendKind::OpenAi)
+    let kind = match (kind.as_deref(), dialect) {
+        (_, Some(dialect)) => {
+            let parsed = parse_lenient::<OpenAiBackend>(rest, path, &COMMON, ctx);
+            if dialect == Dialect::Azure && !has_api_version {
+                ctx.err(
+                    path,
+                    "missing required key `api_version` (`kind: azure`; e.g. `api_version: 2024-10-21`)",
+                );
+                ok = false;
+            }
+            if dialect != Dialect::Azure && has_api_version {
+                ctx.err(
+                    &join(path, [key("api_version")]),
+                    format!(
+                        "`api_version` is for `kind: azure` only, not `kind: {}`",
+                        dialect.kind()
+                    ),
+                );
+                ok = false;
+            }
+            parsed.map(|mut o| {
+                o.dialect = dialect;
+                BackendKind::OpenAi(o)
+            })
         }
-        Some("local") => {
+        (Some("local"), None) => {
             parse_lenient::<LocalBackend>(rest, path, &COMMON, ctx).map(BackendKind::Local)
         }
-        Some(other) => {
-            let hint = validate::did_you_mean(other, ["openai", "local"]);
+        (Some(other), None) => {
+            let hint = validate::did_you_mean(other, KINDS);
             ctx.err(
                 &join(path, [key("kind")]),
-                format!("unknown backend kind `{other}` (expected `openai` or `local`){hint}"),
+                format!("unknown backend kind `{other}` (expected {KINDS_TEXT}){hint}"),
             );
             None
         }
-        None => None,
+        (None, None) => None,
     }?;
     ok.then_some(Backend {
         name,

@@ -264,9 +264,14 @@ impl Backend {
     pub fn disabled_reason(&self) -> String {
         match (&self.enabled, &self.kind) {
             (Enabled::False, _) => format!("backend `{}` has `enabled: false`", self.name),
-            (_, BackendKind::OpenAi(_)) => format!(
-                "backend `{}` is disabled: its api_key is empty (set the environment variable it reads, e.g. OPENAI_API_KEY)",
-                self.name
+            (_, BackendKind::OpenAi(o)) => format!(
+                "backend `{}` is disabled: its api_key is empty (set the environment variable it reads, e.g. {})",
+                self.name,
+                match o.dialect {
+                    Dialect::OpenAi => "OPENAI_API_KEY",
+                    Dialect::Azure => "AZURE_OPENAI_API_KEY",
+                    Dialect::Anthropic => "ANTHROPIC_API_KEY",
+                }
             ),
             (_, BackendKind::Local(l)) => format!(
                 "backend `{}` is disabled: model file `{}` not found (run scripts/fetch-models.sh)",
@@ -304,15 +309,53 @@ pub enum BackendKind {
     Local(LocalBackend),
 }
 
-/// `kind: openai`.
+/// The wire dialect of an HTTP backend: which `kind` it was configured as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// `kind: openai`: `POST {base_url}/chat/completions`, `Authorization: Bearer`.
+    #[default]
+    OpenAi,
+    /// `kind: azure`: `POST {base_url}/openai/deployments/{model}/chat/completions?api-version=…`,
+    /// `api-key` header; the target's `model` is the deployment name.
+    Azure,
+    /// `kind: anthropic`: `POST {base_url}/v1/messages`, `x-api-key` and `anthropic-version`
+    /// headers; requests and answers translated to and from OpenAI's shape.
+    Anthropic,
+}
+
+impl Dialect {
+    /// The `kind` that selects it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Azure => "azure",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// The `base_url` of a `kind: anthropic` backend that gives none.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+/// `kind: openai`, and its variants `kind: azure` and `kind: anthropic` (see [`Dialect`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAiBackend {
-    /// e.g. `https://api.openai.com/v1` (the path up to `/chat/completions`).
+    /// Which API the backend speaks (set from `kind`, not a key of its own).
+    #[serde(skip)]
+    pub dialect: Dialect,
+    /// `openai`: e.g. `https://api.openai.com/v1` (the path up to `/chat/completions`);
+    /// `azure`: the resource endpoint, e.g. `https://myres.openai.azure.com`;
+    /// `anthropic`: default `https://api.anthropic.com` (the path up to `/v1/messages`).
     pub base_url: String,
-    /// Sent as `Authorization: Bearer`; the client's own key is never forwarded.
+    /// `openai`: sent as `Authorization: Bearer`; `azure`: as `api-key`; `anthropic`: as
+    /// `x-api-key`. The client's own key is never forwarded.
     #[serde(default, deserialize_with = "opt_stringish")]
     pub api_key: Option<String>,
+    /// `kind: azure` only (and required there): the `api-version` query parameter, e.g.
+    /// `2024-10-21`.
+    #[serde(default, deserialize_with = "opt_stringish")]
+    pub api_version: Option<String>,
     /// Extra headers sent upstream.
     #[serde(default, deserialize_with = "stringish_map")]
     pub headers: BTreeMap<String, String>,

@@ -508,3 +508,62 @@ backends:
         );
     }
 }
+
+#[test]
+fn azure_and_anthropic_kinds() {
+    use slmgate_config::Dialect;
+    let src = "backends:
+  - name: az
+    kind: azure
+    base_url: https://res.openai.azure.com
+    api_key: k1
+    api_version: 2024-10-21
+  - name: claude
+    kind: anthropic
+    api_key: k2
+models:
+  - name: a
+    backend: az
+    model: my-deployment
+  - name: c
+    backend: claude
+    model: claude-sonnet-4-5
+";
+    let cfg = load_str_with_env(src, "t.yaml", &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let BackendKind::OpenAi(az) = &cfg.backends[0].kind else {
+        panic!("azure is an OpenAI variant")
+    };
+    assert_eq!(az.dialect, Dialect::Azure);
+    assert_eq!(az.api_version.as_deref(), Some("2024-10-21"));
+    let BackendKind::OpenAi(claude) = &cfg.backends[1].kind else {
+        panic!("anthropic is an OpenAI variant")
+    };
+    assert_eq!(claude.dialect, Dialect::Anthropic);
+    assert_eq!(claude.base_url, "https://api.anthropic.com");
+    assert!(cfg.backends[1].is_enabled());
+}
+
+#[test]
+fn azure_needs_api_version_and_only_azure_takes_it() {
+    let errs = errors(
+        "backends:
+  - name: az
+    kind: azure
+    base_url: https://res.openai.azure.com
+  - name: claude
+    kind: anthropic
+    api_version: 2024-10-21
+  - name: x
+    kind: azur
+    base_url: http://127.0.0.1:1
+",
+    );
+    let e = find(&errs, "missing required key `api_version`");
+    assert_eq!(e.path, "backends[0]");
+    assert_eq!((e.line, e.column), (Some(2), Some(5)));
+    let e = find(&errs, "`api_version` is for `kind: azure` only");
+    assert_eq!(e.path, "backends[1].api_version");
+    assert_eq!((e.line, e.column), (Some(7), Some(5)));
+    let e = find(&errs, "unknown backend kind `azur`");
+    assert!(e.message.contains("did you mean `azure`?"), "{e}");
+}

@@ -112,7 +112,7 @@ fn rejection(reloader: &Reloader, err: ReloadError) -> Response {
 
 fn backend_kind(b: &Backend) -> &'static str {
     match b {
-        Backend::OpenAi(_) => "openai",
+        Backend::OpenAi(o) => o.dialect.kind(),
         #[cfg(feature = "local")]
         Backend::Local(_) => "local",
     }

@@ -19,7 +19,7 @@ use crate::loaded::Loaded;
 use crate::runtime::{unix_now, Gateway, Limits};
 use crate::targets::{Balancer, ModelRoute, Target};
 use crate::upstream::breaker::Breaker;
-use crate::upstream::openai::OpenAiBackend;
+use crate::upstream::openai::{Dialect, OpenAiBackend};
 use crate::upstream::redact::Secrets;
 use crate::upstream::Backend;
 
@@ -61,20 +61,37 @@ fn openai_backend(
         headers.insert(name, value);
     }
     if let Some(key) = o.api_key.as_deref().filter(|k| !k.is_empty()) {
-        let mut v = HeaderValue::from_str(&format!("Bearer {key}")).with_context(|| {
+        let (name, value) = match o.dialect {
+            Dialect::OpenAi => (header::AUTHORIZATION, format!("Bearer {key}")),
+            Dialect::Azure => (HeaderName::from_static("api-key"), key.to_owned()),
+            Dialect::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
+        };
+        let mut v = HeaderValue::from_str(&value).with_context(|| {
             format!("backend `{}`: api_key is not a valid header value", b.name)
         })?;
         v.set_sensitive(true);
-        headers.insert(header::AUTHORIZATION, v);
+        headers.insert(name, v);
     }
+    if o.dialect == Dialect::Anthropic && !headers.contains_key("anthropic-version") {
+        // A configured `anthropic-version` header wins.
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(slmgate_anthropic::ANTHROPIC_VERSION),
+        );
+    }
+    let base = o.base_url.trim_end_matches('/');
+    let path = match o.dialect {
+        Dialect::OpenAi => "/chat/completions",
+        Dialect::Azure => "/openai/deployments",
+        Dialect::Anthropic => slmgate_anthropic::MESSAGES_PATH,
+    };
     Ok(OpenAiBackend {
         name: b.name.clone(),
+        dialect: o.dialect,
         // Parsed once: parsing (IDNA included) on every request showed in profiles.
-        chat_url: reqwest::Url::parse(&format!(
-            "{}/chat/completions",
-            o.base_url.trim_end_matches('/')
-        ))
-        .with_context(|| format!("backend `{}`: invalid base_url `{}`", b.name, o.base_url))?,
+        chat_url: reqwest::Url::parse(&format!("{base}{path}"))
+            .with_context(|| format!("backend `{}`: invalid base_url `{}`", b.name, o.base_url))?,
+        api_version: o.api_version.clone(),
         headers,
         timeout: o.timeout,
         max_retries: o.max_retries,

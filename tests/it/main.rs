@@ -5,6 +5,7 @@
 mod common;
 
 mod anthropic_in;
+mod anthropic_out;
 mod anthropic_sdk;
 mod bad_requests;
 mod balance;

@@ -1,4 +1,7 @@
-//! Forwarding to an OpenAI-compatible backend (OpenAI, vLLM, Ollama, llama.cpp server, …).
+//! Forwarding to an OpenAI-compatible backend (OpenAI, vLLM, Ollama, llama.cpp server, …),
+//! and to its two variants ([`Dialect`]): Azure OpenAI (deployment URLs, `api-key` header,
+//! `api-version`) and Anthropic's Messages API (requests and answers translated by
+//! [`slmgate_anthropic`], streams included). All three share everything below.
 //!
 //! Retries with exponential back-off and full jitter on connect errors, 429, 5xx, a 200 that
 //! is not a chat completion, and a stream that fails before its first token, honouring
@@ -25,6 +28,7 @@ use super::redact::Secrets;
 use super::{Fallback, UpstreamClock};
 use crate::telemetry;
 use crate::upstream::sse;
+pub use slmgate_config::Dialect;
 use slmgate_openai::chat::{check_json_answer, AnswerUsage, ChatRequest, JsonAnswer};
 use slmgate_openai::error::GatewayError;
 
@@ -32,9 +36,16 @@ use slmgate_openai::error::GatewayError;
 pub struct OpenAiBackend {
     /// Configured name.
     pub name: String,
-    /// `{base_url}/chat/completions`.
+    /// Which API it speaks.
+    pub dialect: Dialect,
+    /// `openai`: `{base_url}/chat/completions`; `azure`: `{base_url}/openai/deployments` (the
+    /// deployment, `/chat/completions` and `api-version` are added per call, see
+    /// [`OpenAiBackend::url_for`]); `anthropic`: `{base_url}/v1/messages`.
     pub chat_url: reqwest::Url,
-    /// Headers sent on every call: the backend's `Authorization` and configured extras.
+    /// `kind: azure`: the `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// Headers sent on every call: the backend's credential (`Authorization`, `api-key` or
+    /// `x-api-key` with `anthropic-version`) and configured extras.
     pub headers: HeaderMap,
     /// Per-attempt timeout.
     pub timeout: Duration,
@@ -95,7 +106,16 @@ impl OpenAiBackend {
     /// Sends the request, with retries; returns the client response or a reason to fall back.
     /// An ejected backend is skipped at once (see [`super::breaker`]).
     pub async fn chat(&self, ctx: CallContext<'_>) -> Result<Response, Fallback> {
-        let body = Bytes::from(ctx.req.upstream_body(ctx.model, true));
+        let body = match self.request_body(&ctx) {
+            Ok(b) => b,
+            // The request cannot be said to this backend: the client's to fix, so no other
+            // target is tried and the backend is not called.
+            Err(refused) => return Ok(*refused),
+        };
+        let url = match self.url_for(ctx.model) {
+            Ok(u) => u,
+            Err(e) => return Err(Fallback(e)),
+        };
         let mut attempt = 0u32;
         let mut last = None;
         loop {
@@ -113,7 +133,7 @@ impl OpenAiBackend {
                 }
             };
             let started = Instant::now();
-            let result = self.attempt(&ctx, body.clone()).await;
+            let result = self.attempt(&ctx, &url, body.clone()).await;
             ctx.clock.add(started.elapsed());
             match &result {
                 Err(e) if e.is_fault() => ticket.failed(),
@@ -149,10 +169,68 @@ impl OpenAiBackend {
         }
     }
 
-    async fn attempt(&self, ctx: &CallContext<'_>, body: Bytes) -> Result<Response, AttemptError> {
+    /// The URL of a call for upstream `model` (Azure names the deployment in the path).
+    pub fn url_for(&self, model: &str) -> Result<reqwest::Url, GatewayError> {
+        if self.dialect != Dialect::Azure {
+            return Ok(self.chat_url.clone());
+        }
+        let mut url = self.chat_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| {
+                GatewayError::Internal(format!("backend `{}`: base_url has no path", self.name))
+            })?
+            .pop_if_empty()
+            .extend([model, "chat", "completions"]);
+        if let Some(v) = &self.api_version {
+            url.query_pairs_mut().append_pair("api-version", v);
+        }
+        Ok(url)
+    }
+
+    /// The body sent upstream, or the client's 400 when the request cannot be translated.
+    fn request_body(&self, ctx: &CallContext<'_>) -> Result<Bytes, Box<Response>> {
+        if self.dialect != Dialect::Anthropic {
+            return Ok(Bytes::from(ctx.req.upstream_body(ctx.model, true)));
+        }
+        let refuse = |body: serde_json::Value| {
+            let mut out = (StatusCode::BAD_REQUEST, body.to_string()).into_response();
+            out.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Box::new(out)
+        };
+        let value: serde_json::Value = match serde_json::from_slice(ctx.req.body()) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(refuse(
+                    slmgate_anthropic::TranslateError::invalid("body", e.to_string())
+                        .to_openai_body(),
+                ))
+            }
+        };
+        let mut messages = match slmgate_anthropic::openai_to_messages(&value) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(backend = %self.name, error = %e, "request refused: no Anthropic equivalent");
+                return Err(refuse(e.to_openai_body()));
+            }
+        };
+        ctx.model.clone_into(&mut messages.model);
+        serde_json::to_vec(&messages).map(Bytes::from).map_err(|e| {
+            Box::new(GatewayError::Internal(format!("encoding the request: {e}")).into_response())
+        })
+    }
+
+    async fn attempt(
+        &self,
+        ctx: &CallContext<'_>,
+        url: &reqwest::Url,
+        body: Bytes,
+    ) -> Result<Response, AttemptError> {
         let mut rb = self
             .client
-            .post(self.chat_url.clone())
+            .post(url.clone())
             .headers(self.headers.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(body);
@@ -243,15 +321,18 @@ impl OpenAiBackend {
         if status.is_success() && is_sse {
             // Nothing reaches the client before the first token: a stream failing before it
             // is retried and falls back like any failed answer.
-            return sse::open(
-                resp,
+            let (timeout, usage, name, secrets) = (
                 self.timeout,
                 ctx.req.client_wants_usage,
                 self.name.clone(),
                 self.secrets.clone(),
-            )
-            .await
-            .map_err(|err| AttemptError::Retry { err, after: None });
+            );
+            let opened = if self.dialect == Dialect::Anthropic {
+                sse::open_anthropic(resp, timeout, usage, name, secrets).await
+            } else {
+                sse::open(resp, timeout, usage, name, secrets).await
+            };
+            return opened.map_err(|err| AttemptError::Retry { err, after: None });
         }
         // A complete JSON answer, or a client error such as a 400 (see `client_error`).
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -300,6 +381,11 @@ impl OpenAiBackend {
             std::borrow::Cow::Borrowed(_) => bytes,
             std::borrow::Cow::Owned(fixed) => Bytes::from(fixed),
         };
+        let bytes = if self.dialect == Dialect::Anthropic {
+            self.translate_answer(&bytes)?
+        } else {
+            bytes
+        };
         // A 200 that is not a chat completion (an HTML error page, a truncated or garbled
         // body, an `error` object) is a broken upstream: retried, then the next target.
         let Some((complete, usage)) = check_json_answer(&bytes) else {
@@ -343,6 +429,35 @@ impl OpenAiBackend {
             body: bytes,
         });
         Ok(out)
+    }
+}
+
+impl OpenAiBackend {
+    /// An Anthropic answer as an OpenAI chat completion; one that is not a Messages answer
+    /// is a broken upstream, like a 200 that is not a chat completion.
+    fn translate_answer(&self, bytes: &[u8]) -> Result<Bytes, AttemptError> {
+        match slmgate_anthropic::parse_messages_response(bytes) {
+            Ok(answer) => {
+                let created = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+                let chat = slmgate_anthropic::messages_response_to_openai(&answer, created);
+                Ok(Bytes::from(chat.to_string()))
+            }
+            Err(e) => {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]);
+                    tracing::debug!(backend = %self.name, error = %e, body = %self.secrets.redact(&text), "upstream 200 is not a Messages answer");
+                }
+                Err(AttemptError::Retry {
+                    err: GatewayError::Upstream(format!(
+                        "backend `{}` answered 200 with a body that is not a Messages answer",
+                        self.name
+                    )),
+                    after: None,
+                })
+            }
+        }
     }
 }
 

@@ -183,7 +183,99 @@ pub async fn open(
     backend: String,
     secrets: Arc<Secrets>,
 ) -> Result<Response, GatewayError> {
-    let events = lossy_utf8(bounded_events(resp.bytes_stream(), MAX_EVENT_BYTES)).eventsource();
+    let bytes = lossy_utf8(bounded_events(resp.bytes_stream(), MAX_EVENT_BYTES));
+    open_bytes(bytes, idle_timeout, client_wants_usage, backend, secrets).await
+}
+
+/// [`open`] for an Anthropic Messages stream (`kind: anthropic`): the body is translated to
+/// OpenAI chunks as it arrives (see [`anthropic_to_openai_sse`]), then relayed with the same
+/// checks. The usage chunk is always made, and hidden again when the client did not ask
+/// for it, as with OpenAI backends.
+pub async fn open_anthropic(
+    resp: reqwest::Response,
+    idle_timeout: Duration,
+    client_wants_usage: bool,
+    backend: String,
+    secrets: Arc<Secrets>,
+) -> Result<Response, GatewayError> {
+    let bytes = Box::pin(anthropic_to_openai_sse(
+        bounded_events(resp.bytes_stream(), MAX_EVENT_BYTES),
+        backend.clone(),
+    ));
+    open_bytes(bytes, idle_timeout, client_wants_usage, backend, secrets).await
+}
+
+/// Translates an Anthropic SSE body to OpenAI's: every event through one
+/// [`slmgate_anthropic::AnthropicToOpenAiStream`] (with its usage chunk), `data: [DONE]` after
+/// `message_stop`. An Anthropic `error` event becomes an OpenAI error chunk (which the relay
+/// treats as a failed stream, never relaying its text); an event that is not Anthropic JSON
+/// is dropped; a body that ends without `message_stop` ends without `[DONE]` (a broken
+/// stream).
+pub fn anthropic_to_openai_sse<S, E>(
+    stream: S,
+    backend: String,
+) -> impl Stream<Item = Result<Bytes, E>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    use slmgate_anthropic::{AnthropicToOpenAiStream, SseDecoder, StreamEvent};
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let state = (
+        SseDecoder::new(),
+        AnthropicToOpenAiStream::new(created, true),
+        false,
+    );
+    stream
+        .map(Some)
+        .chain(futures::stream::once(futures::future::ready(None)))
+        .scan(state, move |(decoder, translator, ended), item| {
+            let events = match item {
+                Some(Ok(chunk)) => decoder.push(&chunk),
+                Some(Err(e)) => return futures::future::ready(Some(Some(Err(e)))),
+                None => decoder.finish(),
+            };
+            let mut out = String::new();
+            for event in events {
+                let event = match event {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::debug!(backend = %backend, error = %e, "dropped a stream event that is not an Anthropic event");
+                        continue;
+                    }
+                };
+                if *ended {
+                    continue;
+                }
+                for chunk in translator.push(&event) {
+                    out.push_str(&slmgate_anthropic::chunk_to_sse(&chunk));
+                }
+                if matches!(event, StreamEvent::MessageStop) {
+                    out.push_str(slmgate_anthropic::OPENAI_SSE_DONE);
+                }
+                *ended |= translator.is_done();
+            }
+            let item = (!out.is_empty()).then(|| Ok(Bytes::from(out)));
+            futures::future::ready(Some(item))
+        })
+        .filter_map(futures::future::ready)
+}
+
+/// [`open`] over a stream of OpenAI SSE bytes.
+async fn open_bytes<S, E>(
+    bytes: S,
+    idle_timeout: Duration,
+    client_wants_usage: bool,
+    backend: String,
+    secrets: Arc<Secrets>,
+) -> Result<Response, GatewayError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let events = bytes.eventsource();
     // `open` runs inside the forwarding service's model-call span.
     let trace = StreamTrace::new(telemetry::current_model_span());
     let span = trace.as_ref().map(|t| t.span().clone());
@@ -432,6 +524,46 @@ fn decode(carry: &mut Vec<u8>, chunk: Bytes) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+
+    /// The translated text of an Anthropic body split into `pieces`.
+    async fn translated(pieces: &[&str]) -> String {
+        let input: Vec<Result<Bytes, std::convert::Infallible>> = pieces
+            .iter()
+            .map(|p| Ok(Bytes::from(p.to_string())))
+            .collect();
+        let out: Vec<_> = anthropic_to_openai_sse(futures::stream::iter(input), "b".into())
+            .collect()
+            .await;
+        out.into_iter()
+            .map(|r| String::from_utf8(r.unwrap_or_default().to_vec()).unwrap_or_default())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn anthropic_streams_end_with_done_only_after_message_stop() {
+        let start = r#"data: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"c","content":[],"usage":{"input_tokens":2,"output_tokens":1}}}"#;
+        let delta = r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
+        // Split mid-line, message_stop without its blank line: still complete.
+        let full = format!(
+            "{start}\n\n{delta}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}"
+        );
+        let (a, b) = full.split_at(40);
+        let out = translated(&[a, b]).await;
+        assert!(out.contains(r#""content":"Hi""#), "{out}");
+        assert!(out.contains(r#""prompt_tokens":2"#), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        // Cut before message_stop: no [DONE] (the relay calls it a broken stream).
+        let out = translated(&[&format!("{start}\n\n{delta}\n\n")]).await;
+        assert!(out.contains("Hi") && !out.contains("[DONE]"), "{out}");
+        // An error event becomes an OpenAI error chunk; nothing after it.
+        let err =
+            r#"data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let out = translated(&[&format!("{start}\n\n{err}\n\n{delta}\n\n")]).await;
+        assert!(out.contains(r#"{"error":"#) && !out.contains("Hi"), "{out}");
+        // Garbage is dropped.
+        let out = translated(&["data: not json\n\n"]).await;
+        assert!(out.is_empty(), "{out}");
+    }
     use super::*;
 
     fn bounded(chunks: Vec<&'static [u8]>, limit: usize) -> Vec<Result<usize, String>> {

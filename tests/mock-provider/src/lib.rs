@@ -25,6 +25,22 @@
 //! | `tools`              | with `tools` in the request and no `tool` message last: calls the first tool with [`TOOL_ARGUMENTS`] (id [`TOOL_CALL_ID`], `finish_reason: tool_calls`; streamed as the call header then two argument fragments); with a `tool` message last: answers `Tool said: <its content>` (streamed 3 characters a chunk) |
 //!
 //! Every request is counted and the last one recorded ([`Mock::last_request`]).
+//!
+//! Azure OpenAI's deployment URLs (`POST /openai/deployments/{deployment}/chat/completions`)
+//! are served like `/v1/chat/completions` (the recorded [`RecordedRequest::uri`] shows the
+//! deployment and `api-version`).
+//!
+//! **Anthropic mode**: `POST /v1/messages` answers like Anthropic's Messages API, again by
+//! `model`:
+//!
+//! | model            | behaviour                                                              |
+//! |------------------|------------------------------------------------------------------------|
+//! | anything else    | 200 with [`REPLY`] and usage with cache tokens ([`ANTHROPIC_USAGE`]); streamed as Anthropic SSE (text deltas) when `stream: true` |
+//! | `tool`           | text then a `tool_use` block `get_weather` with input [`TOOL_INPUT`] (streamed as `input_json_delta` fragments) |
+//! | `overloaded-<n>` | the first `<n>` requests for that exact name answer 529 `overloaded_error`, then as above |
+//! | `error-<status>` | answers `<status>` with an Anthropic error body                        |
+//!
+//! A request without `x-api-key` or `anthropic-version` answers 401.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -60,6 +76,8 @@ pub const COMPLETION_TOKENS: u64 = 7;
 pub struct RecordedRequest {
     /// Request headers.
     pub headers: HeaderMap,
+    /// Path and query, as received.
+    pub uri: String,
     /// Parsed JSON body (`Value::Null` when the body was not JSON).
     pub body: Value,
     /// When the request arrived.
@@ -164,6 +182,11 @@ impl Mock {
 fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(chat),
+        )
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .with_state(inner)
 }
@@ -292,13 +315,13 @@ impl Drop for InFlight {
     }
 }
 
-async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    inner.requests.fetch_add(1, Ordering::SeqCst);
-    let _in_flight = InFlight::enter(&inner);
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+/// Records a request (when recording) and returns its parsed body.
+fn record(inner: &Inner, uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8]) -> Value {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if inner.record {
         let rec = RecordedRequest {
             headers: headers.clone(),
+            uri: uri.to_string(),
             body: parsed.clone(),
             at: Instant::now(),
         };
@@ -309,6 +332,18 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
             *g = Some(rec);
         }
     }
+    parsed
+}
+
+async fn chat(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    inner.requests.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight::enter(&inner);
+    let parsed = record(&inner, &uri, &headers, &body);
     let model = parsed
         .get("model")
         .and_then(Value::as_str)
@@ -564,4 +599,146 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
         .header("cache-control", "no-cache")
         .body(body)
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "mock build"))
+}
+
+/// Usage of every successful Anthropic-mode answer: `(input, cache_creation, cache_read,
+/// output)` tokens.
+pub const ANTHROPIC_USAGE: (u64, u64, u64, u64) = (5, 3, 4, 7);
+/// The arguments of the `tool` model's `get_weather` call.
+pub const TOOL_INPUT: &str = r#"{"city":"Paris","unit":"c"}"#;
+
+fn anthropic_error(status: StatusCode, kind: &str, msg: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        json!({"type":"error","error":{"type":kind,"message":msg}}).to_string(),
+    )
+        .into_response()
+}
+
+fn anthropic_usage() -> Value {
+    let (input, creation, read, output) = ANTHROPIC_USAGE;
+    json!({"input_tokens": input, "cache_creation_input_tokens": creation,
+           "cache_read_input_tokens": read, "output_tokens": output})
+}
+
+fn anthropic_event(v: &Value) -> String {
+    let name = v.get("type").and_then(Value::as_str).unwrap_or("message");
+    format!("event: {name}\ndata: {v}\n\n")
+}
+
+/// `POST /v1/messages`: see the module docs.
+async fn messages(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    inner.requests.fetch_add(1, Ordering::SeqCst);
+    let parsed = record(&inner, &uri, &headers, &body);
+    if !headers.contains_key("x-api-key") || !headers.contains_key("anthropic-version") {
+        return anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "missing x-api-key or anthropic-version",
+        );
+    }
+    let model = parsed
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let stream = parsed
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let seen = {
+        let mut g = match inner.per_model.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let n = g.entry(model.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if let Some(code) = model.strip_prefix("error-").and_then(|s| s.parse().ok()) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return anthropic_error(
+            status,
+            "invalid_request_error",
+            &format!("mock anthropic error {code}"),
+        );
+    }
+    if let Some(n) = model
+        .strip_prefix("overloaded-")
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        if seen <= n {
+            return anthropic_error(
+                StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                "overloaded_error",
+                "Overloaded",
+            );
+        }
+    }
+    let tool = model == "tool";
+    if !stream {
+        let mut content = vec![json!({"type":"text","text":REPLY})];
+        if tool {
+            let input: Value = serde_json::from_str(TOOL_INPUT).unwrap_or(Value::Null);
+            content
+                .push(json!({"type":"tool_use","id":"toolu_1","name":"get_weather","input":input}));
+        }
+        let body = json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": content,
+            "stop_reason": if tool { "tool_use" } else { "end_turn" },
+            "stop_sequence": null,
+            "usage": anthropic_usage(),
+        });
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    let (input, creation, read, output) = ANTHROPIC_USAGE;
+    let mut events = vec![
+        json!({"type":"message_start","message":{"id":"msg_mock","type":"message","role":"assistant",
+            "model":model,"content":[],"stop_reason":null,"stop_sequence":null,
+            "usage":{"input_tokens":input,"cache_creation_input_tokens":creation,
+                     "cache_read_input_tokens":read,"output_tokens":1}}}),
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        json!({"type":"ping"}),
+    ];
+    for piece in REPLY_CHUNKS {
+        events.push(json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":piece}}));
+    }
+    events.push(json!({"type":"content_block_stop","index":0}));
+    if tool {
+        events.push(json!({"type":"content_block_start","index":1,
+            "content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}}));
+        let (a, b) = TOOL_INPUT.split_at(TOOL_INPUT.len() / 2);
+        for part in ["", a, b] {
+            events.push(json!({"type":"content_block_delta","index":1,
+                "delta":{"type":"input_json_delta","partial_json":part}}));
+        }
+        events.push(json!({"type":"content_block_stop","index":1}));
+    }
+    events.push(json!({"type":"message_delta",
+        "delta":{"stop_reason": if tool { "tool_use" } else { "end_turn" },"stop_sequence":null},
+        "usage":{"output_tokens":output}}));
+    events.push(json!({"type":"message_stop"}));
+    let body = stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, Infallible>(Bytes::from(anthropic_event(&e)))),
+    );
+    (
+        StatusCode::OK,
+        [("content-type", "text/event-stream")],
+        Body::from_stream(body),
+    )
+        .into_response()
 }

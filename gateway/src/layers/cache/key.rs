@@ -409,7 +409,9 @@ pub(crate) mod tests {
     pub(crate) fn decision(backend: &str, model: &str) -> Decision {
         let b = OpenAiBackend {
             name: backend.into(),
+            dialect: crate::upstream::openai::Dialect::OpenAi,
             chat_url: reqwest::Url::parse("http://127.0.0.1:9/v1/chat/completions").unwrap(),
+            api_version: None,
             headers: Default::default(),
             timeout: std::time::Duration::from_secs(1),
             max_retries: 0,
