@@ -90,7 +90,10 @@ pub fn redis_url_problem(url: &str) -> Option<&'static str> {
             return Some("has an invalid port");
         }
     }
-    let path = rest[authority.len()..].split(['?', '#']).next().unwrap_or("");
+    let path = rest[authority.len()..]
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("");
     let db = path.trim_start_matches('/');
     if !db.is_empty() && db.parse::<u32>().is_err() {
         return Some("has a database that is not a number");

@@ -537,12 +537,14 @@ fn state_redis_section_defaults_and_errors() {
     assert_eq!(r.on_error, slmgate_config::state::OnError::Closed);
     assert_eq!(r.timeout, Duration::from_secs(1));
 
-    let errs = errors("listen: 127.0.0.1:1\nstate:\n  redis:\n    url: http://127.0.0.1:6379\n    timeout: 0s\n");
+    let errs = errors(
+        "listen: 127.0.0.1:1\nstate:\n  redis:\n    url: http://127.0.0.1:6379\n    timeout: 0s\n",
+    );
     let e = find(&errs, "is not a redis:// or rediss:// URL");
-    assert_eq!((e.line, e.column), (Some(4), Some(10)), "{e}");
+    assert_eq!((e.line, e.column), (Some(4), Some(5)), "{e}");
     assert_eq!(e.path, "state.redis.url");
     let e = find(&errs, "must be greater than zero");
-    assert_eq!((e.line, e.column), (Some(5), Some(14)), "{e}");
+    assert_eq!((e.line, e.column), (Some(5), Some(5)), "{e}");
 
     // Unknown keys are refused, with their position.
     let errs = errors("state:\n  redis:\n    url: redis://h\n    on_eror: open\n");

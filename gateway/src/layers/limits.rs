@@ -44,11 +44,11 @@ use tower::{Layer, Service};
 use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
 use crate::call::RoutedCall;
-use crate::state::{RedisReservation, RedisStore, StateError};
-use slmgate_config::state::OnError;
 use crate::facts::{CacheOutcome, Served};
+use crate::state::{RedisReservation, RedisStore, StateError};
 use crate::targets::Target;
 use crate::upstream::Backend;
+use slmgate_config::state::OnError;
 use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use slmgate_openai::error::{openai_error, GatewayError};
 use slmgate_routing::query::Query;
@@ -300,9 +300,7 @@ where
             let admitted = match &acc.state.redis {
                 Some(r) => match r.admit(&subjects, estimate, now, ledger).await {
                     Ok(admitted) => admitted.map(Hold::Redis),
-                    Err(e) if r.on_error() == OnError::Closed => {
-                        return Ok(state_unavailable(&e))
-                    }
+                    Err(e) if r.on_error() == OnError::Closed => return Ok(state_unavailable(&e)),
                     Err(_) => ledger.admit(&subjects, estimate, now).map(Hold::Local),
                 },
                 None => ledger.admit(&subjects, estimate, now).map(Hold::Local),

@@ -31,8 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use slmgate_config::state::{OnError, RedisState};
 use slmgate_policies::budget::{
-    window_starts, BudgetExceeded, BudgetLedger, BudgetLimits, BudgetPeriod, BudgetScope,
-    Budgeted,
+    window_starts, BudgetExceeded, BudgetLedger, BudgetLimits, BudgetPeriod, BudgetScope, Budgeted,
 };
 use slmgate_policies::ratelimit::{LimitKind, RateLimited, RateLimits};
 use tokio::sync::OnceCell;
@@ -250,7 +249,9 @@ impl RedisStore {
             return Ok(c.clone());
         }
         if self.elapsed_ms() < self.connect_after_ms.load(Ordering::Relaxed) {
-            return Err(StateError("connect: waiting before the next attempt".into()));
+            return Err(StateError(
+                "connect: waiting before the next attempt".into(),
+            ));
         }
         let timeout = self.cfg.timeout;
         let config = ConnectionManagerConfig::new()
@@ -303,10 +304,7 @@ impl RedisStore {
     }
 
     fn rate_key(&self, kind: LimitKind, per_minute: u32, burst: u32, name: &str) -> String {
-        format!(
-            "{}rate:{kind}:{per_minute}:{burst}:{name}",
-            self.cfg.prefix
-        )
+        format!("{}rate:{kind}:{per_minute}:{burst}:{name}", self.cfg.prefix)
     }
 
     /// Counts one request and `tokens` (0 = no token check) for `key` against `limits`, in
@@ -382,9 +380,8 @@ impl RedisStore {
         for s in subjects {
             for w in &windows {
                 let key = self.window_key(s.scope, s.name, w);
-                let limit = limit(s.limits, w.period).map_or(-1, |l| {
-                    i64::try_from(to_nanos(l)).unwrap_or(i64::MAX)
-                });
+                let limit = limit(s.limits, w.period)
+                    .map_or(-1, |l| i64::try_from(to_nanos(l)).unwrap_or(i64::MAX));
                 inv.key(&key).arg(limit).arg(w.ttl_secs);
                 keys.push(key);
             }
@@ -419,7 +416,14 @@ impl RedisStore {
 
     /// Releases `r`'s reservation and adds `cost` nano-dollars to the windows current at
     /// `now`, retrying a few times when Redis fails.
-    async fn settle_now(&self, keys: Vec<String>, subjects: Vec<(BudgetScope, String)>, estimate: u64, cost: u64, now: SystemTime) {
+    async fn settle_now(
+        &self,
+        keys: Vec<String>,
+        subjects: Vec<(BudgetScope, String)>,
+        estimate: u64,
+        cost: u64,
+        now: SystemTime,
+    ) {
         let windows = windows_at(now);
         for attempt in 1..=SETTLE_ATTEMPTS {
             let mut inv = self.settle.prepare_invoke();
@@ -431,7 +435,9 @@ impl RedisStore {
                     inv.key(self.window_key(*scope, name, w));
                 }
             }
-            inv.arg(keys.len()).arg(estimate.to_string()).arg(cost.to_string());
+            inv.arg(keys.len())
+                .arg(estimate.to_string())
+                .arg(cost.to_string());
             for _ in &subjects {
                 for w in &windows {
                     inv.arg(w.ttl_secs);
@@ -645,7 +651,11 @@ mod tests {
         let who = [Budgeted::key("k", &lim)];
         let r1 = s.admit(&who, 0.5, now, &mirror).await.unwrap().unwrap();
         let r2 = s.admit(&who, 0.5, now, &mirror).await.unwrap().unwrap();
-        let e = s.admit(&who, 0.01, now, &mirror).await.unwrap().unwrap_err();
+        let e = s
+            .admit(&who, 0.01, now, &mirror)
+            .await
+            .unwrap()
+            .unwrap_err();
         assert_eq!((e.scope, e.period), (BudgetScope::Key, BudgetPeriod::Day));
         assert_eq!((e.spent_usd, e.reserved_usd), (0.0, 1.0));
         assert!(e.resets_at > now && e.resets_at <= now + Duration::from_secs(DAY_SECS));
@@ -656,8 +666,13 @@ mod tests {
         std::mem::forget(r1);
         std::mem::forget(r2);
         s.settle_now(keys1, subjects.clone(), est1, 0, now).await;
-        s.settle_now(keys2, subjects, est2, to_nanos(0.2), now).await;
-        let e = s.admit(&who, 0.81, now, &mirror).await.unwrap().unwrap_err();
+        s.settle_now(keys2, subjects, est2, to_nanos(0.2), now)
+            .await;
+        let e = s
+            .admit(&who, 0.81, now, &mirror)
+            .await
+            .unwrap()
+            .unwrap_err();
         assert_eq!((e.spent_usd, e.reserved_usd), (0.2, 0.0));
         // Settling through the reservation (in a task) gets there too.
         let r = s.admit(&who, 0.8, now, &mirror).await.unwrap().unwrap();
