@@ -193,6 +193,27 @@ async fn two_processes_share_one_budget() {
     );
 }
 
+/// The control: the same run without `state.redis` lets each process spend the whole
+/// budget, so the shared test above measures something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_without_shared_state_each_spend_the_budget() {
+    let mock = Mock::start().await;
+    let per_request = (PROMPT_TOKENS + COMPLETION_TOKENS) as f64 * TOKEN_USD;
+    let budget = 20.0 * per_request + per_request / 2.0;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    let key = format!("  - {{ name: k, key: sk-k, budget: {{ daily_usd: {budget} }} }}");
+    let yaml = shared_config(&mock, "unused:", &key);
+    let start = yaml.find("state:").expect("state section");
+    let end = start + yaml[start..].find("pricing:").expect("pricing");
+    std::fs::write(&path, format!("{}{}", &yaml[..start], &yaml[end..])).expect("write");
+    let (a, b) = (spawn_gateway(&path).await, spawn_gateway(&path).await);
+    let (answered, _) = hammer(&[a.base.clone(), b.base.clone()], "budget_exceeded", None).await;
+    let spend = answered as f64 * per_request;
+    eprintln!("in-process budgets: answered {answered}, spend ${spend:.4} of ${budget:.4}");
+    assert!(spend > 1.5 * budget, "spend {spend}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_share_one_rate_limit() {
     if !redis_answers() {
@@ -359,4 +380,33 @@ async fn redis_coming_back_needs_no_restart() {
     }
     let _ = redis.kill();
     let _ = redis.wait();
+}
+
+/// A reload that keeps `state.redis` keeps the store (and its connection); a changed
+/// section makes a new one; removing it goes back to in-process state.
+#[test]
+fn reload_keeps_the_redis_store_while_the_section_is_unchanged() {
+    use slmgate_gateway::build::{build_gateway, build_gateway_from, Carry};
+    let load = |yaml: &str| {
+        slmgate_config::load_str_with_env(yaml, "t.yaml", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let with = |prefix: &str| {
+        load(&format!(
+            "state:\n  redis: {{ url: \"redis://127.0.0.1:6379\", prefix: \"{prefix}\" }}\n"
+        ))
+    };
+    let first = build_gateway(&with("a:")).expect("build");
+    let store = |gw: &slmgate_gateway::runtime::Gateway| gw.accounting.state.redis.clone();
+    let kept = build_gateway_from(&with("a:"), Carry::from_gateway(&first)).expect("reload");
+    let (a, b) = (store(&first).expect("redis"), store(&kept).expect("redis"));
+    assert!(Arc::ptr_eq(&a, &b), "same section: same store");
+    let changed = build_gateway_from(&with("b:"), Carry::from_gateway(&kept)).expect("reload");
+    assert!(!Arc::ptr_eq(&a, &store(&changed).expect("redis")));
+    let none = build_gateway_from(
+        &load("listen: 127.0.0.1:1\n"),
+        Carry::from_gateway(&changed),
+    )
+    .expect("reload");
+    assert!(store(&none).is_none());
 }
