@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests use answer: PostgreSQL (usage records, multi-instance
-# option) on 127.0.0.1:5432 with trust auth and a database `test`, and Debian's Chromium for
-# the dashboard's browser test. Installs and starts them from Debian packages when missing.
+# option) on 127.0.0.1:5432 with trust auth and a database `test`, Redis (shared limits and
+# budgets) on 127.0.0.1:6379, and Debian's Chromium for the dashboard's browser test. Installs and starts them from Debian packages when missing.
 # Idempotent; prints what it did. SLMGATE_SKIP_SERVICES=1 skips everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,22 @@ else
   fi
   pg_ok || { echo "services: PostgreSQL still does not answer" >&2; exit 1; }
   echo "services: PostgreSQL started"
+fi
+
+# --- Redis (state.redis: shared rate limits and budgets) ------------------------------
+redis_ok() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+if redis_ok; then
+  echo "services: Redis answers on 127.0.0.1:6379"
+else
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "services: installing Redis (Debian package)"
+    apt_install redis-server redis-tools
+  fi
+  # A throwaway test server: loopback only, no persistence.
+  $SUDO redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 1 30); do redis_ok && break; sleep 0.2; done
+  redis_ok || { echo "services: Redis still does not answer" >&2; exit 1; }
+  echo "services: Redis started"
 fi
 
 # --- Chromium (dashboard browser test) ---------------------------------------------------

@@ -22,6 +22,7 @@ pub mod policy;
 mod positions;
 pub mod routing;
 mod schema;
+pub mod state;
 pub mod telemetry;
 pub mod usage;
 mod validate;

@@ -116,6 +116,7 @@ pub(crate) fn load(
     crate::policy::validate(&cfg, &mut ctx);
     crate::usage::validate(&cfg, &mut ctx);
     crate::cache::validate(&cfg, &mut ctx);
+    crate::state::validate(&cfg, &mut ctx);
     if ctx.errors.is_empty() {
         Ok(cfg)
     } else {
@@ -143,6 +144,7 @@ fn empty_config() -> Config {
         usage: None,
         cache: Default::default(),
         telemetry: Default::default(),
+        state: Default::default(),
     }
 }
 

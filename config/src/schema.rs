@@ -65,6 +65,10 @@ pub struct Config {
     /// configured here or in `OTEL_EXPORTER_OTLP_ENDPOINT`.
     #[serde(default)]
     pub telemetry: crate::telemetry::Telemetry,
+    /// Where rate-limit cells and budget spend live (see [`crate::state`]). Absent = in
+    /// process memory, per instance.
+    #[serde(default)]
+    pub state: crate::state::State,
 }
 
 /// `auth:`: how client requests (`/v1/*`) are authenticated.

@@ -567,3 +567,49 @@ fn azure_needs_api_version_and_only_azure_takes_it() {
     let e = find(&errs, "unknown backend kind `azur`");
     assert!(e.message.contains("did you mean `azure`?"), "{e}");
 }
+
+#[test]
+fn state_redis_section_defaults_and_errors() {
+    // Absent: in-process state (the embedded default stays Redis-free).
+    let cfg = load_str_with_env(slmgate_config::DEFAULT_CONFIG_YAML, "default", &no_env).unwrap();
+    assert!(cfg.state.redis.is_none());
+
+    let cfg = load_str_with_env(
+        "state:\n  redis:\n    url: redis://127.0.0.1:6379/1\n",
+        "t.yaml",
+        &no_env,
+    )
+    .unwrap();
+    let r = cfg.state.redis.unwrap();
+    assert_eq!(r.url, "redis://127.0.0.1:6379/1");
+    assert_eq!(r.prefix, "slmgate:");
+    assert_eq!(r.on_error, slmgate_config::state::OnError::Open);
+    assert_eq!(r.timeout, Duration::from_millis(250));
+
+    let cfg = load_str_with_env(
+        "state:\n  redis: { url: rediss://h:6380, prefix: \"gw:\", on_error: closed, timeout: 1s }\n",
+        "t.yaml",
+        &no_env,
+    )
+    .unwrap();
+    let r = cfg.state.redis.unwrap();
+    assert_eq!(r.on_error, slmgate_config::state::OnError::Closed);
+    assert_eq!(r.timeout, Duration::from_secs(1));
+
+    let errs = errors(
+        "listen: 127.0.0.1:1\nstate:\n  redis:\n    url: http://127.0.0.1:6379\n    timeout: 0s\n",
+    );
+    let e = find(&errs, "is not a redis:// or rediss:// URL");
+    assert_eq!((e.line, e.column), (Some(4), Some(5)), "{e}");
+    assert_eq!(e.path, "state.redis.url");
+    let e = find(&errs, "must be greater than zero");
+    assert_eq!((e.line, e.column), (Some(5), Some(5)), "{e}");
+
+    // Unknown keys are refused, with their position.
+    let errs = errors("state:\n  redis:\n    url: redis://h\n    on_eror: open\n");
+    let e = find(&errs, "on_eror");
+    assert_eq!(e.line, Some(4), "{e}");
+    let errs = errors("state:\n  redis:\n    url: redis://h\n    on_error: maybe\n");
+    let e = find(&errs, "maybe");
+    assert_eq!(e.line, Some(4), "{e}");
+}

@@ -322,11 +322,17 @@ impl Carry {
 /// `spawn_blocking`.
 pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Gateway> {
     let Carry {
-        limits: state,
+        limits: mut state,
         cache: previous_cache,
         loaded: previous,
         admin_sessions,
     } = carry;
+    // The Redis connection is kept while `state.redis` stays the same.
+    state.redis = match (&cfg.state.redis, state.redis.take()) {
+        (Some(c), Some(kept)) if kept.config() == c => Some(kept),
+        (Some(c), _) => Some(Arc::new(crate::state::RedisStore::new(c)?)),
+        (None, _) => None,
+    };
     let mut loaded = Loaded::default();
     let connect_timeout = cfg
         .backends

@@ -32,6 +32,7 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod stack;
+pub mod state;
 pub mod targets;
 pub mod telemetry;
 pub mod upstream;

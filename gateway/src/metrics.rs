@@ -27,6 +27,8 @@
 //! | `slmgate_usage_dropped_total` | counter | reason (queue_full/closed/write_error) |
 //! | `slmgate_usage_written_total` | counter | |
 //! | `slmgate_usage_queue_depth` | gauge | |
+//! | `slmgate_state_errors_total` | counter | op (connect/rate_limit/budget_admit/budget_settle) |
+//! | `slmgate_state_redis_up` | gauge (1 while the last Redis call succeeded) | |
 //!
 //! Costs are gauges because Prometheus counters in the `metrics` crate are integers; they
 //! only ever grow, so `increase()` / `rate()` work on them as on counters.
@@ -69,6 +71,10 @@ pub const BACKEND_EJECTED: &str = "slmgate_backend_ejected";
 pub const BACKEND_EJECTIONS: &str = "slmgate_backend_ejections_total";
 /// Client connections open (bounded by `limits.max_connections`).
 pub const OPEN_CONNECTIONS: &str = "slmgate_open_connections";
+/// Failed calls to the shared state (`state.redis`), by operation.
+pub const STATE_ERRORS: &str = "slmgate_state_errors_total";
+/// 1 while the shared state's last call succeeded, 0 after a failure.
+pub const STATE_REDIS_UP: &str = "slmgate_state_redis_up";
 pub use slmgate_usage::names::{USAGE_DROPPED, USAGE_QUEUE_DEPTH, USAGE_WRITTEN};
 
 /// Every metric name above (the Grafana test checks the dashboard against this list).
@@ -92,6 +98,8 @@ pub const ALL: &[&str] = &[
     USAGE_DROPPED,
     USAGE_WRITTEN,
     USAGE_QUEUE_DEPTH,
+    STATE_ERRORS,
+    STATE_REDIS_UP,
 ];
 
 /// Histogram buckets: seconds for durations, 0..1 for scores, tokens/s for speed.
@@ -228,6 +236,14 @@ fn describe() {
     describe_counter!(USAGE_DROPPED, "usage records dropped, by reason");
     describe_counter!(USAGE_WRITTEN, "usage records written");
     describe_gauge!(USAGE_QUEUE_DEPTH, "usage records waiting for the writer");
+    describe_counter!(
+        STATE_ERRORS,
+        "failed calls to the shared state (Redis), by operation"
+    );
+    describe_gauge!(
+        STATE_REDIS_UP,
+        "1 while the shared state's (Redis) last call succeeded"
+    );
 }
 
 /// The metrics in Prometheus text format, after refreshing the gauges read on demand (the

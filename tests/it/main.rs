@@ -22,6 +22,7 @@ mod openai_sdk;
 mod policies;
 mod reload;
 mod routing;
+mod shared_state;
 mod telemetry;
 mod usage;
 mod usage_rows;

@@ -22,6 +22,10 @@
 //!
 //! State lives in [`LimitState`], a cheap handle that [`crate::build::build_gateway_with`]
 //! takes from the previous configuration, so spend and rate-limit cells survive a reload.
+//! With `state.redis` configured, rate limits and budgets are checked in Redis, shared by
+//! every instance ([`crate::state`]); when Redis fails, `on_error: open` uses the in-process
+//! state for that request and `on_error: closed` answers 503 `server_error` with
+//! `Retry-After`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,8 +45,10 @@ use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
 use crate::call::RoutedCall;
 use crate::facts::{CacheOutcome, Served};
+use crate::state::{RedisReservation, RedisStore, StateError};
 use crate::targets::Target;
 use crate::upstream::Backend;
+use slmgate_config::state::OnError;
 use slmgate_openai::chat::{extract_usage, is_usage_only_chunk, AnswerUsage, ChatRequest, Usage};
 use slmgate_openai::error::{openai_error, GatewayError};
 use slmgate_routing::query::Query;
@@ -58,6 +64,47 @@ pub struct LimitState {
     pub budgets: BudgetLedger,
     /// GCRA cells per key.
     pub rates: RateLimiters,
+    /// The shared state in Redis (`state.redis`), when configured; `budgets` and `rates`
+    /// are then the fallback while Redis fails (`on_error: open`), and `budgets` mirrors
+    /// this instance's spend.
+    pub redis: Option<Arc<RedisStore>>,
+}
+
+/// A hold on budgets, in process or in Redis.
+#[derive(Debug)]
+enum Hold {
+    Local(Reservation),
+    Redis(RedisReservation),
+}
+
+impl Hold {
+    fn estimate_usd(&self) -> f64 {
+        match self {
+            Hold::Local(r) => r.estimate_usd(),
+            Hold::Redis(r) => r.estimate_usd(),
+        }
+    }
+
+    fn settle(self, usd: f64, now: SystemTime) {
+        match self {
+            Hold::Local(r) => r.settle(usd, now),
+            Hold::Redis(r) => r.settle(usd, now),
+        }
+    }
+}
+
+/// The answer when the shared state fails under `on_error: closed`.
+fn state_unavailable(e: &StateError) -> Response {
+    let mut resp = openai_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("{e}; limits cannot be checked (state.redis.on_error: closed)"),
+        "server_error",
+        None,
+        "state_unavailable",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// Prices, team budgets and the shared state, for one configuration.
@@ -210,7 +257,17 @@ where
 
             if let Some(rl) = &key.rate_limit {
                 let tokens = u32::try_from(prompt.saturating_add(completion)).unwrap_or(u32::MAX);
-                if let Err(e) = acc.state.rates.check(&key.name, rl, tokens) {
+                let checked = match &acc.state.redis {
+                    Some(r) => match r.check_rate(&key.name, rl, tokens).await {
+                        Ok(checked) => checked,
+                        Err(e) if r.on_error() == OnError::Closed => {
+                            return Ok(state_unavailable(&e))
+                        }
+                        Err(_) => acc.state.rates.check(&key.name, rl, tokens),
+                    },
+                    None => acc.state.rates.check(&key.name, rl, tokens),
+                };
+                if let Err(e) = checked {
                     // Debug, not info: refusals come as fast as a client sends them
                     // (184,000 info lines in 20 s were seen); the metrics count them.
                     tracing::debug!(key = %key.name, kind = %e.kind, "rate limited");
@@ -239,7 +296,16 @@ where
                 .chain(team.map(|(t, b)| Budgeted::team(t, b)))
                 .collect();
             let now = SystemTime::now();
-            let reservation = match acc.state.budgets.admit(&subjects, estimate, now) {
+            let ledger = &acc.state.budgets;
+            let admitted = match &acc.state.redis {
+                Some(r) => match r.admit(&subjects, estimate, now, ledger).await {
+                    Ok(admitted) => admitted.map(Hold::Redis),
+                    Err(e) if r.on_error() == OnError::Closed => return Ok(state_unavailable(&e)),
+                    Err(_) => ledger.admit(&subjects, estimate, now).map(Hold::Local),
+                },
+                None => ledger.admit(&subjects, estimate, now).map(Hold::Local),
+            };
+            let reservation = match admitted {
                 Ok(r) => r,
                 Err(e) => return Ok(budget_response(&e)),
             };
@@ -269,7 +335,7 @@ where
 
 /// A reservation waiting for the answer's real cost. Settles when dropped.
 struct Settle {
-    reservation: Option<Reservation>,
+    reservation: Option<Hold>,
     price: Option<Price>,
     prompt: u64,
     completion: u64,
@@ -448,7 +514,7 @@ mod tests {
             .expect("admitted");
         // 25 chunks streamed over the four choices, then the stream broke.
         drop(Settle {
-            reservation: Some(reservation),
+            reservation: Some(Hold::Local(reservation)),
             price: Some(p),
             prompt: 0,
             completion,
