@@ -1119,6 +1119,7 @@ mod tests {
                 prompt_tokens: 2,
                 completion_tokens: 9,
                 total_tokens: 11,
+                ..Usage::default()
             }),
             true,
         );

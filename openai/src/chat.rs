@@ -603,6 +603,40 @@ pub struct Usage {
     /// Sum of both.
     #[serde(default)]
     pub total_tokens: u64,
+    /// Prompt tokens read from the provider's prompt cache
+    /// (`prompt_tokens_details.cached_tokens`); part of `prompt_tokens`.
+    #[serde(
+        default,
+        rename = "prompt_tokens_details",
+        deserialize_with = "cached_tokens",
+        skip_serializing
+    )]
+    pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, which the `kind: anthropic` backend reports in
+    /// `usage`); part of `prompt_tokens`.
+    #[serde(
+        default,
+        rename = "cache_creation_input_tokens",
+        skip_serializing_if = "is_zero"
+    )]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `prompt_tokens_details` → its `cached_tokens` (0 when absent or `null`).
+fn cached_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    struct Details {
+        #[serde(default)]
+        cached_tokens: Option<u64>,
+    }
+    Ok(Option::<Details>::deserialize(d)?
+        .and_then(|x| x.cached_tokens)
+        .unwrap_or(0))
 }
 
 /// True when a stream chunk carries usage and no choices: the chunk a step asked for with
@@ -911,7 +945,12 @@ mod tests {
     fn usage_extraction() {
         assert_eq!(
             extract_usage(br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#),
-            Some(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 })
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7,
+                ..Usage::default()
+            })
         );
         assert_eq!(extract_usage(br#"{"usage":null}"#), None);
         assert_eq!(extract_usage(b"nope"), None);

@@ -37,6 +37,26 @@ pub struct Price {
     /// Prompt tokens served from the provider's prompt cache (default: `input`).
     #[serde(default)]
     pub cached_input: Option<f64>,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic bills them above
+    /// `input`; default: `input`).
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+impl Price {
+    /// USD for `prompt` tokens in (of which `cached` read from and `written` written to the
+    /// provider's prompt cache) and `completion` tokens out.
+    pub fn cost(&self, prompt: u64, cached: u64, written: u64, completion: u64) -> f64 {
+        let cached = cached.min(prompt);
+        let written = written.min(prompt - cached);
+        let fresh = prompt - cached - written;
+        ((fresh as f64 * self.input
+            + cached as f64 * self.cached_input.unwrap_or(self.input)
+            + written as f64 * self.cache_write.unwrap_or(self.input)
+            + completion as f64 * self.output)
+            / 1e6)
+            .max(0.0)
+    }
 }
 
 /// Prices by model name (exact names or globs).
@@ -59,6 +79,7 @@ impl PriceTable {
                 ("input", Some(p.input)),
                 ("output", Some(p.output)),
                 ("cached_input", p.cached_input),
+                ("cache_write", p.cache_write),
             ] {
                 if let Some(v) = v.filter(|v| !v.is_finite() || *v < 0.0) {
                     errs.push(&mp.key(name), format!("{v} is not a price ≥ 0"));
@@ -100,15 +121,9 @@ impl PriceTable {
         cached_tokens: u64,
         completion_tokens: u64,
     ) -> f64 {
-        let Some(p) = self.price(model) else {
-            return 0.0;
-        };
-        let cached = cached_tokens.min(prompt_tokens);
-        let fresh = prompt_tokens - cached;
-        let usd = fresh as f64 * p.input
-            + cached as f64 * p.cached_input.unwrap_or(p.input)
-            + completion_tokens as f64 * p.output;
-        (usd / 1e6).max(0.0)
+        self.price(model).map_or(0.0, |p| {
+            p.cost(prompt_tokens, cached_tokens, 0, completion_tokens)
+        })
     }
 }
 
@@ -124,6 +139,7 @@ mod tests {
                 input: 2.5,
                 output: 10.0,
                 cached_input: Some(1.25),
+                cache_write: None,
             },
         );
         models.insert(
@@ -132,6 +148,7 @@ mod tests {
                 input: 30.0,
                 output: 60.0,
                 cached_input: None,
+                cache_write: None,
             },
         );
         models.insert(
@@ -140,6 +157,7 @@ mod tests {
                 input: 1.0,
                 output: 2.0,
                 cached_input: None,
+                cache_write: None,
             },
         );
         PriceTable { models }
@@ -176,6 +194,7 @@ mod tests {
                 input: -1.0,
                 output: f64::NAN,
                 cached_input: None,
+                cache_write: None,
             },
         );
         let errs = t.validate(&[PathSeg::Key("pricing".into())]);

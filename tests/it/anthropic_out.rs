@@ -11,6 +11,9 @@ use slmgate_usage::Store;
 /// USD per 1M tokens of the mock Claude model.
 const IN_PRICE: f64 = 1000.0;
 const OUT_PRICE: f64 = 2000.0;
+/// Prompt-cache reads and writes have their own rates.
+const CACHED_PRICE: f64 = 100.0;
+const WRITE_PRICE: f64 = 1250.0;
 
 /// Prompt tokens as OpenAI counts them: input + cache creation + cache read.
 const PROMPT: u64 = ANTHROPIC_USAGE.0 + ANTHROPIC_USAGE.1 + ANTHROPIC_USAGE.2;
@@ -54,7 +57,7 @@ models:
     backend: az
     model: my-deploy
 pricing:
-  mock-claude: {{ input: {IN_PRICE}, output: {OUT_PRICE} }}
+  mock-claude: {{ input: {IN_PRICE}, output: {OUT_PRICE}, cached_input: {CACHED_PRICE}, cache_write: {WRITE_PRICE} }}
 {usage}
 "#,
         addr = mock.addr(),
@@ -176,7 +179,13 @@ async fn anthropic_json_and_stream_with_exact_usage() {
     let rows = store.rows(0, i64::MAX).await.unwrap();
     store.close().await;
     assert_eq!(rows.len(), 3, "{rows:#?}");
-    let cost = (PROMPT as f64 * IN_PRICE + COMPLETION as f64 * OUT_PRICE) / 1e6;
+    // (input, cache writes, cache reads, output) tokens, each at its rate.
+    let (fresh, written, read, out) = ANTHROPIC_USAGE;
+    let cost = (fresh as f64 * IN_PRICE
+        + written as f64 * WRITE_PRICE
+        + read as f64 * CACHED_PRICE
+        + out as f64 * OUT_PRICE)
+        / 1e6;
     for (row, stream) in rows.iter().zip([false, true, true]) {
         assert_eq!(row.stream, stream, "{row:#?}");
         assert_eq!(row.backend.as_deref(), Some("claude"));

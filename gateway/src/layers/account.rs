@@ -164,14 +164,18 @@ impl Pending {
             rec.prompt_tokens = u.prompt_tokens as i64;
             rec.completion_tokens = u.completion_tokens as i64;
         }
-        let (p, c) = (rec.prompt_tokens as u64, rec.completion_tokens as u64);
+        let usage = self.usage.unwrap_or(Usage {
+            prompt_tokens: rec.prompt_tokens as u64,
+            completion_tokens: rec.completion_tokens as u64,
+            ..Usage::default()
+        });
         rec.cost_usd = if rec.cache.is_some() {
             0.0
         } else {
-            super::limits::cost(self.price, p, c)
+            super::limits::usage_cost(self.price, &usage)
         };
         rec.counterfactual_usd = match self.reference {
-            Some(r) => super::limits::cost(Some(r), p, c),
+            Some(r) => super::limits::usage_cost(Some(r), &usage),
             // No reference price: nothing saved, nothing lost.
             None => rec.cost_usd,
         };

@@ -155,8 +155,19 @@ impl Accounting {
 
 /// USD for `prompt` tokens in and `completion` tokens out at `price`.
 pub fn cost(price: Option<Price>, prompt: u64, completion: u64) -> f64 {
+    price.map_or(0.0, |p| p.cost(prompt, 0, 0, completion))
+}
+
+/// USD for an answer's `usage` at `price`: prompt-cache reads and writes at their own rates
+/// (`cached_input`, `cache_write`; the input price when unset).
+pub fn usage_cost(price: Option<Price>, u: &Usage) -> f64 {
     price.map_or(0.0, |p| {
-        ((prompt as f64 * p.input + completion as f64 * p.output) / 1e6).max(0.0)
+        p.cost(
+            u.prompt_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+            u.completion_tokens,
+        )
     })
 }
 
@@ -349,7 +360,7 @@ impl Drop for Settle {
             return;
         };
         let usd = match self.usage {
-            Some(u) => cost(self.price, u.prompt_tokens, u.completion_tokens),
+            Some(u) => usage_cost(self.price, &u),
             None => {
                 let guess = cost(self.price, self.prompt, self.chunks.min(self.completion));
                 guess.min(r.estimate_usd())
@@ -459,9 +470,30 @@ mod tests {
             input: 2.0,
             output: 10.0,
             cached_input: None,
+            cache_write: None,
         };
         assert!((cost(Some(p), 1_000_000, 100_000) - 3.0).abs() < 1e-12);
         assert_eq!(cost(None, 10, 10), 0.0);
+        // Prompt-cache reads and writes at their own rates; the rest at the input price.
+        let p = Price {
+            input: 3.0,
+            output: 15.0,
+            cached_input: Some(0.3),
+            cache_write: Some(3.75),
+        };
+        let u: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":1000,"completion_tokens":100,"total_tokens":1100,
+                "prompt_tokens_details":{"cached_tokens":400},"cache_creation_input_tokens":100}"#,
+        )
+        .unwrap();
+        assert_eq!((u.cached_tokens, u.cache_write_tokens), (400, 100));
+        let want = (500.0 * 3.0 + 400.0 * 0.3 + 100.0 * 3.75 + 100.0 * 15.0) / 1e6;
+        assert!((usage_cost(Some(p), &u) - want).abs() < 1e-12);
+        let plain: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":1000,"completion_tokens":100,"prompt_tokens_details":null}"#,
+        )
+        .unwrap();
+        assert!((usage_cost(Some(p), &plain) - cost(Some(p), 1000, 100)).abs() < 1e-12);
     }
 
     fn chat(body: &str) -> ChatRequest {
@@ -497,6 +529,7 @@ mod tests {
             input: 0.0,
             output: 1e6, // $1 a token
             cached_input: None,
+            cache_write: None,
         };
         let ledger = BudgetLedger::new();
         let limits = BudgetLimits {

@@ -369,7 +369,15 @@ mod tests {
         }
         assert_eq!(
             read_json_answer(br#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#),
-            (true, Some(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 }))
+            (
+                true,
+                Some(Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 4,
+                    total_tokens: 7,
+                    ..Usage::default()
+                })
+            )
         );
         assert!(!is_complete(&json!({"error": {"message": "x"}})));
     }
