@@ -242,15 +242,10 @@ async fn run(sink: Option<UsageSink>, req: Request<Body>) -> Result<Response, Ga
         ));
     };
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let (alias, targets) = targets(&gw, key.as_deref(), &model)?;
-    if let Some(k) = &key {
-        let out = obj
-            .get("max_output_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let tokens = (bytes.len() as u64 / 4).saturating_add(out);
-        rate_limit(&gw, k, u32::try_from(tokens).unwrap_or(u32::MAX)).await?;
-    }
+    let max_output = obj
+        .get("max_output_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
 
     let mut row = Row {
         rec: UsageRecord {
@@ -264,7 +259,6 @@ async fn run(sink: Option<UsageSink>, req: Request<Body>) -> Result<Response, Ga
             key_name: key.as_ref().map(|k| k.name.clone()),
             team: key.as_ref().and_then(|k| k.team.clone()),
             requested_model: model.clone(),
-            target: Some(alias.clone()),
             strategy: Some("alias".into()),
             stream,
             status: 200,
@@ -282,6 +276,22 @@ async fn run(sink: Option<UsageSink>, req: Request<Body>) -> Result<Response, Ga
         done: false,
         written: false,
     };
+    // Refusals are recorded too (the row is written when it drops).
+    let (alias, targets) = match targets(&gw, key.as_deref(), &model) {
+        Ok(t) => t,
+        Err(e) => {
+            row.fail(&e);
+            return Err(e);
+        }
+    };
+    row.rec.target = Some(alias.clone());
+    if let Some(k) = &key {
+        let tokens = (bytes.len() as u64 / 4).saturating_add(max_output);
+        if let Err(e) = rate_limit(&gw, k, u32::try_from(tokens).unwrap_or(u32::MAX)).await {
+            row.fail(&e);
+            return Err(e);
+        }
+    }
 
     let mut last = None;
     for target in &targets {

@@ -325,3 +325,33 @@ mod local {
         assert_eq!(mock.requests(), 0);
     }
 }
+
+#[tokio::test]
+async fn responses_apply_the_rate_limit_and_record_refusals_and_cost() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("u.db").display());
+    let extra = format!(
+        "pricing:\n  gpt-test: {{ input: 1000, output: 2000 }}\nkeys:\n  - name: paced\n    key: sk-paced\n    rate_limit: {{ requests_per_minute: 1 }}\n    models: [remote]\nusage:\n  database: \"{db}\"\n  flush_interval: 1h\n"
+    );
+    let gw = gateway(&one_backend(&mock, "", "", &extra)).await;
+    let body = json!({"model": "remote", "input": "hi"});
+    let resp = post(&gw, "/v1/responses", "sk-paced", &body).await;
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    let resp = post(&gw, "/v1/responses", "sk-paced", &body).await;
+    assert_eq!(resp.status(), 429);
+    error_body(resp).await;
+    assert_eq!(mock.requests(), 1);
+    let mut rows = rows(gw, &db).await;
+    rows.sort_by_key(|r| r.status);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let (input, output) = mock_provider::RESPONSES_USAGE;
+    assert_eq!(rows[0].status, 200);
+    let expected = (input as f64 * 1000.0 + output as f64 * 2000.0) / 1e6;
+    assert!((rows[0].cost_usd - expected).abs() < 1e-9, "{:?}", rows[0]);
+    assert_eq!(rows[1].status, 429);
+    assert_eq!(rows[1].key_name.as_deref(), Some("paced"));
+    assert!(rows[1].error_class.is_some());
+    assert_eq!(rows[1].prompt_tokens, 0);
+}
