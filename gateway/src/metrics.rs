@@ -274,6 +274,8 @@ pub fn route_label(path: &str) -> &'static str {
         "/v1/chat/completions" => "/v1/chat/completions",
         "/v1/route" => "/v1/route",
         "/v1/messages" => "/v1/messages",
+        "/v1/completions" => "/v1/completions",
+        "/v1/responses" => "/v1/responses",
         "/v1/messages/count_tokens" => "/v1/messages/count_tokens",
         "/v1/models" => "/v1/models",
         "/v1/embeddings" => "/v1/embeddings",

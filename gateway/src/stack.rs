@@ -127,6 +127,8 @@ pub fn build_with_usage(
 
     // POST /v1/messages: Anthropic's Messages API, translated to and from the same pipeline.
     let messages = crate::anthropic::MessagesLayer.layer(chat.clone());
+    // POST /v1/completions: the legacy Completions API, the prompt as one user turn.
+    let completions = crate::completions::CompletionsLayer.layer(chat.clone());
 
     // POST /v1/route: the same parse and decision, answered as JSON instead of executed.
     let dry_run = ServiceBuilder::new()
@@ -134,10 +136,19 @@ pub fn build_with_usage(
         .layer(ParseChatLayer)
         .service(tower::service_fn(handlers::route_dry_run));
 
+    // POST /v1/responses: passed through to an OpenAI backend (no chat pipeline).
+    let sink = usage.as_ref().map(|u| u.sink.clone());
+    let responses = tower::service_fn(move |req: Request<Body>| {
+        let sink = sink.clone();
+        async move { Ok::<_, std::convert::Infallible>(crate::responses::handle(sink, req).await) }
+    });
+
     let api = Router::new()
         .route_service("/v1/chat/completions", chat)
         .route_service("/v1/route", dry_run)
         .route_service(crate::anthropic::MESSAGES_PATH, messages)
+        .route_service(crate::completions::COMPLETIONS_PATH, completions)
+        .route_service(crate::responses::RESPONSES_PATH, responses)
         .route(
             crate::anthropic::COUNT_TOKENS_PATH,
             MethodRouter::new()

@@ -19,6 +19,7 @@ mod gateway;
 mod local;
 mod metrics;
 mod openai_sdk;
+mod openai_surface;
 mod policies;
 mod reload;
 mod routing;

@@ -589,7 +589,7 @@ impl OpenAiBackend {
     /// An upstream error the client caused (a 400 for a bad parameter, ...), passed on with
     /// its status. The body is rebuilt, never relayed: the upstream's `message` (masked,
     /// shortened) and its `type`/`param`/`code` when they are plain tokens.
-    fn client_error(&self, status: StatusCode, body: &[u8]) -> Response {
+    pub(crate) fn client_error(&self, status: StatusCode, body: &[u8]) -> Response {
         let e = UpstreamError::parse(body);
         if tracing::enabled!(tracing::Level::DEBUG) {
             let text = String::from_utf8_lossy(&body[..body.len().min(2048)]);

@@ -187,6 +187,7 @@ fn router(inner: Arc<Inner>) -> Router {
             post(chat),
         )
         .route("/v1/messages", post(messages))
+        .route("/v1/responses", post(responses))
         .route("/v1/models", get(models))
         .with_state(inner)
 }
@@ -739,6 +740,75 @@ async fn messages(
         StatusCode::OK,
         [("content-type", "text/event-stream")],
         Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// The Responses API usage the mock reports: `(input_tokens, output_tokens)`.
+pub const RESPONSES_USAGE: (u64, u64) = (13, 5);
+
+/// `POST /v1/responses`: a Responses-shaped answer with [`REPLY`] and [`RESPONSES_USAGE`];
+/// `stream: true` sends `response.created`, one `response.output_text.delta` per
+/// [`REPLY_CHUNKS`] item and `response.completed` with the usage. Model `error-<code>`
+/// answers that status (its body echoing the backend key, which must never be relayed).
+async fn responses(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    inner.requests.fetch_add(1, Ordering::SeqCst);
+    let parsed = record(&inner, &uri, &headers, &body);
+    let model = parsed
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if let Some(code) = model.strip_prefix("error-").and_then(|s| s.parse().ok()) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return error(status, &format!("mock responses error {code} for {auth}"));
+    }
+    let stream = parsed
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (input, output) = RESPONSES_USAGE;
+    let done = json!({
+        "id": "resp_mock", "object": "response", "status": "completed", "model": model,
+        "output": [{"type": "message", "id": "msg_mock", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": REPLY, "annotations": []}]}],
+        "usage": {"input_tokens": input, "output_tokens": output, "total_tokens": input + output},
+    });
+    if !stream {
+        return (StatusCode::OK, axum::Json(done)).into_response();
+    }
+    let mut events = vec![json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_mock", "object": "response", "status": "in_progress", "model": model}})];
+    for (i, delta) in REPLY_CHUNKS.iter().enumerate() {
+        events.push(
+            json!({"type": "response.output_text.delta", "sequence_number": i + 1,
+            "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": delta}),
+        );
+    }
+    events.push(
+        json!({"type": "response.completed", "sequence_number": REPLY_CHUNKS.len() + 1,
+        "response": done}),
+    );
+    let text: String = events
+        .iter()
+        .map(|e| {
+            let name = e.get("type").and_then(Value::as_str).unwrap_or("");
+            format!("event: {name}\ndata: {e}\n\n")
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        [("content-type", "text/event-stream")],
+        text,
     )
         .into_response()
 }
