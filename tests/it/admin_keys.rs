@@ -332,3 +332,24 @@ async fn create_use_list_revoke_on_postgres() {
     result.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+/// Runtime keys are in the database: a restarted gateway knows them before its first request.
+#[tokio::test]
+async fn runtime_keys_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    let mock = Mock::start().await;
+    let gw = gateway(&config(&mock, &db)).await;
+    let r = create(&gw, json!({"name": "kept"})).await;
+    assert_eq!(r.status(), 201);
+    let secret = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gw.shutdown();
+    gw.wait().await.unwrap();
+    let gw = gateway(&config(&mock, &db)).await;
+    assert_eq!(chat(&gw, &secret).await.status(), 200);
+    gw.shutdown();
+    gw.wait().await.unwrap();
+}
