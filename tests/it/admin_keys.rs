@@ -353,3 +353,83 @@ async fn runtime_keys_survive_a_restart() {
     gw.shutdown();
     gw.wait().await.unwrap();
 }
+
+fn config_without_keys(mock: &Mock, usage: &str, auth: &str) -> String {
+    one_backend(
+        mock,
+        "",
+        "",
+        &format!("{auth}\nadmin:\n  key: {ADMIN}\n{usage}\n"),
+    )
+}
+
+/// Without `usage.database` keys cannot be created or revoked (409, said why); listing shows
+/// the YAML keys.
+#[tokio::test]
+async fn runtime_keys_need_a_usage_database() {
+    let mock = Mock::start().await;
+    let gw = gateway(&config_without_keys(&mock, "", "")).await;
+    let r = create(&gw, json!({"name": "x"})).await;
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "runtime_keys_unavailable", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("usage.database"),
+        "{v}"
+    );
+    assert_eq!(revoke(&gw, "x").await.status(), 409);
+    let r = client()
+        .get(url(&gw, "/admin/keys"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gw.shutdown();
+    gw.wait().await.unwrap();
+}
+
+/// A gateway with no `keys:` is open until a runtime key exists, then needs a key; with
+/// `auth: none` it stays open and a runtime key is still recognized (its usage rows name it).
+#[tokio::test]
+async fn runtime_keys_close_an_open_gateway_unless_auth_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = format!(
+        "usage:\n  database: \"{}\"\n  flush_interval: 20ms\n  keys_poll: 200ms",
+        sqlite_url(&dir)
+    );
+    let mock = Mock::start().await;
+    let gw = gateway(&config_without_keys(&mock, &usage, "")).await;
+    assert_eq!(chat(&gw, "anything").await.status(), 200);
+    let r = create(&gw, json!({"name": "first"})).await;
+    let secret = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(chat(&gw, "anything").await.status(), 401);
+    assert_eq!(chat(&gw, &secret).await.status(), 200);
+    gw.shutdown();
+    gw.wait().await.unwrap();
+
+    // The same database, `auth: none`: open, the runtime key still recognized.
+    let gw = gateway(&config_without_keys(&mock, &usage, "auth: none")).await;
+    assert_eq!(chat(&gw, "anything").await.status(), 200);
+    assert_eq!(chat(&gw, &secret).await.status(), 200);
+    let writer = gw.usage.clone().unwrap();
+    let start = Instant::now();
+    while writer.sink.written() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(5), "rows not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = writer.store.rows(0, i64::MAX).await.unwrap();
+    let named = rows
+        .iter()
+        .filter(|r| r.key_name.as_deref() == Some("first"))
+        .count();
+    assert_eq!(named, 2, "{rows:#?}");
+    gw.shutdown();
+    gw.wait().await.unwrap();
+}
