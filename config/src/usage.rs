@@ -10,6 +10,7 @@
 //!   batch: 256            # records per transaction
 //!   flush_interval: 1s    # a partial batch is written after this long
 //!   reference_model: gpt-4o   # default: the upstream model of the router's `remote` side
+//!   keys_poll: 5s         # how often keys created/revoked at run time (/admin/keys) are re-read
 //! ```
 //!
 //! Absent section = no usage records (the embedded default config turns them on with
@@ -47,6 +48,11 @@ pub struct Usage {
     /// upstream model of the router's `remote` side (or of the alias `remote`).
     #[serde(default)]
     pub reference_model: Option<String>,
+    /// How often the keys created and revoked at run time (`/admin/keys`, stored in this
+    /// database) are read again: a key created or revoked on another instance is known here
+    /// within this interval (the instance that served the call knows at once). Default 5s.
+    #[serde(default = "default_keys_poll", with = "humantime_serde")]
+    pub keys_poll: Duration,
 }
 
 fn yes() -> bool {
@@ -64,6 +70,9 @@ fn default_batch() -> usize {
 fn default_flush() -> Duration {
     Duration::from_secs(1)
 }
+fn default_keys_poll() -> Duration {
+    Duration::from_secs(5)
+}
 
 impl Default for Usage {
     fn default() -> Self {
@@ -74,6 +83,7 @@ impl Default for Usage {
             batch: default_batch(),
             flush_interval: default_flush(),
             reference_model: None,
+            keys_poll: default_keys_poll(),
         }
     }
 }
@@ -117,6 +127,7 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
         ("queue", u.queue == 0),
         ("batch", u.batch == 0),
         ("flush_interval", u.flush_interval.is_zero()),
+        ("keys_poll", u.keys_poll.is_zero()),
     ] {
         if zero {
             ctx.err(&path(field), "must be greater than zero");
@@ -145,6 +156,7 @@ mod tests {
         assert_eq!(u.queue, 10_000);
         assert_eq!(u.batch, 256);
         assert_eq!(u.flush_interval, Duration::from_secs(1));
+        assert_eq!(u.keys_poll, Duration::from_secs(5));
         assert_eq!(database_kind(&u.database), Some(DatabaseKind::Sqlite));
         assert_eq!(
             database_kind("postgresql://postgres@127.0.0.1/test"),

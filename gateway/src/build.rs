@@ -303,6 +303,8 @@ pub struct Carry {
     /// Dashboard sessions and the failed-key throttle (sessions end by themselves when the
     /// admin key changes).
     pub admin_sessions: crate::layers::admin_auth::AdminSessions,
+    /// The keys created at run time (the same set for every snapshot).
+    pub runtime_keys: crate::keys::RuntimeKeys,
 }
 
 impl Carry {
@@ -313,6 +315,7 @@ impl Carry {
             cache: Some(gw.cache.state.clone()),
             loaded: gw.loaded.clone(),
             admin_sessions: gw.admin.sessions.clone(),
+            runtime_keys: gw.runtime_keys.clone(),
         }
     }
 }
@@ -326,6 +329,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         cache: previous_cache,
         loaded: previous,
         admin_sessions,
+        runtime_keys,
     } = carry;
     // The Redis connection is kept while `state.redis` stays the same.
     state.redis = match (&cfg.state.redis, state.redis.take()) {
@@ -532,6 +536,8 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         model_order,
         unavailable,
         keys: Keys::new(keys),
+        runtime_keys,
+        open_on_purpose: cfg.auth == Some(cfgs::AuthMode::None),
         limits: Limits {
             max_body_bytes: cfg.limits.max_body_bytes,
             max_concurrent_requests: cfg.limits.max_concurrent_requests,

@@ -59,11 +59,116 @@ impl Keys {
         self.keys.is_empty()
     }
 
+    /// The key named `name`.
+    pub fn by_name(&self, name: &str) -> Option<Arc<ClientKey>> {
+        self.keys.values().find(|k| k.name == name).cloned()
+    }
+
+    /// Every key, by name.
+    pub fn list(&self) -> Vec<Arc<ClientKey>> {
+        let mut v: Vec<_> = self.keys.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
     /// Finds the key whose secret is `presented`.
     pub fn find(&self, presented: &str) -> Option<Arc<ClientKey>> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.keys.get(&digest).cloned()
     }
+}
+
+/// The keys created at run time (`/admin/keys`, stored in the usage database), shared by
+/// every snapshot: a reload hands the same handle to the next one ([`crate::build::Carry`]).
+/// A background task ([`spawn_poller`]) replaces the whole set every `usage.keys_poll`; the
+/// instance that serves an admin call updates it at once.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeKeys {
+    keys: Arc<arc_swap::ArcSwap<Keys>>,
+}
+
+impl RuntimeKeys {
+    /// True when no runtime key is active.
+    pub fn is_empty(&self) -> bool {
+        self.keys.load().is_open()
+    }
+
+    /// Finds the runtime key whose secret is `presented`.
+    pub fn find(&self, presented: &str) -> Option<Arc<ClientKey>> {
+        self.keys.load().find(presented)
+    }
+
+    /// Finds the runtime key named `name`.
+    pub fn by_name(&self, name: &str) -> Option<Arc<ClientKey>> {
+        self.keys
+            .load()
+            .keys
+            .values()
+            .find(|k| k.name == name)
+            .cloned()
+    }
+
+    /// The active runtime keys, by name.
+    pub fn list(&self) -> Vec<Arc<ClientKey>> {
+        let mut v: Vec<_> = self.keys.load().keys.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Replaces the set with the database's active keys (rows with an unreadable digest are
+    /// skipped and logged).
+    pub fn replace(&self, stored: Vec<slmgate_usage::keys::StoredKey>) {
+        let keys = stored
+            .into_iter()
+            .filter_map(|k| {
+                let Some(digest) = parse_sha256(&k.sha256) else {
+                    tracing::warn!(key = %k.name, "runtime key with a malformed sha256 skipped");
+                    return None;
+                };
+                Some(ClientKey {
+                    name: k.name,
+                    sha256: digest,
+                    team: k.team,
+                    tags: k.tags,
+                    models: k.models,
+                    budget: k.budget,
+                    rate_limit: k.rate_limit,
+                })
+            })
+            .collect();
+        self.keys.store(Arc::new(Keys::new(keys)));
+    }
+
+    /// Reads the active keys from `store` into this set.
+    pub async fn refresh(&self, store: &slmgate_usage::Store) -> Result<(), sqlx::Error> {
+        let stored = store.active_keys().await?;
+        self.replace(stored);
+        Ok(())
+    }
+}
+
+/// Re-reads the runtime keys from `store` every `every`, until `stop` is cancelled. A failed
+/// read is logged and the previous set kept.
+pub fn spawn_poller(
+    keys: RuntimeKeys,
+    store: slmgate_usage::Store,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = keys.refresh(&store).await {
+                        tracing::warn!(error = %e, "cannot read the runtime keys; keeping the last set");
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Decodes a 64-hex-digit sha256.

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admin_keys;
 pub mod anthropic;
 pub mod auto;
 pub mod build;

@@ -40,8 +40,13 @@ pub struct Gateway {
     pub model_order: Vec<String>,
     /// Aliases that exist in the config but cannot be served, with the reason.
     pub unavailable: HashMap<String, String>,
-    /// Client keys.
+    /// Client keys from the config (`keys:`).
     pub keys: Keys,
+    /// Client keys created at run time (`/admin/keys`): one handle shared by every snapshot.
+    pub runtime_keys: crate::keys::RuntimeKeys,
+    /// `auth: none`: the API stays open even when runtime keys exist (a presented key is
+    /// still recognized, for accounting).
+    pub open_on_purpose: bool,
     /// Limits.
     pub limits: Limits,
     /// Unix seconds when this snapshot was built.

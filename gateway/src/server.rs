@@ -111,6 +111,13 @@ pub async fn start_with(
             ),
         }
     }
+    // Keys created at run time: read once before serving, then every `usage.keys_poll`.
+    let keys_poll = cfg.usage.as_ref().map(|u| u.keys_poll);
+    if let Some(w) = &usage {
+        if let Err(e) = shared.load().runtime_keys.refresh(&w.store).await {
+            tracing::error!(error = %e, "cannot read the runtime keys: none is known until the next poll");
+        }
+    }
     let app = stack::build_with_usage(
         shared.clone(),
         limits,
@@ -142,6 +149,14 @@ pub async fn start_with(
             .context("installing the SIGHUP handler")?;
     }
 
+    if let (Some(w), Some(every)) = (&usage, keys_poll) {
+        crate::keys::spawn_poller(
+            shared.load().runtime_keys.clone(),
+            w.store.clone(),
+            every,
+            token.clone(),
+        );
+    }
     let serve_task = tokio::spawn(crate::connections::serve(
         listener,
         app,

@@ -180,6 +180,10 @@ pub fn build_with_usage(
         .merge(api)
         // Operator endpoints: admin key (or loopback only), inside the snapshot layer.
         .merge(crate::admin::routes(reloader))
+        // Client keys created at run time (stored in the usage database).
+        .merge(crate::admin_keys::routes(
+            usage.as_ref().map(|u| u.store.clone()),
+        ))
         .merge(crate::usage_http::router(usage.map(|u| u.store)))
         // The cost dashboard (admin key; its sign-in form sets it as a cookie).
         .merge(crate::dashboard::routes())

@@ -51,7 +51,7 @@ fn to_usd(nanos: u64) -> f64 {
 }
 
 /// `budget: { daily_usd: 5, monthly_usd: 100 }` for a key or a team. Absent = unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetLimits {
     /// USD per UTC calendar day.

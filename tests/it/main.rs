@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_keys;
 mod anthropic_in;
 mod anthropic_out;
 mod anthropic_sdk;

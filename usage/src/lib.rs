@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod keys;
 pub mod pricing;
 pub mod report;
 pub mod store;

@@ -25,11 +25,18 @@ use slmgate_config::usage::{database_kind, DatabaseKind};
 use slmgate_policies::budget::BudgetScope;
 
 /// The embedded migrations: (version, description, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "usage records",
-    include_str!("../migrations/0001_usage_records.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "usage records",
+        include_str!("../migrations/0001_usage_records.sql"),
+    ),
+    (
+        2,
+        "client keys",
+        include_str!("../migrations/0002_client_keys.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;

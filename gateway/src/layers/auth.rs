@@ -1,7 +1,9 @@
 //! Client authentication: `Authorization: Bearer <key>` or `x-api-key: <key>` (what the
 //! Anthropic SDKs send) checked against `keys`.
 //!
-//! With no keys configured the gateway is open and every caller is anonymous. Keys are
+//! With no keys configured (in `keys:` or created at run time, see [`crate::admin_keys`]) the
+//! gateway is open and every caller is anonymous; `auth: none` keeps it open even when runtime
+//! keys exist (a presented runtime key is then recognized, for accounting). Keys are
 //! looked up by the sha256 digest of the presented secret ([`crate::keys::Keys::find`]). The matched
 //! key becomes a [`Caller`] extension, and its model allow-list is enforced by the route step.
 //! The client's `Authorization` header never travels further than this: upstream calls carry
@@ -74,18 +76,23 @@ where
                 Ok(GatewayError::Internal("auth layer without snapshot".into()).into_response())
             });
         };
-        let caller = if gw.keys.is_open() {
+        // Runtime keys close an open gateway too, unless it says `auth: none`.
+        let required = !gw.keys.is_open() || (!gw.open_on_purpose && !gw.runtime_keys.is_empty());
+        let caller = if !required && gw.runtime_keys.is_empty() {
             Caller { key: None }
         } else {
             // Only an actual check gets a span (an open gateway checks nothing).
             let span = telemetry::auth_span();
             let _in = span.enter();
-            let found = presented_key(&req).and_then(|k| gw.keys.find(k));
+            // The config's keys first, then the ones created at run time.
+            let found = presented_key(&req)
+                .and_then(|k| gw.keys.find(k).or_else(|| gw.runtime_keys.find(k)));
             match found {
                 Some(key) => {
                     telemetry::record_auth(&span, "key", Some(&key.name));
                     Caller { key: Some(key) }
                 }
+                None if !required => Caller { key: None },
                 None => {
                     let (result, msg) = if presented_key(&req).is_some() {
                         ("invalid", "invalid API key")
