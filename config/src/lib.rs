@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+mod ctx;
 mod interp;
 mod load;
 pub mod policy;

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use slmgate_policies::budget::BudgetLimits;
 use slmgate_policies::{KnownTargets, PathSeg, PolicyError, PolicySet};
 
-use crate::load::{key, Ctx};
+use crate::ctx::{key, Ctx};
 use crate::positions::Seg;
 use crate::validate::item_path;
 use crate::Config;

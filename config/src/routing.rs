@@ -18,7 +18,7 @@
 
 use serde::Deserialize;
 
-use crate::load::{key, Ctx};
+use crate::ctx::{key, Ctx};
 use crate::positions::Seg;
 use crate::validate::did_you_mean;
 use crate::Config;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::load::{key, Ctx};
+use crate::ctx::{key, Ctx};
 use crate::positions::Seg;
 use crate::Config;
 

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::load::{key, Ctx};
+use crate::ctx::{key, Ctx};
 use crate::positions::Seg;
 use crate::Config;
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::load::{key, Ctx};
+use crate::ctx::{key, Ctx};
 use crate::schema::Config;
 
 /// `usage:`.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::load::{key, Ctx};
+use crate::ctx::{key, Ctx};
 use crate::positions::Seg;
 use crate::schema::*;
 
