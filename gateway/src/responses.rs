@@ -159,7 +159,6 @@ fn targets(
     };
     let usable: Vec<Target> = route
         .order()
-        .into_iter()
         .filter_map(|i| route.targets.get(i))
         .filter(|t| matches!(&*t.backend, Backend::OpenAi(b) if b.dialect == Dialect::OpenAi))
         .cloned()

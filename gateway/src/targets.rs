@@ -49,20 +49,25 @@ impl ModelRoute {
 
     /// The order to try the targets in for one request: the balanced rank in the order its
     /// strategy picks, then the rest as configured.
-    pub fn order(&self) -> Vec<usize> {
-        balanced_order(self.balance.as_deref(), self.targets.len())
+    /// Allocation-free: it runs once per request.
+    pub fn order(&self) -> impl Iterator<Item = usize> {
+        order_iter(self.balance.as_deref(), self.targets.len())
     }
 }
 
 /// `0..total`, its first balanced rank rotated so that `balance`'s pick comes first.
-fn balanced_order(balance: Option<&Balancer>, total: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..total).collect();
-    if let Some(b) = balance {
+fn order_iter(balance: Option<&Balancer>, total: usize) -> impl Iterator<Item = usize> {
+    let (n, first) = balance.map_or((0, 0), |b| {
         let n = b.stats.len().min(total);
-        let first = b.pick(n);
-        order[..n].rotate_left(first);
-    }
-    order
+        (n, b.pick(n))
+    });
+    (0..total).map(move |k| if k < n { (k + first) % n } else { k })
+}
+
+/// [`order_iter`], collected (tests).
+#[cfg(test)]
+fn balanced_order(balance: Option<&Balancer>, total: usize) -> Vec<usize> {
+    order_iter(balance, total).collect()
 }
 
 /// Load balancing over an alias's first `n` targets (its deployments of equal rank): the

@@ -54,7 +54,7 @@ async fn forward(req: RoutedCall) -> Response {
     let mut last = None;
     let route = decision.route.clone();
     let mut resp = None;
-    for (i, k) in route.order().into_iter().enumerate() {
+    for (i, k) in route.order().enumerate() {
         let target = &route.targets[k];
         // Balanced deployments: busy until this attempt ends; the latency is recorded.
         let in_flight = route.balance.as_ref().and_then(|b| b.start(k));
