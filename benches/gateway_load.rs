@@ -21,6 +21,10 @@
 //!   on. The issue-6 benchmark.
 //! - `observability-all-traced`: the same with every request traced (ratio 1).
 //! - `everything`: `policies` and `observability` together.
+//! - `cache-local` / `cache-shared`: `plain` with the exact cache on, in memory only or also
+//!   in Redis (`cache.exact.shared`, Redis at `BENCH_REDIS`, default redis://127.0.0.1:6379;
+//!   both skipped when none answers). Every request misses (distinct prompts), so
+//!   `cache-shared` pays a Redis lookup and a write per request: its worst case.
 //!
 //! `BENCH_SLMGATE_BIN=path` benchmarks that gateway binary instead of the target dir's;
 //! `BENCH_SLICES=1` also prints each round-robin slice's req/s.
@@ -365,6 +369,39 @@ fn scenarios(sink_addr: SocketAddr, otlp_ratio: f64) -> Vec<Scenario> {
             extra: format!("{keyed}\n{obs}"),
             load: Load::Keyed,
         });
+    }
+    // The exact cache in memory vs shared through Redis (`BENCH_REDIS`, default the local
+    // one; left out when none answers). Distinct prompts: every request misses, so the
+    // shared one pays a Redis GET before forwarding and a SET after: its worst case.
+    let redis = std::env::var("BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_up = redis
+        .strip_prefix("redis://")
+        .and_then(|hp| hp.split('/').next())
+        .and_then(|hp| std::net::ToSocketAddrs::to_socket_addrs(hp).ok()?.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
+        });
+    if redis_up {
+        let prefix = format!("slmgate-bench:{}:", std::process::id());
+        let cache = |shared: bool| {
+            format!(
+                "state:\n  redis: {{ url: \"{redis}\", prefix: \"{prefix}\" }}\ncache:\n  exact: {{ enabled: true, shared: {shared} }}\n"
+            )
+        };
+        out.push(Scenario {
+            name: "cache-local",
+            extra: cache(false),
+            load: Load::Keyed,
+        });
+        out.push(Scenario {
+            name: "cache-shared",
+            extra: cache(true),
+            load: Load::Keyed,
+        });
+    } else {
+        eprintln!(
+            "no Redis answers at {redis}: the cache-local and cache-shared scenarios are skipped"
+        );
     }
     if let Ok(only) = std::env::var("BENCH_CONFIGS") {
         let want: Vec<&str> = only.split(',').map(str::trim).collect();

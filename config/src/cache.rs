@@ -7,6 +7,7 @@
 //!     ttl: 1h
 //!     max_bytes: 67108864       # 64 MiB of cached answers
 //!     temperature_zero_only: true
+//!     shared: false             # also keep answers in `state.redis` (every instance sees them)
 //!   semantic:                   # a paraphrase of the last user message → same answer
 //!     enabled: false            # needs the embedder
 //!     threshold: 0.95           # cosine similarity needed for a hit
@@ -54,6 +55,11 @@ pub struct ExactCache {
     /// unless a policy says `cache: true`. Default true.
     #[serde(default = "yes")]
     pub temperature_zero_only: bool,
+    /// Also keep answers in the Redis of `state.redis`, so an answer stored by one instance
+    /// answers the same request on every instance (same key and scoping; each instance keeps
+    /// its in-memory store in front). Default false.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl Default for ExactCache {
@@ -63,6 +69,7 @@ impl Default for ExactCache {
             ttl: default_ttl(),
             max_bytes: default_max_bytes(),
             temperature_zero_only: true,
+            shared: false,
         }
     }
 }
@@ -123,6 +130,12 @@ pub(crate) fn validate(cfg: &Config, ctx: &mut Ctx) {
     }
     if c.exact.max_bytes == 0 {
         ctx.err(&at("exact", "max_bytes"), "must be greater than zero");
+    }
+    if c.exact.shared && cfg.state.redis.is_none() {
+        ctx.err(
+            &at("exact", "shared"),
+            "a shared cache needs Redis: add `state: { redis: { url: ... } }`",
+        );
     }
     if c.semantic.ttl.is_zero() {
         ctx.err(
@@ -199,6 +212,16 @@ mod tests {
                 "t.yaml:8:5: cache.semantic.max_entries: must be greater than zero",
             ]
         );
+        let errs = load("cache:\n  exact:\n    enabled: true\n    shared: true\n").unwrap_err();
+        assert_eq!(
+            errs.0[0].to_string(),
+            "t.yaml:4:5: cache.exact.shared: a shared cache needs Redis: add `state: { redis: { url: ... } }`"
+        );
+        let cfg = load(
+            "state: { redis: { url: \"redis://127.0.0.1:6379\" } }\ncache: { exact: { enabled: true, shared: true } }\n",
+        )
+        .unwrap();
+        assert!(cfg.cache.exact.shared);
         let errs = load("cache:\n  exact:\n    enable: true\n").unwrap_err();
         assert_eq!(errs.0[0].path, "cache.exact.enable");
         assert_eq!(errs.0[0].line, Some(3));

@@ -502,6 +502,11 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
         state,
         resolved: Default::default(),
     };
+    let cache = crate::layers::cache::Caching::new(
+        &cfg.cache,
+        previous_cache.as_ref(),
+        accounting.state.redis.as_ref(),
+    );
 
     let embedder = build_embedder(cfg, &previous)?;
     if let (Some(e), Some(section)) = (&embedder, &cfg.embedder) {
@@ -564,7 +569,7 @@ pub fn build_gateway_from(cfg: &cfgs::Config, carry: Carry) -> anyhow::Result<Ga
             protect_metrics: cfg.admin.protect_metrics,
             sessions: admin_sessions,
         },
-        cache: crate::layers::cache::Caching::new(&cfg.cache, previous_cache.as_ref()),
+        cache,
     })
 }
 

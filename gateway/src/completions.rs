@@ -1,17 +1,22 @@
 //! OpenAI's legacy Completions API inbound: `POST /v1/completions`.
 //!
-//! [`CompletionsLayer`] wraps the chat endpoint's own pipeline, as
-//! [`crate::anthropic::MessagesLayer`] does: it reads the body under the same limits,
-//! translates the completion request into a chat request whose one user message is the
-//! prompt (the model name unchanged, so `auto`, aliases, policies, limits, the cache and usage
-//! accounting all apply as they are), calls the pipeline, and translates its answer back into
-//! the `text_completion` shape, streams chunk by chunk.
+//! A request for a plain alias whose first target is a `kind: openai` backend is passed
+//! through to that backend's own `/completions` ([`crate::passthrough`]): base models and
+//! every legacy parameter work, with keys, rate limits, budgets and usage rows.
+//!
+//! Any other model (`auto` and other routed aliases, the embedded model, Anthropic and Azure
+//! backends) goes through the chat endpoint's own pipeline, as
+//! [`crate::anthropic::MessagesLayer`] does: [`CompletionsLayer`] translates the completion
+//! request into a chat request whose one user message is the prompt (the model name
+//! unchanged, so `auto`, aliases, policies, limits, the cache and usage accounting all apply
+//! as they are), calls the pipeline, and translates its answer back into the
+//! `text_completion` shape, streams chunk by chunk.
 //!
 //! The prompt is sent as a user turn: chat models answer it rather than continue it, and the
 //! embedded model applies its chat template. One prompt per request (a string, or a list of
 //! one string); `suffix`, `echo`, `logprobs`, `best_of` > 1 and token-array prompts are
-//! refused with a 400. `max_tokens` left out means the backend's own default, not the
-//! legacy API's 16. Errors stay in OpenAI's shape, as the pipeline gave them.
+//! refused with a 400 on this path. `max_tokens` left out means the backend's own default,
+//! not the legacy API's 16. Errors stay in OpenAI's shape, as the pipeline gave them.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -27,8 +32,11 @@ use serde_json::{json, Map, Value};
 use tower::{Layer, Service};
 
 use crate::layers::body_limit::read_body;
+use crate::layers::snapshot::Snapshot;
 use crate::layers::BoxFuture;
+use crate::passthrough;
 use slmgate_openai::error::GatewayError;
+use slmgate_usage::UsageSink;
 
 /// The endpoint's path.
 pub const COMPLETIONS_PATH: &str = "/v1/completions";
@@ -134,6 +142,15 @@ pub fn completion_to_chat(bytes: &[u8]) -> Result<Value, GatewayError> {
     Ok(Value::Object(chat))
 }
 
+/// The `model` of a completion request, read without parsing the rest.
+fn pass_through_model(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Model {
+        model: String,
+    }
+    serde_json::from_slice::<Model>(bytes).ok().map(|m| m.model)
+}
+
 /// `chatcmpl-…` as `cmpl-…`.
 fn completion_id(chat_id: Option<&Value>) -> Value {
     match chat_id.and_then(Value::as_str) {
@@ -226,14 +243,27 @@ pub fn chunk_to_completion(chunk: &Value, model: &str) -> Option<Value> {
     Some(v)
 }
 
-/// Serves `POST /v1/completions` with the chat pipeline it wraps.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CompletionsLayer;
+/// Serves `POST /v1/completions`: passed through, or with the chat pipeline it wraps.
+#[derive(Clone, Debug, Default)]
+pub struct CompletionsLayer {
+    sink: Option<UsageSink>,
+}
+
+impl CompletionsLayer {
+    /// The layer; passed-through requests record usage into `sink` (the chat pipeline
+    /// records its own).
+    pub fn new(sink: Option<UsageSink>) -> Self {
+        CompletionsLayer { sink }
+    }
+}
 
 impl<S> Layer<S> for CompletionsLayer {
     type Service = Completions<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Completions { inner }
+        Completions {
+            inner,
+            sink: self.sink.clone(),
+        }
     }
 }
 
@@ -241,6 +271,7 @@ impl<S> Layer<S> for CompletionsLayer {
 #[derive(Clone, Debug)]
 pub struct Completions<S> {
     inner: S,
+    sink: Option<UsageSink>,
 }
 
 impl<S> Service<Request<Body>> for Completions<S>
@@ -260,11 +291,12 @@ where
         // Take the service that was polled ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move { Ok(completions(inner, req).await) })
+        let sink = self.sink.clone();
+        Box::pin(async move { Ok(completions(inner, sink, req).await) })
     }
 }
 
-async fn completions<S>(mut inner: S, req: Request<Body>) -> Response
+async fn completions<S>(mut inner: S, sink: Option<UsageSink>, req: Request<Body>) -> Response
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible>,
 {
@@ -276,6 +308,11 @@ where
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    if let Some(Snapshot(gw)) = head.extensions.get::<Snapshot>() {
+        if pass_through_model(&bytes).is_some_and(|m| passthrough::passes_through(gw, &m)) {
+            return passthrough::pass(passthrough::Api::Completions, sink, &head, &bytes).await;
+        }
+    }
     let chat = match completion_to_chat(&bytes) {
         Ok(c) => c,
         Err(e) => return e.into_response(),

@@ -127,8 +127,11 @@ pub fn build_with_usage(
 
     // POST /v1/messages: Anthropic's Messages API, translated to and from the same pipeline.
     let messages = crate::anthropic::MessagesLayer.layer(chat.clone());
-    // POST /v1/completions: the legacy Completions API, the prompt as one user turn.
-    let completions = crate::completions::CompletionsLayer.layer(chat.clone());
+    // POST /v1/completions: the legacy Completions API, passed through to an alias's OpenAI
+    // backend, else the prompt as one user turn of the chat pipeline.
+    let completions =
+        crate::completions::CompletionsLayer::new(usage.as_ref().map(|u| u.sink.clone()))
+            .layer(chat.clone());
 
     // POST /v1/route: the same parse and decision, answered as JSON instead of executed.
     let dry_run = ServiceBuilder::new()
@@ -140,7 +143,7 @@ pub fn build_with_usage(
     let sink = usage.as_ref().map(|u| u.sink.clone());
     let responses = tower::service_fn(move |req: Request<Body>| {
         let sink = sink.clone();
-        async move { Ok::<_, std::convert::Infallible>(crate::responses::handle(sink, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(crate::passthrough::handle(sink, req).await) }
     });
 
     let api = Router::new()
@@ -148,7 +151,7 @@ pub fn build_with_usage(
         .route_service("/v1/route", dry_run)
         .route_service(crate::anthropic::MESSAGES_PATH, messages)
         .route_service(crate::completions::COMPLETIONS_PATH, completions)
-        .route_service(crate::responses::RESPONSES_PATH, responses)
+        .route_service(crate::passthrough::RESPONSES_PATH, responses)
         .route(
             crate::anthropic::COUNT_TOKENS_PATH,
             MethodRouter::new()

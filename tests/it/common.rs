@@ -98,3 +98,51 @@ pub async fn get_json(gw: &Running, path: &str) -> serde_json::Value {
         .await
         .unwrap()
 }
+
+/// A Python interpreter that can `import {module}` (e.g. `openai.types`): `SLMGATE_PYTHON`, the
+/// workspace's `.venv`, then `python3`. Probed with `-P` (the current directory is not on
+/// `sys.path`) from `/`, so neither the workspace's `openai/` / `anthropic/` crate folders nor
+/// anything in a temporary directory can shadow the package. `Err` says why each candidate
+/// was refused.
+pub fn python_with(module: &str) -> Result<String, String> {
+    let candidates = [
+        std::env::var("SLMGATE_PYTHON").ok(),
+        Some(format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"))),
+        Some("python3".to_string()),
+    ];
+    let mut why = Vec::new();
+    for py in candidates.into_iter().flatten() {
+        let out = std::process::Command::new(&py)
+            .args(["-P", "-c", &format!("import {module}")])
+            .current_dir("/")
+            .output();
+        match out {
+            Ok(o) if o.status.success() => return Ok(py),
+            Ok(o) => why.push(format!(
+                "{py}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => why.push(format!("{py}: {e}")),
+        }
+    }
+    Err(why.join("\n"))
+}
+
+/// [`python_with`], or `None` with a note when the package is missing outside CI. In CI (`CI`
+/// set) a missing package fails the test, with each candidate's error.
+pub fn python_or_skip(module: &str) -> Option<String> {
+    let package = module.split('.').next().unwrap_or(module);
+    match python_with(module) {
+        Ok(py) => Some(py),
+        Err(why) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "python `{package}` package missing in CI (scripts/python-env.sh installs it):\n{why}"
+            );
+            eprintln!(
+                "SKIPPED: python3 with the `{package}` package not found (run scripts/python-env.sh)"
+            );
+            None
+        }
+    }
+}

@@ -16,20 +16,6 @@ use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-s3cret";
 
-fn python_with_playwright() -> Option<String> {
-    let candidates = [
-        std::env::var("SLMGATE_PYTHON").ok(),
-        Some(format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"))),
-        Some("python3".to_string()),
-    ];
-    candidates.into_iter().flatten().find(|py| {
-        std::process::Command::new(py)
-            .args(["-c", "import playwright.sync_api"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
 fn chromium() -> Option<String> {
     let c = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     std::path::Path::new(&c).exists().then_some(c)
@@ -238,11 +224,12 @@ async fn dashboard_is_admin_only_and_self_contained() {
 
 #[tokio::test]
 async fn dashboard_in_headless_chromium_shows_what_v1_usage_says() {
-    let (Some(py), Some(chromium)) = (python_with_playwright(), chromium()) else {
+    let py = python_with("playwright.sync_api");
+    let (Ok(py), Some(chromium)) = (&py, chromium()) else {
         assert!(
             std::env::var("SLMGATE_REQUIRE_BROWSER").is_err(),
             "SLMGATE_REQUIRE_BROWSER is set but Chromium or Playwright is missing \
-             (scripts/services.sh and scripts/python-env.sh install them)"
+             (scripts/services.sh and scripts/python-env.sh install them): {py:?}"
         );
         eprintln!(
             "SKIPPED: chromium or the playwright Python package not found (run scripts/test.sh)"
@@ -282,8 +269,9 @@ async fn dashboard_in_headless_chromium_shows_what_v1_usage_says() {
         "{}/tests/python/dashboard_check.py",
         env!("CARGO_MANIFEST_DIR")
     );
-    let out = tokio::process::Command::new(&py)
+    let out = tokio::process::Command::new(py)
         .args([
+            "-P",
             &script,
             &format!("http://{}", gw.addr),
             ADMIN,

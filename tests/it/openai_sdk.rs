@@ -1,26 +1,10 @@
 //! The official `openai` Python SDK, unmodified, against the gateway and a mock upstream.
 //!
-//! Needs `python3` with the `openai` package (`scripts/test.sh` installs it). Outside CI the
+//! Needs `python3` with the `openai` package (`scripts/python-env.sh` installs it; run with
+//! `-P` from `/`, so the workspace's `openai/` crate folder cannot shadow it). Outside CI the
 //! test is skipped with a note when the package is missing; in CI (`CI` set) it fails.
 
 use crate::common::*;
-
-fn python_with_openai() -> Option<String> {
-    let candidates = [
-        std::env::var("SLMGATE_PYTHON").ok(),
-        Some(format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"))),
-        Some("python3".to_string()),
-    ];
-    candidates.into_iter().flatten().find(|py| {
-        // Not from the workspace root: its `openai/` crate folder would import as an empty
-        // namespace package.
-        std::process::Command::new(py)
-            .args(["-c", "import openai.types"])
-            .current_dir(std::env::temp_dir())
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
 
 async fn run_check(py: &str, base: &str, model: &str, expected: Option<&str>, embed: Option<&str>) {
     let script = format!(
@@ -28,7 +12,8 @@ async fn run_check(py: &str, base: &str, model: &str, expected: Option<&str>, em
         env!("CARGO_MANIFEST_DIR")
     );
     let mut cmd = tokio::process::Command::new(py);
-    cmd.args([&script, base, "sk-sdk-test", model]);
+    cmd.args(["-P", &script, base, "sk-sdk-test", model])
+        .current_dir("/");
     if let Some(e) = expected {
         cmd.arg(e);
     }
@@ -45,21 +30,11 @@ async fn run_check(py: &str, base: &str, model: &str, expected: Option<&str>, em
     println!("{stdout}");
 }
 
-fn python_or_skip() -> Option<String> {
-    let py = python_with_openai();
-    if py.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "python `openai` package missing in CI (scripts/test.sh installs it)"
-        );
-        eprintln!("SKIPPED: python3 with the `openai` package not found (run scripts/test.sh)");
-    }
-    py
-}
-
 #[tokio::test]
 async fn official_openai_sdk_works_unmodified() {
-    let Some(py) = python_or_skip() else { return };
+    let Some(py) = python_or_skip("openai.types") else {
+        return;
+    };
     let mock = Mock::start().await;
     let keys = "keys:\n  - name: sdk\n    key: sk-sdk-test\n";
     let gw = gateway(&one_backend(&mock, "", "", keys)).await;
@@ -72,7 +47,9 @@ async fn official_openai_sdk_works_unmodified() {
 #[cfg(feature = "local")]
 #[tokio::test]
 async fn official_openai_sdk_with_the_local_model_and_embeddings() {
-    let Some(py) = python_or_skip() else { return };
+    let Some(py) = python_or_skip("openai.types") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let gguf = slmgate_local_model::fixtures::write_tiny_model(tmp.path(), "llama", 7);
     let bert = tmp.path().join("tiny-bert");

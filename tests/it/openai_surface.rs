@@ -1,6 +1,6 @@
-//! The rest of the OpenAI surface: the legacy `POST /v1/completions` (through the chat
-//! pipeline) and `POST /v1/responses` (passed through to an OpenAI backend), against the
-//! mock upstream and, for completions, the tiny local model.
+//! The rest of the OpenAI surface: the legacy `POST /v1/completions` (passed through to an
+//! OpenAI backend, else through the chat pipeline) and `POST /v1/responses` (passed through),
+//! against the mock upstream and, for completions, the tiny local model.
 
 use std::time::Duration;
 
@@ -57,39 +57,65 @@ async fn rows(gw: slmgate_gateway::Running, db: &str) -> Vec<UsageRecord> {
     rows
 }
 
+/// An Anthropic backend on the mock and its alias `claude`: a model completions reach through
+/// the chat translation.
+fn claude_backend(mock: &Mock) -> String {
+    format!(
+        "  - name: claude\n    kind: anthropic\n    base_url: http://{}\n    api_key: sk-ant-test\n    timeout: 2s\n    circuit_breaker: {{ enabled: false }}\n",
+        mock.addr()
+    )
+}
+
+const CLAUDE: &str = "  - name: claude\n    backend: claude\n    model: mock-claude\n";
+
+/// A gateway over `mock` with the `claude` alias too, and a usage database.
+async fn with_claude(mock: &Mock) -> (slmgate_gateway::Running, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("u.db").display());
+    let extra = format!("{KEYS}usage:\n  database: \"{db}\"\n  flush_interval: 1h\n");
+    let models = format!("{OTHER}{CLAUDE}");
+    let gw = gateway(&one_backend(mock, &claude_backend(mock), &models, &extra)).await;
+    (gw, dir, db)
+}
+
+/// An alias whose backend does not speak `/completions` (here Anthropic): the prompt goes
+/// through the chat pipeline as one user turn, the answer comes back as a text completion.
 #[tokio::test]
 async fn completions_answer_in_text_completion_shape_and_stream() {
     let mock = Mock::start().await;
-    let (gw, _dir, db) = with_usage(&mock, "").await;
+    let (gw, _dir, db) = with_claude(&mock).await;
     let resp = post(
         &gw,
         "/v1/completions",
         "sk-dev",
-        &json!({"model": "remote", "prompt": "Say hello", "max_tokens": 9, "stop": ["\n"]}),
+        &json!({"model": "claude", "prompt": "Say hello", "max_tokens": 9, "stop": ["\n"]}),
     )
     .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-slmgate-backend"], "up");
+    assert_eq!(resp.headers()["x-slmgate-backend"], "claude");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["object"], "text_completion", "{v}");
-    assert_eq!(v["model"], "remote");
+    assert_eq!(v["model"], "claude");
     assert_eq!(v["choices"][0]["text"], mock_provider::REPLY);
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    assert_eq!(v["usage"]["prompt_tokens"], mock_provider::PROMPT_TOKENS);
-    let sent = mock.last_request().unwrap().body;
-    assert_eq!(sent["model"], "gpt-test");
-    assert_eq!(
-        sent["messages"],
-        json!([{"role": "user", "content": "Say hello"}])
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{v}");
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent.uri, "/v1/messages");
+    assert_eq!(sent.body["model"], "mock-claude");
+    assert_eq!(sent.body["messages"][0]["role"], "user");
+    assert!(
+        sent.body["messages"].to_string().contains("Say hello"),
+        "{}",
+        sent.body
     );
-    assert_eq!(sent["max_tokens"], 9);
-    assert_eq!(sent["stop"], json!(["\n"]));
+    assert_eq!(sent.body["max_tokens"], 9);
+    assert_eq!(sent.body["stop_sequences"], json!(["\n"]));
 
     let resp = post(
         &gw,
         "/v1/completions",
         "sk-dev",
-        &json!({"model": "remote", "prompt": ["Say hello"], "stream": true}),
+        &json!({"model": "claude", "prompt": ["Say hello"], "stream": true}),
     )
     .await;
     assert_eq!(resp.status(), 200);
@@ -121,12 +147,13 @@ async fn completions_answer_in_text_completion_shape_and_stream() {
     assert_eq!(rows.len(), 2, "{rows:#?}");
     for (row, stream) in rows.iter().zip([false, true]) {
         assert_eq!(row.stream, stream);
-        assert_eq!(row.requested_model, "remote");
+        assert_eq!(row.requested_model, "claude");
         assert_eq!(row.key_name.as_deref(), Some("dev"));
-        assert_eq!(row.prompt_tokens, mock_provider::PROMPT_TOKENS as i64);
+        assert_eq!(row.backend.as_deref(), Some("claude"));
+        assert!(row.prompt_tokens > 0, "{row:?}");
         assert_eq!(
             row.completion_tokens,
-            mock_provider::COMPLETION_TOKENS as i64
+            mock_provider::ANTHROPIC_USAGE.3 as i64
         );
     }
 }
@@ -134,19 +161,20 @@ async fn completions_answer_in_text_completion_shape_and_stream() {
 #[tokio::test]
 async fn completions_refuse_what_has_no_chat_equivalent() {
     let mock = Mock::start().await;
-    let gw = gateway(&one_backend(&mock, "", OTHER, KEYS)).await;
+    let models = format!("{OTHER}{CLAUDE}");
+    let gw = gateway(&one_backend(&mock, &claude_backend(&mock), &models, KEYS)).await;
     for (body, param) in [
         (
-            json!({"model": "remote", "prompt": "a", "suffix": "b"}),
+            json!({"model": "claude", "prompt": "a", "suffix": "b"}),
             "suffix",
         ),
-        (json!({"model": "remote", "prompt": ["a", "b"]}), "prompt"),
+        (json!({"model": "claude", "prompt": ["a", "b"]}), "prompt"),
         (
-            json!({"model": "remote", "prompt": "a", "echo": true}),
+            json!({"model": "claude", "prompt": "a", "echo": true}),
             "echo",
         ),
         (
-            json!({"model": "remote", "prompt": "a", "logprobs": 1}),
+            json!({"model": "claude", "prompt": "a", "logprobs": 1}),
             "logprobs",
         ),
     ] {
@@ -160,12 +188,128 @@ async fn completions_refuse_what_has_no_chat_equivalent() {
         &gw,
         "/v1/completions",
         "sk-narrow",
-        &json!({"model": "remote", "prompt": "a"}),
+        &json!({"model": "claude", "prompt": "a"}),
     )
     .await;
     assert_eq!(resp.status(), 403);
     error_body(resp).await;
     assert_eq!(mock.requests(), 0);
+}
+
+/// An alias served by a `kind: openai` backend: the request goes to the backend's own
+/// `/completions` as it is (model rewritten), legacy parameters included; a stream is asked
+/// for its usage chunk, which only a client that asked sees; one usage row each.
+#[tokio::test]
+async fn completions_pass_through_to_openai_backends() {
+    let mock = Mock::start().await;
+    let (gw, _dir, db) = with_usage(&mock, "").await;
+    let body = json!({"model": "remote", "prompt": ["Say hello", "Say bye"], "suffix": "!", "echo": false, "max_tokens": 9});
+    let resp = post(&gw, "/v1/completions", "sk-dev", &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-slmgate-backend"], "up");
+    assert_eq!(resp.headers()["x-slmgate-route"], "remote");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "text_completion", "{v}");
+    let prefix = mock_provider::LEGACY_PREFIX;
+    assert_eq!(v["choices"][0]["text"], format!("{prefix}Say hello"));
+    assert_eq!(v["choices"][1]["text"], format!("{prefix}Say bye"));
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent.uri, "/v1/completions");
+    assert_eq!(sent.headers["authorization"], "Bearer sk-backend");
+    let mut expected = body.clone();
+    expected["model"] = json!("gpt-test");
+    assert_eq!(sent.body, expected, "passed through as it is");
+
+    for asked in [false, true] {
+        let mut stream = json!({"model": "remote", "prompt": "Say hello", "stream": true});
+        if asked {
+            stream["stream_options"] = json!({"include_usage": true});
+        }
+        let resp = post(&gw, "/v1/completions", "sk-dev", &stream).await;
+        assert_eq!(resp.status(), 200);
+        let events = sse_events(resp).await;
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        assert_eq!(
+            events.iter().any(|e| e.contains("\"usage\"")),
+            asked,
+            "{events:?}"
+        );
+        assert!(
+            events[0].contains(&format!("{prefix}Say hello")),
+            "{events:?}"
+        );
+        let sent = mock.last_request().unwrap().body;
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+    }
+
+    // The key's allow-list.
+    let resp = post(
+        &gw,
+        "/v1/completions",
+        "sk-narrow",
+        &json!({"model": "remote", "prompt": "a"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    error_body(resp).await;
+
+    let rows = rows(gw, &db).await;
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    let ok: Vec<_> = rows.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(ok.len(), 3, "{rows:#?}");
+    for row in ok {
+        let prompts = if row.stream { 1 } else { 2 };
+        assert_eq!(row.error_class, None, "{row:?}");
+        assert_eq!(row.backend.as_deref(), Some("up"));
+        assert_eq!(row.upstream_model.as_deref(), Some("gpt-test"));
+        assert_eq!(
+            row.prompt_tokens,
+            (mock_provider::PROMPT_TOKENS * prompts) as i64
+        );
+        assert_eq!(
+            row.completion_tokens,
+            (mock_provider::COMPLETION_TOKENS * prompts) as i64
+        );
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r.status == 403 && r.key_name.as_deref() == Some("narrow")));
+}
+
+/// Passed-through requests are held to the key's budget like chat requests: reserved at
+/// admission, settled with the real cost, refused with 429 `insufficient_quota` once the
+/// next estimate no longer fits.
+#[tokio::test]
+async fn passed_through_requests_spend_the_budget() {
+    let mock = Mock::start().await;
+    // $0.001 per token; the budget fits one small completion (~$0.02 estimated, $0.018
+    // spent) but not a second.
+    let extra = "pricing:\n  gpt-test: { input: 1000, output: 1000 }\nkeys:\n  - name: capped\n    key: sk-capped\n    budget: { daily_usd: 0.03 }\n";
+    let gw = gateway(&one_backend(&mock, "", "", extra)).await;
+    let completion = json!({"model": "remote", "prompt": "Say hello", "max_tokens": 10});
+    let resp = post(&gw, "/v1/completions", "sk-capped", &completion).await;
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    let spent = gw.shared.load().accounting.state.budgets.usage(
+        slmgate_config::policies::budget::BudgetScope::Key,
+        "capped",
+        std::time::SystemTime::now(),
+    );
+    let real = (mock_provider::PROMPT_TOKENS + mock_provider::COMPLETION_TOKENS) as f64 * 0.001;
+    assert!((spent.day_spent_usd - real).abs() < 1e-9, "{spent:?}");
+    for (path, body) in [
+        ("/v1/completions", completion.clone()),
+        (
+            "/v1/responses",
+            json!({"model": "remote", "input": "Say hello", "max_output_tokens": 10}),
+        ),
+    ] {
+        let resp = post(&gw, path, "sk-capped", &body).await;
+        assert_eq!(resp.status(), 429, "{path}");
+        let v = error_body(resp).await;
+        assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
+    }
+    assert_eq!(mock.requests(), 1);
 }
 
 #[tokio::test]

@@ -410,3 +410,116 @@ fn reload_keeps_the_redis_store_while_the_section_is_unchanged() {
     .expect("reload");
     assert!(store(&none).is_none());
 }
+
+fn shared_cache_config(mock: &Mock, redis: &str, prefix: &str, shared: bool) -> String {
+    one_backend(
+        mock,
+        "",
+        "",
+        &format!(
+            r#"
+state:
+  redis: {{ url: "{redis}", prefix: "{prefix}", timeout: 300ms }}
+cache:
+  exact: {{ enabled: true, ttl: 2s, shared: {shared} }}
+keys:
+  - {{ name: alice, key: sk-alice, team: red }}
+  - {{ name: bob, key: sk-bob, team: blue }}
+"#
+        ),
+    )
+}
+
+/// Sends "Say hello" at temperature 0 as `key`; returns (cache header, body).
+async fn cached_ask(gw: &slmgate_gateway::Running, key: &str, stream: bool) -> (String, String) {
+    let mut body = chat_body("remote", stream);
+    body["temperature"] = json!(0);
+    let resp = client()
+        .post(url(gw, "/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(resp.status(), 200);
+    let cache = resp
+        .headers()
+        .get("x-slmgate-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (cache, resp.text().await.expect("body"))
+}
+
+/// `cache.exact.shared`: an answer stored by one instance answers the same request on
+/// another (same key scoping: another team misses), until its TTL runs out; without
+/// `shared` the other instance misses.
+#[tokio::test]
+async fn the_shared_exact_cache_answers_on_every_instance() {
+    if !redis_answers() {
+        return;
+    }
+    let mock = Mock::start().await;
+    let prefix = unique_prefix();
+    let cfg = shared_cache_config(&mock, "redis://127.0.0.1:6379", &prefix, true);
+    let (a, b) = (gateway(&cfg).await, gateway(&cfg).await);
+    let (cache, first) = cached_ask(&a, "sk-alice", false).await;
+    assert_eq!((cache.as_str(), mock.requests()), ("miss", 1));
+    // The write to Redis runs beside the answer: wait for it to land.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let on_b = loop {
+        let (cache, text) = cached_ask(&b, "sk-alice", false).await;
+        if cache == "hit" {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never a hit on the second instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let requests = mock.requests();
+    assert_eq!(on_b, first, "the same stored answer (same id)");
+    // A stream request replays it; another team does not see it.
+    let (cache, events) = cached_ask(&b, "sk-alice", true).await;
+    assert_eq!(cache, "hit");
+    assert!(
+        events.contains(mock_provider::REPLY) && events.ends_with("data: [DONE]\n\n"),
+        "{events}"
+    );
+    let (cache, _) = cached_ask(&b, "sk-bob", false).await;
+    assert_eq!(cache, "miss");
+    assert_eq!(mock.requests(), requests + 1);
+    // Without `shared`, an instance keeps to its own memory.
+    let c = gateway(&shared_cache_config(
+        &mock,
+        "redis://127.0.0.1:6379",
+        &prefix,
+        false,
+    ))
+    .await;
+    assert_eq!(cached_ask(&c, "sk-alice", false).await.0, "miss");
+    // Past the TTL, Redis has forgotten it too: a fresh instance misses.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let d = gateway(&cfg).await;
+    assert_eq!(cached_ask(&d, "sk-alice", false).await.0, "miss");
+}
+
+/// With Redis unreachable the shared cache is a miss, never an error, and the local store
+/// still answers repeats.
+#[tokio::test]
+async fn an_unreachable_shared_cache_is_a_miss() {
+    let mock = Mock::start().await;
+    let gw = gateway(&shared_cache_config(
+        &mock,
+        "redis://127.0.0.1:1",
+        &unique_prefix(),
+        true,
+    ))
+    .await;
+    let started = Instant::now();
+    assert_eq!(cached_ask(&gw, "sk-alice", false).await.0, "miss");
+    assert_eq!(cached_ask(&gw, "sk-alice", false).await.0, "hit");
+    assert_eq!(mock.requests(), 1);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

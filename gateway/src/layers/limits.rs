@@ -45,6 +45,7 @@ use super::sse_map::{map_events, EventFilter};
 use super::BoxFuture;
 use crate::call::RoutedCall;
 use crate::facts::{CacheOutcome, Served};
+use crate::keys::ClientKey;
 use crate::state::{RedisReservation, RedisStore, StateError};
 use crate::targets::Target;
 use crate::upstream::Backend;
@@ -70,27 +71,145 @@ pub struct LimitState {
     pub redis: Option<Arc<RedisStore>>,
 }
 
-/// A hold on budgets, in process or in Redis.
+/// A hold on budgets, in process or in Redis. Dropped unsettled, it releases the
+/// reservation without cost.
 #[derive(Debug)]
-enum Hold {
+pub enum Hold {
+    /// In this process's ledger.
     Local(Reservation),
+    /// In Redis (`state.redis`).
     Redis(RedisReservation),
 }
 
 impl Hold {
-    fn estimate_usd(&self) -> f64 {
+    /// The USD reserved.
+    pub fn estimate_usd(&self) -> f64 {
         match self {
             Hold::Local(r) => r.estimate_usd(),
             Hold::Redis(r) => r.estimate_usd(),
         }
     }
 
-    fn settle(self, usd: f64, now: SystemTime) {
+    /// Replaces the reservation with the real cost, `usd`.
+    pub fn settle(self, usd: f64, now: SystemTime) {
         match self {
             Hold::Local(r) => r.settle(usd, now),
             Hold::Redis(r) => r.settle(usd, now),
         }
     }
+}
+
+/// Why [`check_rate`] or [`reserve`] refused a request.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Over a rate limit (429 with `Retry-After`).
+    Rate(GatewayError),
+    /// Over a budget (429 `insufficient_quota`).
+    Budget(slmgate_policies::budget::BudgetExceeded),
+    /// Redis failed under `on_error: closed` (503).
+    State(StateError),
+}
+
+impl Refusal {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Rate(e) => e.status_code(),
+            Refusal::Budget(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::State(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The error code (the usage row's error class).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Rate(e) => e.code(),
+            Refusal::Budget(_) => "budget_exceeded",
+            Refusal::State(_) => "state_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Rate(e) => e.into_response(),
+            Refusal::Budget(e) => budget_response(&e),
+            Refusal::State(e) => state_unavailable(&e),
+        }
+    }
+}
+
+/// Counts one request and `tokens` against `key`'s rate limit (in Redis when configured).
+///
+/// # Errors
+/// [`Refusal::Rate`] over the limit; [`Refusal::State`] when Redis fails under
+/// `on_error: closed`.
+pub async fn check_rate(acc: &Accounting, key: &ClientKey, tokens: u32) -> Result<(), Refusal> {
+    let Some(rl) = &key.rate_limit else {
+        return Ok(());
+    };
+    let checked = match &acc.state.redis {
+        Some(r) => match r.check_rate(&key.name, rl, tokens).await {
+            Ok(checked) => checked,
+            Err(e) if r.on_error() == OnError::Closed => return Err(Refusal::State(e)),
+            Err(_) => acc.state.rates.check(&key.name, rl, tokens),
+        },
+        None => acc.state.rates.check(&key.name, rl, tokens),
+    };
+    checked.map_err(|e| {
+        // Debug, not info: refusals come as fast as a client sends them (184,000 info lines
+        // in 20 s were seen); the metrics count them.
+        tracing::debug!(key = %key.name, kind = %e.kind, "rate limited");
+        Refusal::Rate(GatewayError::RateLimited {
+            message: format!("key `{}`: {e}", key.name),
+            retry_after: e.retry_after,
+        })
+    })
+}
+
+/// The budgets `key` is subject to: its own, then its team's (unlimited ones left out).
+fn budgets<'a>(acc: &'a Accounting, key: &'a ClientKey) -> Vec<Budgeted<'a>> {
+    let own = key
+        .budget
+        .as_ref()
+        .filter(|b| !b.is_unlimited())
+        .map(|b| Budgeted::key(&key.name, b));
+    let team = key
+        .team
+        .as_deref()
+        .and_then(|t| acc.teams.get(t).map(|b| (t, b)))
+        .filter(|(_, b)| !b.is_unlimited())
+        .map(|(t, b)| Budgeted::team(t, b));
+    own.into_iter().chain(team).collect()
+}
+
+/// Reserves `estimate` USD in every budget `key` is subject to (in Redis when configured);
+/// `None` when no budget applies.
+///
+/// # Errors
+/// [`Refusal::Budget`] naming the budget that would be exceeded; [`Refusal::State`] when
+/// Redis fails under `on_error: closed`.
+pub async fn reserve(
+    acc: &Accounting,
+    key: &ClientKey,
+    estimate: f64,
+) -> Result<Option<Hold>, Refusal> {
+    let subjects = budgets(acc, key);
+    if subjects.is_empty() {
+        return Ok(None);
+    }
+    let now = SystemTime::now();
+    let ledger = &acc.state.budgets;
+    let admitted = match &acc.state.redis {
+        Some(r) => match r.admit(&subjects, estimate, now, ledger).await {
+            Ok(admitted) => admitted.map(Hold::Redis),
+            Err(e) if r.on_error() == OnError::Closed => return Err(Refusal::State(e)),
+            Err(_) => ledger.admit(&subjects, estimate, now).map(Hold::Local),
+        },
+        None => ledger.admit(&subjects, estimate, now).map(Hold::Local),
+    };
+    admitted.map(Some).map_err(Refusal::Budget)
 }
 
 /// The answer when the shared state fails under `on_error: closed`.
@@ -253,43 +372,19 @@ where
                 return inner.call(req).await;
             };
             let acc = &gw.accounting;
-            let key_budget = key.budget.filter(|b| !b.is_unlimited());
-            let team = key
-                .team
-                .as_deref()
-                .and_then(|t| acc.teams.get(t).map(|b| (t, b)))
-                .filter(|(_, b)| !b.is_unlimited());
-            if key.rate_limit.is_none() && key_budget.is_none() && team.is_none() {
+            let budgeted = !budgets(acc, &key).is_empty();
+            if key.rate_limit.is_none() && !budgeted {
                 return inner.call(req).await;
             }
             let (chat, decision) = (&req.call.chat, &req.decision);
             let prompt = req.prompt_tokens.unwrap_or_else(|| prompt_estimate(chat));
             let completion = completion_estimate(chat);
 
-            if let Some(rl) = &key.rate_limit {
-                let tokens = u32::try_from(prompt.saturating_add(completion)).unwrap_or(u32::MAX);
-                let checked = match &acc.state.redis {
-                    Some(r) => match r.check_rate(&key.name, rl, tokens).await {
-                        Ok(checked) => checked,
-                        Err(e) if r.on_error() == OnError::Closed => {
-                            return Ok(state_unavailable(&e))
-                        }
-                        Err(_) => acc.state.rates.check(&key.name, rl, tokens),
-                    },
-                    None => acc.state.rates.check(&key.name, rl, tokens),
-                };
-                if let Err(e) = checked {
-                    // Debug, not info: refusals come as fast as a client sends them
-                    // (184,000 info lines in 20 s were seen); the metrics count them.
-                    tracing::debug!(key = %key.name, kind = %e.kind, "rate limited");
-                    return Ok(GatewayError::RateLimited {
-                        message: format!("key `{}`: {e}", key.name),
-                        retry_after: e.retry_after,
-                    }
-                    .into_response());
-                }
+            let tokens = u32::try_from(prompt.saturating_add(completion)).unwrap_or(u32::MAX);
+            if let Err(r) = check_rate(acc, &key, tokens).await {
+                return Ok(r.into_response());
             }
-            if key_budget.is_none() && team.is_none() {
+            if !budgeted {
                 return inner.call(req).await;
             }
 
@@ -299,26 +394,10 @@ where
                 .iter()
                 .map(|t| cost(acc.price(t), prompt, completion))
                 .fold(0.0, f64::max);
-            // The key's budget, then its team's.
-            let subjects: Vec<Budgeted<'_>> = key_budget
-                .as_ref()
-                .map(|b| Budgeted::key(&key.name, b))
-                .into_iter()
-                .chain(team.map(|(t, b)| Budgeted::team(t, b)))
-                .collect();
-            let now = SystemTime::now();
-            let ledger = &acc.state.budgets;
-            let admitted = match &acc.state.redis {
-                Some(r) => match r.admit(&subjects, estimate, now, ledger).await {
-                    Ok(admitted) => admitted.map(Hold::Redis),
-                    Err(e) if r.on_error() == OnError::Closed => return Ok(state_unavailable(&e)),
-                    Err(_) => ledger.admit(&subjects, estimate, now).map(Hold::Local),
-                },
-                None => ledger.admit(&subjects, estimate, now).map(Hold::Local),
-            };
-            let reservation = match admitted {
-                Ok(r) => r,
-                Err(e) => return Ok(budget_response(&e)),
+            let reservation = match reserve(acc, &key, estimate).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return inner.call(req).await,
+                Err(r) => return Ok(r.into_response()),
             };
             let route = decision.route.clone();
             // Streams: ask upstream for the usage chunk (hidden again below).

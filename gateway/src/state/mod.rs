@@ -6,7 +6,11 @@
 //! When Redis does not answer within `state.redis.timeout`, `on_error: open` checks the
 //! request against the in-process state instead (which mirrors this instance's own spend, so
 //! it is not empty), and `on_error: closed` refuses it with 503.
+//!
+//! With `cache.exact.shared`, the same store also keeps exact-cache answers
+//! ([`RedisStore::cache_get`], [`RedisStore::cache_set`]); a Redis failure there is a cache
+//! miss whatever `on_error` says.
 
 pub mod redis;
 
-pub use self::redis::{RedisReservation, RedisStore, StateError};
+pub use self::redis::{RedisReservation, RedisStore, SharedAnswer, StateError};

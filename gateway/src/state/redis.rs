@@ -19,6 +19,10 @@
 //! so windows roll over by themselves, and every write renews a TTL a little longer than the
 //! window. Rate-limit keys expire once their TAT has passed.
 //!
+//! With `cache.exact.shared`, exact-cache answers are plain strings
+//! `{prefix}cache:exact:{hex key}` = backend name, newline, completion JSON, set with the
+//! answer's TTL (`SET … PX`); Redis' own `maxmemory` policy bounds their total size.
+//!
 //! Every call is bounded by `state.redis.timeout`; the connection is made on first use and
 //! a [`ConnectionManager`] reconnects after failures, so Redis coming back needs no restart.
 //! While it is down, a failed connect is retried at most once a second.
@@ -293,7 +297,27 @@ impl RedisStore {
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, StateError> {
         let mut conn = self.conn().await?;
-        match tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<T>(&mut conn)).await {
+        let r = tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<T>(&mut conn)).await;
+        self.outcome(op, r)
+    }
+
+    /// Runs the commands of `pipe` under the timeout.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StateError> {
+        let mut conn = self.conn().await?;
+        let r = tokio::time::timeout(self.cfg.timeout, pipe.query_async::<T>(&mut conn)).await;
+        self.outcome(op, r)
+    }
+
+    fn outcome<T>(
+        &self,
+        op: &'static str,
+        r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StateError> {
+        match r {
             Ok(Ok(v)) => {
                 self.succeeded();
                 Ok(v)
@@ -301,6 +325,47 @@ impl RedisStore {
             Ok(Err(e)) => Err(self.failed(op, &e.to_string())),
             Err(_) => Err(self.failed(op, "timed out")),
         }
+    }
+
+    fn cache_key(&self, key: &[u8; 32]) -> String {
+        use std::fmt::Write as _;
+        let mut k = format!("{}cache:exact:", self.cfg.prefix);
+        for b in key {
+            let _ = write!(k, "{b:02x}");
+        }
+        k
+    }
+
+    /// The shared exact-cache entry under `key` (the in-process cache's key), with the time
+    /// it has left. `Ok(None)`: not there (or unreadable, e.g. written by another version).
+    pub async fn cache_get(&self, key: &[u8; 32]) -> Result<Option<SharedAnswer>, StateError> {
+        let k = self.cache_key(key);
+        let mut pipe = redis::pipe();
+        pipe.get(&k).cmd("PTTL").arg(&k);
+        let (value, pttl): (Option<Vec<u8>>, i64) = self.query("cache_get", &pipe).await?;
+        Ok(value.and_then(|v| SharedAnswer::decode(v, pttl)))
+    }
+
+    /// Stores an exact-cache entry for `ttl` (whole milliseconds, at least one).
+    pub async fn cache_set(
+        &self,
+        key: &[u8; 32],
+        backend: &str,
+        json: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let Some(value) = SharedAnswer::encode(backend, json) else {
+            return Ok(());
+        };
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.cache_key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ms)
+            .ignore();
+        self.query("cache_set", &pipe).await
     }
 
     fn rate_key(&self, kind: LimitKind, per_minute: u32, burst: u32, name: &str) -> String {
@@ -468,6 +533,49 @@ struct Window {
     ttl_secs: u64,
 }
 
+/// An exact-cache entry as kept in Redis: the answering backend's name, a newline, the
+/// `chat.completion` JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedAnswer {
+    /// The backend that produced it.
+    pub backend: String,
+    /// The completion.
+    pub json: bytes::Bytes,
+    /// How long Redis keeps it still (`None`: no expiry set).
+    pub ttl_left: Option<Duration>,
+}
+
+impl SharedAnswer {
+    /// The stored form; `None` for a backend name with a newline (not stored).
+    fn encode(backend: &str, json: &[u8]) -> Option<Vec<u8>> {
+        if backend.contains('\n') {
+            return None;
+        }
+        let mut v = Vec::with_capacity(backend.len() + 1 + json.len());
+        v.extend_from_slice(backend.as_bytes());
+        v.push(b'\n');
+        v.extend_from_slice(json);
+        Some(v)
+    }
+
+    /// Reads a stored value and its `PTTL` reply (-1: no expiry; -2: gone meanwhile).
+    fn decode(mut v: Vec<u8>, pttl: i64) -> Option<Self> {
+        let ttl_left = match pttl {
+            -2 | 0 => return None,
+            -1 => None,
+            ms => Some(Duration::from_millis(u64::try_from(ms).ok()?)),
+        };
+        let nl = v.iter().position(|&b| b == b'\n')?;
+        let json = bytes::Bytes::from(v.split_off(nl + 1));
+        v.truncate(nl);
+        Some(SharedAnswer {
+            backend: String::from_utf8(v).ok()?,
+            json,
+            ttl_left,
+        })
+    }
+}
+
 fn unix_days(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / DAY_SECS)
@@ -578,6 +686,40 @@ mod tests {
             return None;
         }
         Some(s)
+    }
+
+    #[test]
+    fn shared_answers_round_trip() {
+        let v = SharedAnswer::encode("up", br#"{"a":"x\ny"}"#).unwrap();
+        let a = SharedAnswer::decode(v.clone(), 1500).unwrap();
+        assert_eq!(a.backend, "up");
+        assert_eq!(&a.json[..], br#"{"a":"x\ny"}"#);
+        assert_eq!(a.ttl_left, Some(Duration::from_millis(1500)));
+        assert_eq!(SharedAnswer::decode(v.clone(), -1).unwrap().ttl_left, None);
+        assert!(SharedAnswer::decode(v, -2).is_none());
+        assert!(SharedAnswer::encode("a\nb", b"{}").is_none());
+        assert!(SharedAnswer::decode(b"no newline".to_vec(), 10).is_none());
+    }
+
+    #[tokio::test]
+    async fn exact_cache_entries_are_shared_and_expire() {
+        let Some(s) = store().await else { return };
+        let k = [7u8; 32];
+        assert_eq!(s.cache_get(&k).await.unwrap(), None);
+        s.cache_set(&k, "up", b"{\"id\":1}", Duration::from_millis(300))
+            .await
+            .unwrap();
+        let a = s.cache_get(&k).await.unwrap().expect("stored");
+        assert_eq!(
+            (a.backend.as_str(), &a.json[..]),
+            ("up", &b"{\"id\":1}"[..])
+        );
+        assert!(a.ttl_left.unwrap() <= Duration::from_millis(300));
+        // Another store on the same prefix (another instance) sees it.
+        let other = RedisStore::new(s.config()).unwrap();
+        assert!(other.cache_get(&k).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(s.cache_get(&k).await.unwrap(), None, "expired");
     }
 
     #[tokio::test]

@@ -41,6 +41,12 @@
 //! | `error-<status>` | answers `<status>` with an Anthropic error body                        |
 //!
 //! A request without `x-api-key` or `anthropic-version` answers 401.
+//!
+//! **Legacy completions**: `POST /v1/completions` answers a `text_completion` whose text is
+//! [`LEGACY_PREFIX`] followed by the prompt (so a test sees what arrived), one choice per
+//! prompt, usage ([`PROMPT_TOKENS`], [`COMPLETION_TOKENS`] per prompt); streamed as one chunk
+//! per choice, then a usage chunk when `stream_options.include_usage` is set, then `[DONE]`.
+//! Model `error-<status>` answers that status.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -188,6 +194,7 @@ fn router(inner: Arc<Inner>) -> Router {
         )
         .route("/v1/messages", post(messages))
         .route("/v1/responses", post(responses))
+        .route("/v1/completions", post(legacy_completions))
         .route("/v1/models", get(models))
         .with_state(inner)
 }
@@ -805,6 +812,75 @@ async fn responses(
             format!("event: {name}\ndata: {e}\n\n")
         })
         .collect();
+    (
+        StatusCode::OK,
+        [("content-type", "text/event-stream")],
+        text,
+    )
+        .into_response()
+}
+
+/// What the legacy completion answer puts before the prompt.
+pub const LEGACY_PREFIX: &str = "Completed: ";
+
+/// `POST /v1/completions` (see the module docs).
+async fn legacy_completions(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    inner.requests.fetch_add(1, Ordering::SeqCst);
+    let parsed = record(&inner, &uri, &headers, &body);
+    let model = parsed
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if let Some(code) = model.strip_prefix("error-").and_then(|s| s.parse().ok()) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, &format!("mock completions error {code}"));
+    }
+    let prompts: Vec<String> = match parsed.get("prompt") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+            .collect(),
+        Some(Value::String(p)) => vec![p.clone()],
+        _ => vec![String::new()],
+    };
+    let n = prompts.len() as u64;
+    let usage = json!({"prompt_tokens": PROMPT_TOKENS * n, "completion_tokens": COMPLETION_TOKENS * n,
+        "total_tokens": (PROMPT_TOKENS + COMPLETION_TOKENS) * n});
+    let choice = |i: usize, p: &str| json!({"text": format!("{LEGACY_PREFIX}{p}"), "index": i, "logprobs": null, "finish_reason": "stop"});
+    let stream = parsed
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if !stream {
+        let choices: Vec<Value> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| choice(i, p))
+            .collect();
+        return axum::Json(
+            json!({"id": "cmpl-mock", "object": "text_completion", "created": 0,
+            "model": model, "choices": choices, "usage": usage}),
+        )
+        .into_response();
+    }
+    let mut text = String::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let c = json!({"id": "cmpl-mock", "object": "text_completion", "created": 0, "model": model,
+            "choices": [choice(i, p)]});
+        text.push_str(&format!("data: {c}\n\n"));
+    }
+    if parsed.pointer("/stream_options/include_usage") == Some(&Value::Bool(true)) {
+        let u = json!({"id": "cmpl-mock", "object": "text_completion", "created": 0, "model": model,
+            "choices": [], "usage": usage});
+        text.push_str(&format!("data: {u}\n\n"));
+    }
+    text.push_str("data: [DONE]\n\n");
     (
         StatusCode::OK,
         [("content-type", "text/event-stream")],

@@ -69,6 +69,7 @@ use super::BoxFuture;
 use crate::call::Decision;
 use crate::call::RoutedCall;
 use crate::facts::{CacheOutcome, Served};
+use crate::state::RedisStore;
 use slmgate_openai::chat::{is_usage_only_chunk, AnswerUsage, ChatRequest, JsonAnswer};
 use slmgate_openai::error::GatewayError;
 pub use store::CacheState;
@@ -81,13 +82,22 @@ pub struct Caching {
     pub settings: CacheConfig,
     /// The stores.
     pub state: CacheState,
+    /// With `cache.exact.shared`: the Redis of `state.redis`, asked after a miss in `state`
+    /// and given every exact answer stored there.
+    pub shared: Option<Arc<RedisStore>>,
 }
 
 impl Caching {
-    /// The cache for `settings`, keeping `previous`'s entries when its bounds still fit.
-    pub fn new(settings: &CacheConfig, previous: Option<&CacheState>) -> Self {
+    /// The cache for `settings`, keeping `previous`'s entries when its bounds still fit;
+    /// `redis` is `state.redis`'s store, used when `cache.exact.shared` says so.
+    pub fn new(
+        settings: &CacheConfig,
+        previous: Option<&CacheState>,
+        redis: Option<&Arc<RedisStore>>,
+    ) -> Self {
         Caching {
             state: CacheState::carry(previous, settings),
+            shared: redis.filter(|_| settings.exact.shared).cloned(),
             settings: settings.clone(),
         }
     }
@@ -257,11 +267,25 @@ where
             // The lookup's span (see crate::telemetry::cache_span); dropped before forwarding
             // so a miss's upstream call is not its child.
             let span = crate::telemetry::cache_span();
+            let shared = gw.cache.shared.clone();
             if plan.read {
-                if let Some(a) = exact_key.as_ref().and_then(|k| state.get_exact(k)) {
-                    tracing::debug!(backend = %a.backend, "exact cache hit");
-                    crate::telemetry::record_cache(&span, "hit", Some("exact"), None);
-                    return Ok(replay(&a, chat, decision, CacheOutcome::Hit));
+                if let Some(k) = &exact_key {
+                    let found = match state.get_exact(k) {
+                        Some(a) => Some(a),
+                        None => match &shared {
+                            Some(r) => {
+                                get_shared(r, &state, k, plan.exact_ttl)
+                                    .instrument(span.clone())
+                                    .await
+                            }
+                            None => None,
+                        },
+                    };
+                    if let Some(a) = found {
+                        tracing::debug!(backend = %a.backend, "exact cache hit");
+                        crate::telemetry::record_cache(&span, "hit", Some("exact"), None);
+                        return Ok(replay(&a, chat, decision, CacheOutcome::Hit));
+                    }
                 }
             }
             let semantic = match (plan.semantic, &gw.embedder) {
@@ -322,6 +346,7 @@ where
             }
             let sink = Sink {
                 state,
+                shared,
                 exact: exact_key.map(|k| (k, plan.exact_ttl)),
                 semantic: semantic.map(|(scope, v)| (scope, v, plan.semantic_ttl)),
                 backend: resp
@@ -356,6 +381,25 @@ async fn embed(e: &crate::embedder::LocalEmbedder, text: &str) -> Option<Arc<[f3
             None
         }
     }
+}
+
+/// The shared store's answer for `key`, kept in the local store too for the time Redis has
+/// left for it (`ttl` when Redis set no expiry). A Redis failure is a miss (counted and
+/// logged by the store).
+async fn get_shared(
+    redis: &RedisStore,
+    local: &CacheState,
+    key: &key::Key,
+    ttl: Duration,
+) -> Option<Arc<store::Answer>> {
+    let a = redis.cache_get(key).await.ok()??;
+    let answer = Arc::new(store::Answer {
+        json: a.json,
+        backend: a.backend,
+        ttl: a.ttl_left.unwrap_or(ttl),
+    });
+    local.put_exact(*key, answer.clone());
+    Some(answer)
 }
 
 /// A cached answer as a response to `chat`.
@@ -408,6 +452,9 @@ fn replay(
 /// Where a complete answer goes.
 struct Sink {
     state: CacheState,
+    /// The shared store, given the exact answer too (in a task of its own: the client's
+    /// stream does not wait for Redis).
+    shared: Option<Arc<RedisStore>>,
     exact: Option<(key::Key, Duration)>,
     semantic: Option<(key::Key, Arc<[f32]>, Duration)>,
     /// The answering backend's name ([`Served`]).
@@ -432,6 +479,15 @@ impl Sink {
                 .clone()
         };
         let backend = self.backend.as_str();
+        if let (Some(redis), Some((k, ttl))) = (self.shared, self.exact) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (json, backend) = (json.clone(), backend.to_string());
+                rt.spawn(async move {
+                    // A failure is counted and logged by the store; the answer stays local.
+                    let _ = redis.cache_set(&k, &backend, &json, ttl).await;
+                });
+            }
+        }
         if let Some((k, ttl)) = self.exact {
             let w = store::weight_of(json.len(), backend.len());
             self.state.put_exact_with(k, w, || {
@@ -659,6 +715,7 @@ mod tests {
         let state = CacheState::default();
         let sink = |state: &CacheState| Sink {
             state: state.clone(),
+            shared: None,
             exact: Some(([9; 32], Duration::from_secs(60))),
             semantic: None,
             backend: "up".into(),
