@@ -430,6 +430,25 @@ keys:
     )
 }
 
+/// How many keys of the local Redis match `pattern` (`KEYS`, spoken in RESP over a plain
+/// socket).
+fn redis_keys(pattern: &str) -> usize {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect("127.0.0.1:6379").expect("redis");
+    conn.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let cmd = format!("*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n", pattern.len());
+    conn.write_all(cmd.as_bytes()).expect("send");
+    let mut reply = [0u8; 64];
+    let n = conn.read(&mut reply).expect("reply");
+    // `*<count>\r\n…`: the count is all that is needed.
+    let text = String::from_utf8_lossy(&reply[..n]);
+    text.strip_prefix('*')
+        .and_then(|t| t.split("\r\n").next())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected KEYS reply {text:?}"))
+}
+
 /// Sends "Say hello" at temperature 0 as `key`; returns (cache header, body).
 async fn cached_ask(gw: &slmgate_gateway::Running, key: &str, stream: bool) -> (String, String) {
     let mut body = chat_body("remote", stream);
@@ -467,17 +486,13 @@ async fn the_shared_exact_cache_answers_on_every_instance() {
     assert_eq!((cache.as_str(), mock.requests()), ("miss", 1));
     // The write to Redis runs beside the answer: wait for it to land.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let on_b = loop {
-        let (cache, text) = cached_ask(&b, "sk-alice", false).await;
-        if cache == "hit" {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never a hit on the second instance"
-        );
+    while redis_keys(&format!("{prefix}cache:exact:*")) == 0 {
+        assert!(Instant::now() < deadline, "the answer never reached Redis");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
+    let (cache, on_b) = cached_ask(&b, "sk-alice", false).await;
+    assert_eq!(cache, "hit", "the second instance answers from Redis");
+    assert_eq!(mock.requests(), 1, "without calling the upstream");
     let requests = mock.requests();
     assert_eq!(on_b, first, "the same stored answer (same id)");
     // A stream request replays it; another team does not see it.
