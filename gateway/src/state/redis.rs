@@ -20,8 +20,9 @@
 //! window. Rate-limit keys expire once their TAT has passed.
 //!
 //! With `cache.exact.shared`, exact-cache answers are plain strings
-//! `{prefix}cache:exact:{hex key}` = backend name, newline, completion JSON, set with the
-//! answer's TTL (`SET … PX`); Redis' own `maxmemory` policy bounds their total size.
+//! `{prefix}cache:exact:{hex key}` = expiry (Unix ms), newline, backend name, newline,
+//! completion JSON, set with the answer's TTL (`SET … PX`); Redis' own `maxmemory` policy
+//! bounds their total size.
 //!
 //! Every call is bounded by `state.redis.timeout`; the connection is made on first use and
 //! a [`ConnectionManager`] reconnects after failures, so Redis coming back needs no restart.
@@ -301,14 +302,14 @@ impl RedisStore {
         self.outcome(op, r)
     }
 
-    /// Runs the commands of `pipe` under the timeout.
+    /// Runs `cmd` under the timeout.
     async fn query<T: redis::FromRedisValue>(
         &self,
         op: &'static str,
-        pipe: &redis::Pipeline,
+        cmd: &redis::Cmd,
     ) -> Result<T, StateError> {
         let mut conn = self.conn().await?;
-        let r = tokio::time::timeout(self.cfg.timeout, pipe.query_async::<T>(&mut conn)).await;
+        let r = tokio::time::timeout(self.cfg.timeout, cmd.query_async::<T>(&mut conn)).await;
         self.outcome(op, r)
     }
 
@@ -337,13 +338,13 @@ impl RedisStore {
     }
 
     /// The shared exact-cache entry under `key` (the in-process cache's key), with the time
-    /// it has left. `Ok(None)`: not there (or unreadable, e.g. written by another version).
+    /// it has left. `Ok(None)`: not there, expired, or unreadable (e.g. written by another
+    /// version). One `GET`: the value carries its own expiry.
     pub async fn cache_get(&self, key: &[u8; 32]) -> Result<Option<SharedAnswer>, StateError> {
-        let k = self.cache_key(key);
-        let mut pipe = redis::pipe();
-        pipe.get(&k).cmd("PTTL").arg(&k);
-        let (value, pttl): (Option<Vec<u8>>, i64) = self.query("cache_get", &pipe).await?;
-        Ok(value.and_then(|v| SharedAnswer::decode(v, pttl)))
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.cache_key(key));
+        let value: Option<Vec<u8>> = self.query("cache_get", &cmd).await?;
+        Ok(value.and_then(|v| SharedAnswer::decode(v, SystemTime::now())))
     }
 
     /// Stores an exact-cache entry for `ttl` (whole milliseconds, at least one).
@@ -354,18 +355,14 @@ impl RedisStore {
         json: &[u8],
         ttl: Duration,
     ) -> Result<(), StateError> {
-        let Some(value) = SharedAnswer::encode(backend, json) else {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let expires = SystemTime::now() + Duration::from_millis(ms);
+        let Some(value) = SharedAnswer::encode(backend, json, expires) else {
             return Ok(());
         };
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.cache_key(key))
-            .arg(value)
-            .arg("PX")
-            .arg(ms)
-            .ignore();
-        self.query("cache_set", &pipe).await
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.cache_key(key)).arg(value).arg("PX").arg(ms);
+        self.query::<()>("cache_set", &cmd).await
     }
 
     fn rate_key(&self, kind: LimitKind, per_minute: u32, burst: u32, name: &str) -> String {
@@ -533,44 +530,51 @@ struct Window {
     ttl_secs: u64,
 }
 
-/// An exact-cache entry as kept in Redis: the answering backend's name, a newline, the
-/// `chat.completion` JSON.
+/// An exact-cache entry as kept in Redis: its expiry (Unix milliseconds), a newline, the
+/// answering backend's name, a newline, the `chat.completion` JSON. Redis expires the key at
+/// the same time (`PX`); the expiry in the value saves a `PTTL` per lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedAnswer {
     /// The backend that produced it.
     pub backend: String,
     /// The completion.
     pub json: bytes::Bytes,
-    /// How long Redis keeps it still (`None`: no expiry set).
-    pub ttl_left: Option<Duration>,
+    /// How long it is good for still (by this machine's clock).
+    pub ttl_left: Duration,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl SharedAnswer {
     /// The stored form; `None` for a backend name with a newline (not stored).
-    fn encode(backend: &str, json: &[u8]) -> Option<Vec<u8>> {
+    fn encode(backend: &str, json: &[u8], expires: SystemTime) -> Option<Vec<u8>> {
         if backend.contains('\n') {
             return None;
         }
-        let mut v = Vec::with_capacity(backend.len() + 1 + json.len());
-        v.extend_from_slice(backend.as_bytes());
-        v.push(b'\n');
+        let head = format!("{}\n{backend}\n", unix_ms(expires));
+        let mut v = Vec::with_capacity(head.len() + json.len());
+        v.extend_from_slice(head.as_bytes());
         v.extend_from_slice(json);
         Some(v)
     }
 
-    /// Reads a stored value and its `PTTL` reply (-1: no expiry; -2: gone meanwhile).
-    fn decode(mut v: Vec<u8>, pttl: i64) -> Option<Self> {
-        let ttl_left = match pttl {
-            -2 | 0 => return None,
-            -1 => None,
-            ms => Some(Duration::from_millis(u64::try_from(ms).ok()?)),
-        };
-        let nl = v.iter().position(|&b| b == b'\n')?;
-        let json = bytes::Bytes::from(v.split_off(nl + 1));
-        v.truncate(nl);
+    /// Reads a stored value at `now`; `None` when unreadable or expired.
+    fn decode(v: Vec<u8>, now: SystemTime) -> Option<Self> {
+        let v = bytes::Bytes::from(v);
+        let first = v.iter().position(|&b| b == b'\n')?;
+        let expires: u64 = std::str::from_utf8(&v[..first]).ok()?.parse().ok()?;
+        let ttl_left = Duration::from_millis(expires.checked_sub(unix_ms(now))?);
+        if ttl_left.is_zero() {
+            return None;
+        }
+        let rest = &v[first + 1..];
+        let second = first + 1 + rest.iter().position(|&b| b == b'\n')?;
         Some(SharedAnswer {
-            backend: String::from_utf8(v).ok()?,
-            json,
+            backend: std::str::from_utf8(&v[first + 1..second]).ok()?.to_owned(),
+            json: v.slice(second + 1..),
             ttl_left,
         })
     }
@@ -690,15 +694,21 @@ mod tests {
 
     #[test]
     fn shared_answers_round_trip() {
-        let v = SharedAnswer::encode("up", br#"{"a":"x\ny"}"#).unwrap();
-        let a = SharedAnswer::decode(v.clone(), 1500).unwrap();
+        let now = SystemTime::now();
+        let later = now + Duration::from_millis(1500);
+        let v = SharedAnswer::encode("up", br#"{"a":"x\ny"}"#, later).unwrap();
+        let a = SharedAnswer::decode(v.clone(), now).unwrap();
         assert_eq!(a.backend, "up");
         assert_eq!(&a.json[..], br#"{"a":"x\ny"}"#);
-        assert_eq!(a.ttl_left, Some(Duration::from_millis(1500)));
-        assert_eq!(SharedAnswer::decode(v.clone(), -1).unwrap().ttl_left, None);
-        assert!(SharedAnswer::decode(v, -2).is_none());
-        assert!(SharedAnswer::encode("a\nb", b"{}").is_none());
-        assert!(SharedAnswer::decode(b"no newline".to_vec(), 10).is_none());
+        assert!(
+            a.ttl_left <= Duration::from_millis(1500) && a.ttl_left >= Duration::from_millis(1499),
+            "{:?}",
+            a.ttl_left
+        );
+        assert!(SharedAnswer::decode(v.clone(), later).is_none(), "expired");
+        assert!(SharedAnswer::encode("a\nb", b"{}", later).is_none());
+        assert!(SharedAnswer::decode(b"no newline".to_vec(), now).is_none());
+        assert!(SharedAnswer::decode(b"x\nup\n{}".to_vec(), now).is_none());
     }
 
     #[tokio::test]
@@ -714,7 +724,7 @@ mod tests {
             (a.backend.as_str(), &a.json[..]),
             ("up", &b"{\"id\":1}"[..])
         );
-        assert!(a.ttl_left.unwrap() <= Duration::from_millis(300));
+        assert!(a.ttl_left <= Duration::from_millis(300));
         // Another store on the same prefix (another instance) sees it.
         let other = RedisStore::new(s.config()).unwrap();
         assert!(other.cache_get(&k).await.unwrap().is_some());

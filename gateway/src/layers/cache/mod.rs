@@ -273,11 +273,7 @@ where
                     let found = match state.get_exact(k) {
                         Some(a) => Some(a),
                         None => match &shared {
-                            Some(r) => {
-                                get_shared(r, &state, k, plan.exact_ttl)
-                                    .instrument(span.clone())
-                                    .await
-                            }
+                            Some(r) => get_shared(r, &state, k).instrument(span.clone()).await,
                             None => None,
                         },
                     };
@@ -383,20 +379,18 @@ async fn embed(e: &crate::embedder::LocalEmbedder, text: &str) -> Option<Arc<[f3
     }
 }
 
-/// The shared store's answer for `key`, kept in the local store too for the time Redis has
-/// left for it (`ttl` when Redis set no expiry). A Redis failure is a miss (counted and
-/// logged by the store).
+/// The shared store's answer for `key`, kept in the local store too for the time it has
+/// left. A Redis failure is a miss (counted and logged by the store).
 async fn get_shared(
     redis: &RedisStore,
     local: &CacheState,
     key: &key::Key,
-    ttl: Duration,
 ) -> Option<Arc<store::Answer>> {
     let a = redis.cache_get(key).await.ok()??;
     let answer = Arc::new(store::Answer {
         json: a.json,
         backend: a.backend,
-        ttl: a.ttl_left.unwrap_or(ttl),
+        ttl: a.ttl_left,
     });
     local.put_exact(*key, answer.clone());
     Some(answer)
