@@ -142,7 +142,7 @@ pub fn completion_to_chat(bytes: &[u8]) -> Result<Value, GatewayError> {
     Ok(Value::Object(chat))
 }
 
-/// The `model` of a completion request, read without parsing the rest.
+/// The `model` of a completion request (the other fields are skipped, not built).
 fn pass_through_model(bytes: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Model {
